@@ -1,0 +1,1 @@
+//! rbuild-builder: Dockerfile parsing, expansion, planning, build cache and execution.

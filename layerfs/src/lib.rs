@@ -1,0 +1,1 @@
+//! rbuild-layerfs: content store, image model, layer diff/apply and union mounts.

@@ -1,0 +1,1 @@
+//! rbuild-registry: OCI distribution client (references, auth, pull, push).

@@ -1,0 +1,1 @@
+//! rbuild-runner: namespace sandbox, cgroup limits and container processes.
