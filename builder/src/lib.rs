@@ -1,1 +1,2 @@
 //! rbuild-builder: Dockerfile parsing, expansion, planning, build cache and execution.
+#![warn(missing_docs)]

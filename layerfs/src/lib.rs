@@ -1,1 +1,6 @@
 //! rbuild-layerfs: content store, image model, layer diff/apply and union mounts.
+#![warn(missing_docs)]
+
+pub mod digest;
+
+pub use digest::{Digest, DigestError};

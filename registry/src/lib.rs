@@ -1,1 +1,2 @@
 //! rbuild-registry: OCI distribution client (references, auth, pull, push).
+#![warn(missing_docs)]

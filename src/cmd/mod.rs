@@ -13,7 +13,12 @@ use std::process::ExitCode;
 
 /// rbuild: build, run and ship container images.
 #[derive(Debug, Parser)]
-#[command(name = "rbuild", version, about, args_conflicts_with_subcommands = false)]
+#[command(
+    name = "rbuild",
+    version,
+    about,
+    args_conflicts_with_subcommands = false
+)]
 pub struct Cli {
     /// Options shared by every subcommand.
     #[command(flatten)]
@@ -30,7 +35,12 @@ pub struct Globals {
     #[arg(long, global = true, env = "RBUILD_ROOT")]
     pub root: Option<PathBuf>,
     /// Union filesystem driver: overlay, fuse or auto.
-    #[arg(long, global = true, env = "RBUILD_STORAGE_DRIVER", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        env = "RBUILD_STORAGE_DRIVER",
+        default_value = "auto"
+    )]
     pub storage_driver: String,
 }
 
