@@ -1,2 +1,3 @@
 //! rbuild-builder: Dockerfile parsing, expansion, planning, build cache and execution.
 #![warn(missing_docs)]
+pub mod pipeline;
