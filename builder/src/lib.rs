@@ -1,3 +1,4 @@
 //! rbuild-builder: Dockerfile parsing, expansion, planning, build cache and execution.
 #![warn(missing_docs)]
 pub mod pipeline;
+pub mod context;

@@ -1,0 +1,476 @@
+//! The build context: a directory, filtered by `.dockerignore`, whose files are selected by
+//! ADD/COPY sources and content-hashed (memoised in a persistent [`StatCache`]).
+
+mod statcache;
+
+pub use statcache::{StatCache, StatKey};
+
+use rbuild_layerfs::Digest;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+/// Errors of reading the build context.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The context directory cannot be used.
+    #[error("build context {path}: {source} (pass an existing directory)")]
+    Root {
+        /// Context directory.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A file in the context could not be read.
+    #[error("build context file {path}: {source}")]
+    Io {
+        /// Path of the file.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A source matched nothing (or only excluded files).
+    #[error("{source_path}: no such file or directory in the build context (check the path and .dockerignore)")]
+    NotFound {
+        /// The source as written.
+        source_path: String,
+    },
+    /// A glob source is not a valid pattern.
+    #[error("invalid source pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Decides which context paths `.dockerignore` excludes.
+pub trait PathFilter: Send + Sync {
+    /// True when the context-relative path `rel` (slash separated, no leading `/`) is excluded.
+    fn excluded(&self, rel: &str) -> bool;
+    /// True when some pattern re-includes paths (`!pattern`), so excluded dirs must still be walked.
+    fn has_exceptions(&self) -> bool;
+}
+
+/// What a context entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Regular file with its sha256 content hash.
+    File([u8; 32]),
+    /// Directory.
+    Dir,
+    /// Symbolic link with its target.
+    Symlink(PathBuf),
+}
+
+/// One entry below a selected source.
+#[derive(Debug, Clone)]
+pub struct ContextEntry {
+    /// Path relative to the source (`""` for the source itself), slash separated.
+    pub rel: String,
+    /// Kind and content identity.
+    pub kind: EntryKind,
+    /// Permission bits (0o7777).
+    pub mode: u32,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds) of the context file.
+    pub mtime: (i64, i64),
+}
+
+/// One source of an ADD/COPY after glob expansion, with the content of everything below it.
+#[derive(Debug, Clone)]
+pub struct SourceTree {
+    /// Context-relative path of the source (`""` for the context root).
+    pub rel: String,
+    /// Entries, the source itself first, then its contents in sorted order.
+    pub entries: Vec<ContextEntry>,
+    /// Hash over path, kind, mode and content of every entry (not mtime, not owner).
+    pub digest: Digest,
+}
+
+impl SourceTree {
+    /// True when the source is a directory (its contents are copied, as docker does).
+    pub fn is_dir(&self) -> bool {
+        matches!(self.entries.first().map(|e| &e.kind), Some(EntryKind::Dir))
+    }
+}
+
+/// A build context directory.
+pub struct BuildContext {
+    root: PathBuf,
+    filter: Option<Box<dyn PathFilter>>,
+    cache: Mutex<StatCache>,
+}
+
+impl std::fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl BuildContext {
+    /// Opens the context at `root` with an optional `.dockerignore` filter and a stat cache.
+    pub fn open(
+        root: &Path,
+        filter: Option<Box<dyn PathFilter>>,
+        cache: StatCache,
+    ) -> Result<BuildContext, ContextError> {
+        let root = fs::canonicalize(root).map_err(|source| ContextError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let meta = fs::metadata(&root).map_err(|source| ContextError::Root {
+            path: root.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(ContextError::Root {
+                path: root,
+                source: io::Error::other("not a directory"),
+            });
+        }
+        Ok(BuildContext {
+            root,
+            filter,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Host path of a context-relative path.
+    pub fn host_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    /// Where the stat cache of the context at `root` lives inside a store's `cache/` dir.
+    pub fn stat_cache_path(cache_dir: &Path, root: &Path) -> PathBuf {
+        let canon = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let h = Sha256::digest(canon.as_os_str().as_encoded_bytes());
+        cache_dir.join("statcache").join(&hex::encode(h)[..32])
+    }
+
+    /// Saves the stat cache; returns (hits, misses) of this run.
+    pub fn save_cache(&self) -> io::Result<(u64, u64)> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.save()?;
+        Ok(c.stats())
+    }
+
+    fn is_excluded(&self, rel: &str) -> bool {
+        !rel.is_empty() && self.filter.as_ref().is_some_and(|f| f.excluded(rel))
+    }
+
+    fn has_exceptions(&self) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.has_exceptions())
+    }
+
+    /// Expands one ADD/COPY source (a path or glob, relative to the context) into source trees.
+    pub fn select(&self, source: &str) -> Result<Vec<SourceTree>, ContextError> {
+        let clean = clean_rel(source);
+        let not_found = || ContextError::NotFound {
+            source_path: source.to_string(),
+        };
+        let rels = if has_glob(&clean) {
+            self.glob(&clean, source)?
+        } else {
+            if self.is_excluded(&clean) && !self.has_exceptions() {
+                return Err(not_found());
+            }
+            match fs::symlink_metadata(self.host_path(&clean)) {
+                Ok(_) => vec![clean],
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+                Err(source) => {
+                    return Err(ContextError::Io {
+                        path: self.host_path(&clean),
+                        source,
+                    })
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for rel in rels {
+            let tree = self.tree(&rel)?;
+            if tree.entries.is_empty() {
+                continue;
+            }
+            out.push(tree);
+        }
+        if out.is_empty() {
+            return Err(not_found());
+        }
+        Ok(out)
+    }
+
+    fn glob(&self, pattern: &str, source: &str) -> Result<Vec<String>, ContextError> {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| ContextError::Pattern {
+                pattern: source.to_string(),
+                reason: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        let depth = pattern.split('/').count();
+        let mut out = Vec::new();
+        let walker = walkdir::WalkDir::new(&self.root)
+            .min_depth(1)
+            .max_depth(depth)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = entry.map_err(|e| self.walk_error(e))?;
+            let rel = rel_of(&self.root, entry.path());
+            if glob.is_match(&rel) && !self.is_excluded(&rel) {
+                out.push(rel);
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk_error(&self, e: walkdir::Error) -> ContextError {
+        let path = e.path().map(Path::to_path_buf).unwrap_or(self.root.clone());
+        ContextError::Io {
+            path,
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("walk loop")),
+        }
+    }
+
+    /// Walks and hashes the source at context-relative `rel`.
+    fn tree(&self, rel: &str) -> Result<SourceTree, ContextError> {
+        let base = self.host_path(rel);
+        let mut entries = Vec::new();
+        let mut hasher = Sha256::new();
+        let mut walker = walkdir::WalkDir::new(&base)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        let exceptions = self.has_exceptions();
+        while let Some(entry) = walker.next() {
+            let entry = entry.map_err(|e| self.walk_error(e))?;
+            let sub = rel_of(&base, entry.path());
+            let ctx_rel = join_rel(rel, &sub);
+            let is_dir = entry.file_type().is_dir();
+            if self.is_excluded(&ctx_rel) {
+                if is_dir && !exceptions {
+                    walker.skip_current_dir();
+                }
+                if !is_dir || !exceptions {
+                    continue;
+                }
+                // An excluded dir that may hold re-included files: walk it, but keep the dir
+                // entry only when something inside it is kept (decided below by parents).
+            }
+            let meta = entry.metadata().map_err(|e| self.walk_error(e))?;
+            let kind = if meta.is_dir() {
+                EntryKind::Dir
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(entry.path()).map_err(|source| ContextError::Io {
+                    path: entry.path().to_path_buf(),
+                    source,
+                })?;
+                EntryKind::Symlink(target)
+            } else if meta.is_file() {
+                EntryKind::File(self.file_hash(entry.path(), &meta)?)
+            } else {
+                continue; // sockets, fifos and devices are not copied (as docker)
+            };
+            let e = ContextEntry {
+                rel: sub,
+                kind,
+                mode: meta.permissions().mode() & 0o7777,
+                size: if meta.is_file() { meta.size() } else { 0 },
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+            };
+            entries.push(e);
+        }
+        if exceptions {
+            prune_excluded_dirs(&mut entries, rel, self);
+        }
+        for e in &entries {
+            hash_entry(&mut hasher, e);
+        }
+        Ok(SourceTree {
+            rel: rel.to_string(),
+            entries,
+            digest: Digest::from_hasher(hasher),
+        })
+    }
+
+    fn file_hash(&self, path: &Path, meta: &fs::Metadata) -> Result<[u8; 32], ContextError> {
+        let key = StatKey::of(meta);
+        if let Some(h) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(h);
+        }
+        let io_err = |source| ContextError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hash: [u8; 32] = hasher.finalize().into();
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, hash);
+        Ok(hash)
+    }
+}
+
+/// Drops excluded directories that contain no kept entry (only used with `!` exceptions).
+fn prune_excluded_dirs(entries: &mut Vec<ContextEntry>, base: &str, ctx: &BuildContext) {
+    let kept: Vec<bool> = entries
+        .iter()
+        .map(|e| {
+            let full = join_rel(base, &e.rel);
+            if !matches!(e.kind, EntryKind::Dir) || !ctx.is_excluded(&full) {
+                return true;
+            }
+            let prefix = if e.rel.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", e.rel)
+            };
+            entries.iter().any(|o| {
+                o.rel.starts_with(&prefix)
+                    && o.rel != e.rel
+                    && !matches!(o.kind, EntryKind::Dir)
+                    && !ctx.is_excluded(&join_rel(base, &o.rel))
+            })
+        })
+        .collect();
+    let mut i = 0;
+    entries.retain(|_| {
+        i += 1;
+        kept[i - 1]
+    });
+}
+
+fn hash_entry(h: &mut Sha256, e: &ContextEntry) {
+    h.update(e.rel.as_bytes());
+    h.update([0]);
+    match &e.kind {
+        EntryKind::File(c) => {
+            h.update(b"f");
+            h.update(c);
+        }
+        EntryKind::Dir => h.update(b"d"),
+        EntryKind::Symlink(t) => {
+            h.update(b"l");
+            h.update(t.as_os_str().as_encoded_bytes());
+        }
+    }
+    h.update(format!("\0{:o}\n", e.mode).as_bytes());
+}
+
+fn rel_of(base: &Path, p: &Path) -> String {
+    p.strip_prefix(base)
+        .unwrap_or(Path::new(""))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Cleans a source path against the context root: `..` cannot climb above it (as BuildKit).
+pub fn clean_rel(source: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(source).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ignore(Vec<&'static str>);
+    impl PathFilter for Ignore {
+        fn excluded(&self, rel: &str) -> bool {
+            self.0
+                .iter()
+                .any(|p| rel == *p || rel.starts_with(&format!("{p}/")))
+        }
+        fn has_exceptions(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn select_hash_and_ignore() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("src/sub")).unwrap();
+        fs::write(dir.path().join("src/a.txt"), "a").unwrap();
+        fs::write(dir.path().join("src/sub/b.txt"), "b").unwrap();
+        fs::write(dir.path().join("top.txt"), "t").unwrap();
+        fs::write(dir.path().join("secret"), "s").unwrap();
+        let ctx = BuildContext::open(
+            dir.path(),
+            Some(Box::new(Ignore(vec!["secret"]))),
+            StatCache::in_memory(),
+        )
+        .unwrap();
+        let t = ctx.select("./src/../src").unwrap();
+        assert_eq!(t.len(), 1);
+        assert!(t[0].is_dir());
+        let rels: Vec<_> = t[0].entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(rels, ["", "a.txt", "sub", "sub/b.txt"]);
+        let g = ctx.select("*.txt").unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].rel, "top.txt");
+        assert!(ctx.select("secret").is_err());
+        let root = ctx.select(".").unwrap();
+        assert!(!root[0].entries.iter().any(|e| e.rel == "secret"));
+        let before = t[0].digest.clone();
+        fs::write(dir.path().join("src/a.txt"), "z").unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        assert_ne!(ctx.select("src").unwrap()[0].digest, before);
+        assert_eq!(clean_rel("../../x/./y"), "x/y");
+    }
+}
