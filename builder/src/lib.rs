@@ -2,3 +2,4 @@
 #![warn(missing_docs)]
 pub mod pipeline;
 pub mod context;
+pub mod cache;
