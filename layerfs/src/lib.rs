@@ -2,5 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod digest;
+pub mod store;
 
 pub use digest::{Digest, DigestError};
+pub use store::{Store, StoreError};

@@ -1,0 +1,129 @@
+//! The content store at `$RBUILD_ROOT`: an OCI image layout (oci-layout, index.json,
+//! blobs/sha256) plus unpacked layers, build cache, containers and tmp space.
+//!
+//! One job per file: [`ingest`](self) of blobs, the store [`lock`](StoreLock), tags in
+//! index.json, sessions and the cleanup of incomplete work, scratch dirs, check, prune, df.
+
+mod error;
+mod fsutil;
+mod index;
+mod ingest;
+mod lock;
+mod reference;
+mod scratch;
+mod session;
+
+pub use error::{Result, StoreError};
+pub use index::{descriptor_digest, descriptor_ref_name, REF_NAME};
+pub use ingest::Ingest;
+pub use lock::StoreLock;
+pub use reference::{normalize_tag, split_tag};
+pub use scratch::ScratchDir;
+
+use error::IoContext;
+use fsutil::{atomic_write, ensure_dir, random_hex};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Sub-directories every store has.
+const LAYOUT_DIRS: &[&str] = &[
+    "blobs/sha256",
+    "layers",
+    "cache",
+    "containers",
+    "tmp",
+    "mounts",
+];
+
+/// An open content store. Cheap to clone; the process's session ends when the last clone drops.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    session: session::Session,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout (root mode 0700) if needed, and removes
+    /// the incomplete work of processes that died.
+    pub fn open(root: &Path) -> Result<Store> {
+        ensure_dir(root, 0o700)?;
+        let meta = std::fs::metadata(root).at("stat store root", root)?;
+        if meta.permissions().mode() & 0o7777 != 0o700 {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .at("chmod 0700", root)?;
+        }
+        for dir in LAYOUT_DIRS {
+            ensure_dir(&root.join(dir), 0o700)?;
+        }
+        let root = root.canonicalize().at("resolve store root", root)?;
+        let tmp = root.join("tmp");
+        let session = start_session(&tmp)?;
+        let store = Store {
+            inner: Arc::new(Inner { root, session }),
+        };
+        store.init_layout_files()?;
+        session::clean_dead_sessions(&tmp, &store.inner.session)?;
+        Ok(store)
+    }
+
+    /// The store root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Takes the exclusive store-wide lock (blocks until free). Released when the guard drops.
+    /// Not re-entrant: do not call other locking store methods while holding it; use their
+    /// `_locked` variants.
+    pub fn lock(&self) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root().join("lock"))
+    }
+
+    /// This process's private work directory under tmp/.
+    pub(crate) fn session_dir(&self) -> &Path {
+        self.inner.session.dir()
+    }
+
+    /// Start times of other processes that have the store open right now.
+    #[allow(dead_code)]
+    pub(crate) fn other_live_sessions(&self) -> Result<Vec<std::time::SystemTime>> {
+        session::live_sessions(&self.root().join("tmp"), &self.inner.session)
+    }
+
+    /// Writes oci-layout and an empty index.json when they are missing.
+    fn init_layout_files(&self) -> Result<()> {
+        let layout = self.root().join("oci-layout");
+        let index = self.root().join("index.json");
+        if layout.is_file() && index.is_file() {
+            return Ok(());
+        }
+        let lock = self.lock()?;
+        if !layout.is_file() {
+            let tmp = self
+                .session_dir()
+                .join(format!("oci-layout-{}", random_hex(4)));
+            atomic_write(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !index.is_file() {
+            self.write_index_locked(&lock, &index::empty_index()?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts a session, retrying when a concurrent cleanup removed the pending lock file.
+fn start_session(tmp: &Path) -> Result<session::Session> {
+    let mut last = None;
+    for _ in 0..5 {
+        match session::Session::start(tmp) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| StoreError::Other("could not start a store session".into())))
+}
