@@ -1,0 +1,494 @@
+//! An authenticated, retrying HTTP session with one registry endpoint and repository.
+//!
+//! Blob and manifest transfers use reqwest directly (not oci-client's `Client`): rbuild needs
+//! per-chunk streaming into the store, `Range` resumption, upload resumption from the offset the
+//! registry reports, retries with `Retry-After`, and a manifest size cap, which oci-client's
+//! high-level calls do not expose.
+//!
+//! Credentials are attached only to requests for the registry's own origin (scheme, host, port).
+//! reqwest drops `Authorization` on a redirect to another origin, and URLs outside the registry
+//! (a descriptor's foreign `urls`, an upload `Location` on another host) get no credentials.
+
+use crate::challenge::{parse_challenge, Challenge};
+use crate::config::Endpoint;
+use crate::credentials::Credential;
+use crate::error::{RegistryError, Result};
+use base64::Engine;
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How often and how long to retry 429, 5xx and connection failures.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub attempts: u32,
+    /// First backoff delay; doubled each retry.
+    pub base_delay: Duration,
+    /// Longest delay, also the cap on a server's `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `n` (0-based), honouring `Retry-After` seconds if given.
+    pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = self.base_delay.saturating_mul(1u32 << n.min(16));
+        retry_after.unwrap_or(backoff).min(self.max_delay)
+    }
+}
+
+/// What a session is allowed to do in its repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only.
+    Pull,
+    /// Read and write.
+    Push,
+}
+
+/// Settings shared by every session of one command.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Retry behaviour.
+    pub retry: RetryPolicy,
+    /// Per-request connect timeout (None: reqwest's default).
+    pub connect_timeout: Option<Duration>,
+}
+
+/// A session with one repository on one registry endpoint.
+#[derive(Debug)]
+pub struct Session {
+    http: reqwest::Client,
+    base: Url,
+    registry: String,
+    repository: String,
+    scopes: Mutex<Vec<String>>,
+    credential: Option<Credential>,
+    authorization: Mutex<Option<HeaderValue>>,
+    retry: RetryPolicy,
+}
+
+impl Session {
+    /// Opens a session: builds the HTTP client, pings `/v2/` (falling back to plain HTTP for
+    /// insecure endpoints) and authenticates if the registry asks to.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        registry: &str,
+        repository: &str,
+        access: Access,
+        credential: Option<Credential>,
+        options: &ClientOptions,
+    ) -> Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(endpoint.skip_tls_verify);
+        if let Some(t) = options.connect_timeout {
+            builder = builder.connect_timeout(t);
+        }
+        let http = builder.build().map_err(|e| RegistryError::Http {
+            url: endpoint.base_url.clone(),
+            source: e,
+        })?;
+        let scope = match access {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+        };
+        let parse = |s: &str| {
+            Url::parse(s).map_err(|e| RegistryError::Config {
+                path: "registry endpoint".into(),
+                reason: format!("bad URL {s}: {e}"),
+            })
+        };
+        let mut session = Session {
+            http,
+            base: parse(&endpoint.base_url)?,
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            scopes: Mutex::new(vec![scope]),
+            credential,
+            authorization: Mutex::new(None),
+            retry: options.retry.clone(),
+        };
+        let ping = match session.ping().await {
+            Err(RegistryError::Http { .. }) if endpoint.http_fallback => {
+                let plain = endpoint.base_url.replacen("https://", "http://", 1);
+                session.base = parse(&plain)?;
+                session.ping().await?
+            }
+            other => other?,
+        };
+        if let Some(challenge) = ping {
+            session.authenticate(&challenge).await?;
+        }
+        Ok(session)
+    }
+
+    /// Registry name (for messages and credentials).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Repository of this session.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// Adds pull access to another repository of the same registry (for cross-repo mounts).
+    pub async fn add_pull_scope(&self, repository: &str) -> Result<()> {
+        let scope = format!("repository:{repository}:pull");
+        {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            if scopes.contains(&scope) {
+                return Ok(());
+            }
+            scopes.push(scope);
+        }
+        if let Some(challenge) = self.ping().await? {
+            self.authenticate(&challenge).await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /v2/`: Ok(None) when open, Ok(Some(challenge)) when authentication is required.
+    async fn ping(&self) -> Result<Option<Challenge>> {
+        let url = self.url("/v2/")?;
+        let resp = self.send_raw(Method::GET, url, |r| r, false).await?;
+        match resp.status() {
+            StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
+            s if s.is_success() => Ok(None),
+            // Some registries answer 404 on /v2/ for a path prefix; go on unauthenticated.
+            _ => Ok(None),
+        }
+    }
+
+    /// The absolute URL of `path` (which starts with `/v2/`) on this endpoint.
+    pub fn url(&self, path: &str) -> Result<Url> {
+        self.base
+            .join(path)
+            .map_err(|e| RegistryError::BadContent(format!("bad URL path {path}: {e}")))
+    }
+
+    /// `/v2/<repository>/<rest>`.
+    pub fn repo_url(&self, rest: &str) -> Result<Url> {
+        self.url(&format!("/v2/{}/{}", self.repository, rest))
+    }
+
+    /// Resolves a `Location` header (absolute or relative) against this endpoint.
+    pub fn resolve_location(&self, location: &str) -> Result<Url> {
+        self.base
+            .join(location)
+            .map_err(|e| RegistryError::BadContent(format!("bad Location {location:?}: {e}")))
+    }
+
+    /// Whether `url` is on the registry's own origin (and may carry credentials).
+    pub fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    async fn authenticate(&self, challenge: &Challenge) -> Result<()> {
+        let value = match challenge {
+            Challenge::Basic => match &self.credential {
+                Some(Credential::Basic { username, password }) => basic_header(username, password),
+                _ => {
+                    return Err(RegistryError::Unauthorized {
+                        registry: self.registry.clone(),
+                        reason: "the registry wants a user name and password".into(),
+                    })
+                }
+            },
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let token = self
+                    .fetch_token(realm, service.as_deref(), scope.as_deref())
+                    .await?;
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    RegistryError::Unauthorized {
+                        registry: self.registry.clone(),
+                        reason: "token server sent a token that is not a valid header".into(),
+                    }
+                })?
+            }
+        };
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        Ok(())
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        extra: Option<&str>,
+    ) -> Result<String> {
+        let mut scopes = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(s) = extra {
+            if !scopes.iter().any(|x| x == s) {
+                scopes.push(s.to_string());
+            }
+        }
+        let url = Url::parse(realm).map_err(|e| RegistryError::Unauthorized {
+            registry: self.registry.clone(),
+            reason: format!("bad token realm {realm:?}: {e}"),
+        })?;
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let resp = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = query.clone();
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "rbuild"),
+                ]);
+                self.send_raw(Method::POST, url.clone(), |r| r.form(&form), false)
+                    .await?
+            }
+            cred => {
+                let basic = match cred {
+                    Some(Credential::Basic { username, password }) => {
+                        Some(basic_header(username, password))
+                    }
+                    _ => None,
+                };
+                self.send_raw(
+                    Method::GET,
+                    url.clone(),
+                    |r| {
+                        let r = r.query(&query);
+                        match &basic {
+                            Some(b) => r.header(AUTHORIZATION, b.clone()),
+                            None => r,
+                        }
+                    },
+                    false,
+                )
+                .await?
+            }
+        };
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                reason: format!("token server {realm} answered {status}: {}", clip(&body)),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = read_limited(resp, 1 << 20, "token response").await?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                reason: format!("token server sent no JSON token: {e}"),
+            })?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                reason: "token server sent an empty token".into(),
+            })
+    }
+
+    /// Sends a request to the registry with credentials, answering one authentication
+    /// challenge and retrying 429/5xx and connection failures. `build` is called for every attempt.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let mut reauthenticated = false;
+        loop {
+            let resp = self
+                .send_raw(method.clone(), url.clone(), &build, true)
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !reauthenticated
+                && self.same_origin(&url)
+            {
+                if let Some(challenge) = challenge_of(&resp) {
+                    reauthenticated = true;
+                    self.authenticate(&challenge).await?;
+                    continue;
+                }
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                return Err(RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    reason: format!("{method} {url} answered {status}: {}", clip(&body)),
+                });
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// One request with retries but no challenge handling; credentials only when `with_auth`
+    /// and the URL is on the registry's origin.
+    async fn send_raw(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        with_auth: bool,
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            let mut req = build(self.http.request(method.clone(), url.clone()));
+            if with_auth && self.same_origin(&url) {
+                if let Some(h) = self
+                    .authorization
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                {
+                    req = req.header(AUTHORIZATION, h);
+                }
+            }
+            let last = attempt + 1 >= self.retry.attempts;
+            match req.send().await {
+                Ok(resp) if is_retryable_status(resp.status()) && !last => {
+                    let delay = self.retry.delay(attempt, retry_after(&resp));
+                    tracing::debug!(%url, status = %resp.status(), ?delay, "retrying");
+                    drop(resp);
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                    let delay = self.retry.delay(attempt, None);
+                    tracing::debug!(%url, error = %e, ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Http {
+                        url: url.to_string(),
+                        source: e,
+                    })
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Sends a request to a URL outside the registry (a foreign layer URL): never with
+    /// credentials, with retries.
+    pub async fn send_foreign(
+        &self,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        self.send_raw(Method::GET, url, build, false).await
+    }
+
+    /// The retry policy of this session.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+}
+
+/// Turns an unexpected response into an error (NotFound for 404).
+pub async fn status_error(
+    resp: Response,
+    method: &str,
+    what: &str,
+    repository: &str,
+) -> RegistryError {
+    let status = resp.status();
+    let url = resp.url().to_string();
+    if status == StatusCode::NOT_FOUND {
+        return RegistryError::NotFound {
+            what: what.to_string(),
+            repository: repository.to_string(),
+        };
+    }
+    let body = resp.text().await.unwrap_or_default();
+    RegistryError::Status {
+        method: method.to_string(),
+        url,
+        status: status.as_u16(),
+        body: clip(&body),
+    }
+}
+
+/// Reads a whole response body, refusing more than `limit` bytes.
+pub async fn read_limited(mut resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(RegistryError::BadContent(format!(
+            "{what} is {} bytes, more than the {limit} allowed",
+            resp.content_length().unwrap_or_default()
+        )));
+    }
+    let url = resp.url().to_string();
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Http {
+        url: url.clone(),
+        source: e,
+    })? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(RegistryError::BadContent(format!(
+                "{what} is more than the {limit} bytes allowed"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn is_retryable_status(s: StatusCode) -> bool {
+    s == StatusCode::TOO_MANY_REQUESTS || matches!(s.as_u16(), 500 | 502 | 503 | 504)
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn challenge_of(resp: &Response) -> Option<Challenge> {
+    resp.headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(parse_challenge)
+        .max_by_key(|c| matches!(c, Challenge::Bearer { .. }))
+}
+
+fn basic_header(username: &str, password: &str) -> HeaderValue {
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    v.set_sensitive(true);
+    v
+}
+
+/// The first 300 characters of a server message, on one line.
+pub fn clip(s: &str) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(300).collect()
+}
