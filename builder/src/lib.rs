@@ -3,3 +3,4 @@
 pub mod pipeline;
 pub mod context;
 pub mod cache;
+pub mod dockerfile;
