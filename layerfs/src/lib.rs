@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod digest;
+pub mod layer;
 pub mod store;
 
 pub use digest::{Digest, DigestError};

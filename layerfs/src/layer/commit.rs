@@ -1,0 +1,1 @@
+//! Store integration for layers (filled in once the store lands).

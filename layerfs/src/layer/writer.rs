@@ -1,0 +1,393 @@
+//! Overlay upper dir -> OCI layer blob, in one pass: tar -> sha256 (diff_id) -> compress ->
+//! sha256 (blob digest).
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+use walkdir::WalkDir;
+
+use super::whiteout::{
+    is_opaque_value, is_overlay_xattr, OPAQUE_MARKER, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER,
+    OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER, WHITEOUT_PREFIX,
+};
+use super::{xattr, Compression, LayerError, LayerInfo, Result, WriteOptions};
+use crate::digest::HashingWriter;
+
+/// Buffer between the tar builder and the hashers/compressor: large writes keep both fast.
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// zstd level used for layers (zstd's own default).
+const ZSTD_LEVEL: i32 = 3;
+
+/// Writes the overlay upper dir `upper` as an OCI layer blob to `out`.
+///
+/// Entries are sorted (depth first, byte order of names), ids are numeric with no user or group
+/// names, overlay whiteouts become `.wh.<name>` files, opaque directories get a `.wh..wh..opq`
+/// marker, hard links inside the upper dir are kept as links, `security.capability` and other
+/// xattrs are kept as PAX `SCHILY.xattr.*` records, and overlay's own xattrs are dropped.
+pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result<LayerInfo> {
+    let blob = HashingWriter::new(out);
+    let compressor = Compressor::new(opts.compression, blob).map_err(LayerError::Stream)?;
+    let tar_stream = HashingWriter::new(compressor);
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
+
+    let mut writer = EntryWriter {
+        upper,
+        mtime_clamp: opts.mtime_clamp,
+        hard_links: HashMap::new(),
+    };
+    let walk = WalkDir::new(upper)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(upper).to_path_buf();
+            LayerError::io(path, e.into())
+        })?;
+        let md = entry
+            .metadata()
+            .map_err(|e| LayerError::io(entry.path(), e.into()))?;
+        writer.append(&mut builder, entry.path(), &md)?;
+    }
+
+    let buffered = builder.into_inner().map_err(LayerError::Stream)?;
+    let tar_stream = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Stream(e.into_error()))?;
+    let (compressor, diff_id, _) = tar_stream.finish();
+    let blob = compressor.finish().map_err(LayerError::Stream)?;
+    let (mut out, digest, size) = blob.finish();
+    out.flush().map_err(LayerError::Stream)?;
+    Ok(LayerInfo {
+        diff_id,
+        digest,
+        size,
+        media_type: opts.compression.media_type().to_string(),
+    })
+}
+
+/// The compression stage of the pipeline.
+enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Plain(W),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(compression: Compression, inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::default(),
+            )),
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if workers > 1 {
+                    enc.multithread(workers as u32)?;
+                }
+                Compressor::Zstd(enc)
+            }
+            Compression::None => Compressor::Plain(inner),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Gzip(enc) => enc.finish(),
+            Compressor::Zstd(enc) => enc.finish(),
+            Compressor::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(enc) => enc.write(buf),
+            Compressor::Zstd(enc) => enc.write(buf),
+            Compressor::Plain(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(enc) => enc.write_all(buf),
+            Compressor::Zstd(enc) => enc.write_all(buf),
+            Compressor::Plain(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(enc) => enc.flush(),
+            Compressor::Zstd(enc) => enc.flush(),
+            Compressor::Plain(w) => w.flush(),
+        }
+    }
+}
+
+/// Turns upper-dir inodes into tar entries.
+struct EntryWriter<'a> {
+    upper: &'a Path,
+    mtime_clamp: Option<i64>,
+    /// First path written for each multiply-linked regular file, by (dev, ino).
+    hard_links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl EntryWriter<'_> {
+    fn append<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        path: &Path,
+        md: &Metadata,
+    ) -> Result<()> {
+        let rel = path
+            .strip_prefix(self.upper)
+            .map_err(|_| LayerError::io(path, io::Error::other("walk left the upper dir")))?
+            .to_path_buf();
+        let ft = md.file_type();
+        let stream = |e: io::Error| LayerError::io(path, e);
+
+        if ft.is_char_device() && md.rdev() == 0 {
+            return self.append_whiteout(builder, &rel, md).map_err(stream);
+        }
+        if ft.is_socket() {
+            // Sockets cannot be archived; docker skips them too.
+            return Ok(());
+        }
+        let xattrs = xattr::list_path(path).map_err(stream)?;
+        if ft.is_file()
+            && md.len() == 0
+            && has_xattr(&xattrs, &[OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER])
+        {
+            return self.append_whiteout(builder, &rel, md).map_err(stream);
+        }
+        let opaque = ft.is_dir()
+            && xattrs.iter().any(|(name, value)| {
+                (name == OVL_OPAQUE_TRUSTED.as_bytes() || name == OVL_OPAQUE_USER.as_bytes())
+                    && is_opaque_value(value)
+            });
+        let kept: Vec<&(Vec<u8>, Vec<u8>)> = xattrs
+            .iter()
+            .filter(|(name, _)| !is_overlay_xattr(name) && name != b"security.selinux")
+            .collect();
+        if !kept.is_empty() {
+            append_pax_xattrs(builder, &kept).map_err(stream)?;
+        }
+
+        let mut header = self.header(md);
+        if ft.is_dir() {
+            header.set_entry_type(EntryType::Directory);
+            let mut dir_path = rel.clone().into_os_string();
+            dir_path.push("/");
+            builder
+                .append_data(&mut header, &dir_path, io::empty())
+                .map_err(stream)?;
+            if opaque {
+                let mut marker = self.header(md);
+                marker.set_entry_type(EntryType::Regular);
+                marker.set_mode(0o644);
+                let marker_path = rel.join(std::ffi::OsStr::from_bytes(OPAQUE_MARKER));
+                builder
+                    .append_data(&mut marker, &marker_path, io::empty())
+                    .map_err(stream)?;
+            }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(stream)?;
+            header.set_entry_type(EntryType::Symlink);
+            builder
+                .append_link(&mut header, &rel, &target)
+                .map_err(stream)?;
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                let key = (md.dev(), md.ino());
+                if let Some(first) = self.hard_links.get(&key) {
+                    header.set_entry_type(EntryType::Link);
+                    return builder
+                        .append_link(&mut header, &rel, first)
+                        .map_err(stream);
+                }
+                self.hard_links.insert(key, rel.clone());
+            }
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(md.len());
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(stream)?;
+            let mut exact = ExactReader {
+                inner: file,
+                remaining: md.len(),
+            };
+            builder
+                .append_data(&mut header, &rel, &mut exact)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        LayerError::Changed(path.to_path_buf())
+                    } else {
+                        LayerError::io(path, e)
+                    }
+                })?;
+            if exact.grew() {
+                return Err(LayerError::Changed(path.to_path_buf()));
+            }
+        } else if ft.is_fifo() {
+            header.set_entry_type(EntryType::Fifo);
+            builder
+                .append_data(&mut header, &rel, io::empty())
+                .map_err(stream)?;
+        } else if ft.is_char_device() || ft.is_block_device() {
+            header.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            });
+            let rdev = md.rdev();
+            header
+                .set_device_major(rustix::fs::major(rdev))
+                .map_err(stream)?;
+            header
+                .set_device_minor(rustix::fs::minor(rdev))
+                .map_err(stream)?;
+            builder
+                .append_data(&mut header, &rel, io::empty())
+                .map_err(stream)?;
+        }
+        Ok(())
+    }
+
+    fn append_whiteout<W: Write>(
+        &self,
+        builder: &mut tar::Builder<W>,
+        rel: &Path,
+        md: &Metadata,
+    ) -> io::Result<()> {
+        let name = rel.file_name().unwrap_or_default().as_bytes();
+        let mut wh_name = WHITEOUT_PREFIX.to_vec();
+        wh_name.extend_from_slice(name);
+        let wh_path = match rel.parent() {
+            Some(parent) => parent.join(std::ffi::OsStr::from_bytes(&wh_name)),
+            None => PathBuf::from(std::ffi::OsStr::from_bytes(&wh_name)),
+        };
+        let mut header = self.header(md);
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, &wh_path, io::empty())
+    }
+
+    /// A ustar header with numeric ids, permission bits and the (clamped) mtime.
+    fn header(&self, md: &Metadata) -> Header {
+        let mut header = Header::new_ustar();
+        header.set_mode(md.mode() & 0o7777);
+        header.set_uid(u64::from(md.uid()));
+        header.set_gid(u64::from(md.gid()));
+        let mut mtime = md.mtime();
+        if let Some(clamp) = self.mtime_clamp {
+            mtime = mtime.min(clamp);
+        }
+        header.set_mtime(mtime.max(0) as u64);
+        header.set_size(0);
+        header
+    }
+}
+
+fn has_xattr(xattrs: &[(Vec<u8>, Vec<u8>)], names: &[&str]) -> bool {
+    xattrs
+        .iter()
+        .any(|(name, _)| names.iter().any(|n| name == n.as_bytes()))
+}
+
+/// Writes a PAX extended header carrying `SCHILY.xattr.<name>=<value>` records.
+fn append_pax_xattrs<W: Write>(
+    builder: &mut tar::Builder<W>,
+    xattrs: &[&(Vec<u8>, Vec<u8>)],
+) -> io::Result<()> {
+    let mut data = Vec::new();
+    for (name, value) in xattrs {
+        let mut key = b"SCHILY.xattr.".to_vec();
+        key.extend_from_slice(name);
+        pax_record(&mut data, &key, value);
+    }
+    let mut header = Header::new_ustar();
+    header.set_entry_type(EntryType::XHeader);
+    header.set_path("PaxHeaders/xattrs")?;
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    builder.append(&header, &data[..])
+}
+
+/// Appends one PAX record: "<len> <key>=<value>\n" where len counts the whole record.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len.to_string().len() + body != len {
+        len = body + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Reads exactly `remaining` bytes from a file, failing if the file is shorter and noting if
+/// it is longer, so a header's size always matches the data that follows it.
+struct ExactReader {
+    inner: File,
+    remaining: u64,
+}
+
+impl ExactReader {
+    fn grew(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.inner.read(&mut probe), Ok(n) if n > 0)
+    }
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was archived",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let mut out = Vec::new();
+        pax_record(&mut out, b"SCHILY.xattr.user.a", b"1");
+        let text = String::from_utf8(out.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), out.len());
+        let mut long = Vec::new();
+        pax_record(&mut long, b"k", &[b'v'; 95]);
+        let text = String::from_utf8(long.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), long.len());
+    }
+}
