@@ -4,3 +4,4 @@ pub mod pipeline;
 pub mod context;
 pub mod cache;
 pub mod dockerfile;
+pub mod exec;

@@ -1,0 +1,359 @@
+//! Writing files into an image root filesystem without ever leaving it.
+//!
+//! Every directory is resolved with `pathrs` inside the root, so symlinks of the image resolve
+//! inside the image (a `/app -> /etc` link in the image points at the image's `/etc`, never the
+//! host's), and each final component is created relative to that directory fd with `O_NOFOLLOW`,
+//! so a symlink swapped in during the copy cannot redirect a write either.
+
+use pathrs::flags::OpenFlags;
+use pathrs::Root;
+use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
+use std::fs::{File, Permissions};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Owner, permission bits and modification time for a new entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs {
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits (0o7777).
+    pub mode: u32,
+    /// Modification time (seconds, nanoseconds); `None` keeps "now".
+    pub mtime: Option<(i64, i64)>,
+}
+
+/// A root filesystem opened for safe writes.
+pub struct RootWriter {
+    root: Root,
+    host: PathBuf,
+}
+
+impl std::fmt::Debug for RootWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootWriter")
+            .field("root", &self.host)
+            .finish()
+    }
+}
+
+fn perr(e: pathrs::error::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Splits an absolute in-image path into (parent, final name); `None` for `/`.
+pub fn split_path(path: &str) -> Option<(String, String)> {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return None;
+    }
+    let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    let parent = if parent.is_empty() { "/" } else { parent };
+    Some((parent.to_string(), name.to_string()))
+}
+
+impl RootWriter {
+    /// Opens the root filesystem at host path `root`.
+    pub fn open(root: &Path) -> io::Result<RootWriter> {
+        Ok(RootWriter {
+            root: Root::open(root).map_err(perr)?,
+            host: root.to_path_buf(),
+        })
+    }
+
+    /// What `path` (inside the root, symlinks followed inside the root) is, if it exists.
+    pub fn kind(&self, path: &str) -> Option<std::fs::FileType> {
+        let h = self.root.resolve(path).ok()?;
+        let f = h.reopen(OpenFlags::O_PATH).ok()?;
+        f.metadata().ok().map(|m| m.file_type())
+    }
+
+    /// The host path that `path` resolves to inside the root (for reading a mounted image).
+    pub fn host_path_of(&self, path: &str) -> io::Result<PathBuf> {
+        let h = self.root.resolve(path).map_err(perr)?;
+        let f = h.reopen(OpenFlags::O_PATH).map_err(perr)?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            f.as_raw_fd()
+        }))?;
+        if !real.starts_with(&self.host) {
+            return Err(io::Error::other(format!(
+                "{path} resolves outside the image root"
+            )));
+        }
+        Ok(real)
+    }
+
+    /// Opens directory `path`, creating it and its missing parents (mode 0755, or `attrs` for the
+    /// directories this call creates).
+    pub fn ensure_dir(&self, path: &str, attrs: Option<Attrs>) -> io::Result<OwnedFd> {
+        self.ensure_dir_depth(path, attrs, 0)
+    }
+
+    fn ensure_dir_depth(
+        &self,
+        path: &str,
+        attrs: Option<Attrs>,
+        depth: u32,
+    ) -> io::Result<OwnedFd> {
+        if depth > 40 {
+            return Err(io::Error::other(format!(
+                "{path}: too many levels of symbolic links"
+            )));
+        }
+        let mut existing = String::from("/");
+        let mut fd: OwnedFd = self
+            .root
+            .resolve("/")
+            .map_err(perr)?
+            .reopen(OpenFlags::O_DIRECTORY | OpenFlags::O_RDONLY)
+            .map_err(perr)?
+            .into();
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let next = if existing == "/" {
+                format!("/{comp}")
+            } else {
+                format!("{existing}/{comp}")
+            };
+            match self.root.resolve(&next) {
+                Ok(h) => {
+                    fd = h
+                        .reopen(OpenFlags::O_DIRECTORY | OpenFlags::O_RDONLY)
+                        .map_err(|e| {
+                            io::Error::other(format!("{next}: not a directory in the image ({e})"))
+                        })?
+                        .into();
+                }
+                Err(_) if self.root.readlink(&next).is_ok() => {
+                    // A dangling symlink of the image: create its target, inside the root.
+                    let target = self.root.readlink(&next).map_err(perr)?;
+                    let target = target.to_string_lossy();
+                    let resolved = if target.starts_with('/') {
+                        target.into_owned()
+                    } else {
+                        format!("{existing}/{target}")
+                    };
+                    fd = self.ensure_dir_depth(&resolved, attrs, depth + 1)?;
+                }
+                Err(_) => {
+                    let a = attrs.unwrap_or(Attrs {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o755,
+                        mtime: None,
+                    });
+                    fd = self.mkdir_at(&fd, comp, a)?;
+                }
+            }
+            existing = next;
+        }
+        Ok(fd)
+    }
+
+    /// Creates (or reuses) directory `name` inside `dir` and returns it opened.
+    pub fn mkdir_at(&self, dir: &OwnedFd, name: &str, a: Attrs) -> io::Result<OwnedFd> {
+        match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(a.mode)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                if (st.st_mode & libc::S_IFMT) != libc::S_IFDIR {
+                    remove_at(dir, name)?;
+                    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(a.mode))?;
+                } else {
+                    let fd = rustix::fs::openat(
+                        dir,
+                        name,
+                        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    return Ok(fd);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        apply_attrs(&fd, a)?;
+        Ok(fd)
+    }
+
+    /// Sets owner/mode/mtime of the existing directory fd (used for the top of a copied tree).
+    pub fn set_dir_attrs(&self, dir: &OwnedFd, a: Attrs) -> io::Result<()> {
+        apply_attrs(dir, a)
+    }
+
+    /// Writes regular file `name` in `dir` from `data`, replacing whatever was there.
+    pub fn write_file_at(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        data: &mut dyn io::Read,
+        a: Attrs,
+    ) -> io::Result<u64> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::EXIST) => {
+                remove_at(dir, name)?;
+                rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut f = File::from(fd);
+        let n = io::copy(data, &mut f)?;
+        apply_attrs(&f, a)?;
+        Ok(n)
+    }
+
+    /// Creates symlink `name` -> `target` in `dir`, replacing whatever was there.
+    pub fn symlink_at(&self, dir: &OwnedFd, name: &str, target: &Path, a: Attrs) -> io::Result<()> {
+        match rustix::fs::symlinkat(target, dir, name) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                remove_at(dir, name)?;
+                rustix::fs::symlinkat(target, dir, name)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(a.uid)),
+            Some(rustix::fs::Gid::from_raw(a.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        if let Some(t) = a.mtime {
+            let ts = timestamps(t);
+            rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        Ok(())
+    }
+
+    /// Creates hard link `name` in `dir` to the existing in-root path `target_dir`/`target_name`.
+    pub fn hardlink_at(
+        &self,
+        target_dir: &OwnedFd,
+        target_name: &str,
+        dir: &OwnedFd,
+        name: &str,
+    ) -> io::Result<()> {
+        let _ = remove_at(dir, name);
+        rustix::fs::linkat(target_dir, target_name, dir, name, AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Creates parent dirs of `path` and returns (parent fd, final name).
+    pub fn parent_of(&self, path: &str) -> io::Result<(OwnedFd, String)> {
+        let (parent, name) = split_path(path)
+            .ok_or_else(|| io::Error::other("cannot replace the root directory"))?;
+        Ok((self.ensure_dir(&parent, None)?, name))
+    }
+
+    /// Sets mode bits of an existing in-root path (for `--chmod` on directories).
+    pub fn permissions(mode: u32) -> Permissions {
+        Permissions::from_mode(mode)
+    }
+}
+
+fn timestamps((s, ns): (i64, i64)) -> Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn apply_attrs(fd: &impl AsFd, a: Attrs) -> io::Result<()> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(a.uid)),
+        Some(rustix::fs::Gid::from_raw(a.gid)),
+    )?;
+    // chown clears setuid/setgid bits, so the mode is set after it.
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode & 0o7777))?;
+    if let Some(t) = a.mtime {
+        rustix::fs::futimens(fd, &timestamps(t))?;
+    }
+    Ok(())
+}
+
+/// Removes `name` in `dir` whatever it is (directories recursively).
+pub fn remove_at(dir: &impl AsFd, name: &str) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if (st.st_mode & libc::S_IFMT) != libc::S_IFDIR {
+        return Err(io::Error::other(format!("cannot remove {name}")));
+    }
+    {
+        let sub = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let names: Vec<String> = {
+            let mut d = rustix::fs::Dir::read_from(&sub)?;
+            let mut v = Vec::new();
+            while let Some(ent) = d.read() {
+                let ent = ent?;
+                let n = ent.file_name().to_string_lossy().into_owned();
+                if n != "." && n != ".." {
+                    v.push(n);
+                }
+            }
+            v
+        };
+        for n in names {
+            remove_at(&sub, &n)?;
+        }
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stay_inside_root_through_image_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // An image symlink pointing at an absolute host path.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("app")).unwrap();
+        let w = RootWriter::open(root.path()).unwrap();
+        let (dir, name) = w.parent_of("/app/sub/file").unwrap();
+        let a = Attrs {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            mtime: Some((1000, 0)),
+        };
+        w.write_file_at(&dir, &name, &mut &b"hi"[..], a).unwrap();
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+        let inside = root
+            .path()
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("sub/file");
+        assert_eq!(std::fs::read(inside).unwrap(), b"hi");
+        assert_eq!(split_path("/a/b/"), Some(("/a".into(), "b".into())));
+        assert_eq!(split_path("/a"), Some(("/".into(), "a".into())));
+    }
+}
