@@ -2,8 +2,11 @@
 #![warn(missing_docs)]
 
 pub mod digest;
+pub mod image;
 pub mod layer;
+pub mod mount;
 pub mod store;
 
 pub use digest::{Digest, DigestError};
+pub use image::Image;
 pub use store::{Store, StoreError};

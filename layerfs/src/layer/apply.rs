@@ -225,7 +225,7 @@ impl Applier {
             EntryType::GNULongName | EntryType::GNULongLink => return Ok(()),
             _ => {}
         }
-        let components = clean_path(&raw).map_err(|r| bad(r))?;
+        let components = clean_path(&raw).map_err(bad)?;
         for dir in components.iter().rev().skip(1) {
             if dir.starts_with(WHITEOUT_PREFIX) {
                 return Err(bad("a whiteout name is used as a directory"));
@@ -447,14 +447,12 @@ impl Applier {
         } else {
             dir
         };
-        if self.existing_type(dir, shown)? != Some(FileType::Directory) {
-            if dir != Path::new(".") {
-                self.remove_existing(dir, shown)?;
-                self.make_parents(dir, shown)?;
-                self.root
-                    .create(dir, &InodeType::Directory(perm(PARENT_DIR_MODE)))
-                    .map_err(|e| confined("create opaque directory", e))?;
-            }
+        if dir != Path::new(".") && self.existing_type(dir, shown)? != Some(FileType::Directory) {
+            self.remove_existing(dir, shown)?;
+            self.make_parents(dir, shown)?;
+            self.root
+                .create(dir, &InodeType::Directory(perm(PARENT_DIR_MODE)))
+                .map_err(|e| confined("create opaque directory", e))?;
         }
         let file = self
             .root

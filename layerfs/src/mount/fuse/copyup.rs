@@ -1,0 +1,166 @@
+//! Copy-up: reproducing a lower-layer entry (data and metadata) in the upper dir, once.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
+
+use super::whiteout::is_private_xattr;
+
+/// Copies the entry at `src` (described by `meta`) to the not yet existing path `dst`, with
+/// owner, mode, timestamps and xattrs. Directories are created empty.
+pub fn copy_up(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return copy_up_file(src, meta, dst);
+    }
+    if kind.is_dir() {
+        fs::create_dir(dst)?;
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else {
+        let file_type = if kind.is_fifo() {
+            rustix::fs::FileType::Fifo
+        } else if kind.is_socket() {
+            rustix::fs::FileType::Socket
+        } else if kind.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else {
+            rustix::fs::FileType::CharacterDevice
+        };
+        rustix::fs::mknodat(CWD, dst, file_type, rustix::fs::Mode::empty(), meta.rdev())?;
+    }
+    copy_metadata(src, meta, dst)
+}
+
+/// Applies owner, permission bits, xattrs and timestamps of `src` to `dst` (not following links).
+pub fn copy_metadata(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    copy_xattrs(src, dst)?;
+    set_times(dst, meta)
+}
+
+fn copy_up_file(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
+    let mut input = File::open(src)?;
+    let parent = dst.parent().unwrap_or(Path::new("."));
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(parent)
+    {
+        Ok(mut output) => {
+            io::copy(&mut input, &mut output)?;
+            std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))?;
+            output.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            for (name, value) in read_xattrs(src)? {
+                rustix::fs::fsetxattr(&output, &name, &value, XattrFlags::empty())?;
+            }
+            rustix::fs::futimens(&output, &timestamps(meta))?;
+            rustix::fs::linkat(output.as_fd(), "", CWD, dst, AtFlags::EMPTY_PATH)?;
+            Ok(())
+        }
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            let mut output = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dst)?;
+            io::copy(&mut input, &mut output)?;
+            drop(output);
+            copy_metadata(src, meta, dst)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Every xattr of `src` (not following links) except the overlay-private ones.
+fn read_xattrs(src: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let names = list_xattrs(src)?;
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if is_private_xattr(name) {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        out.push((name.to_os_string(), get_xattr(src, name)?));
+    }
+    Ok(out)
+}
+
+/// Copies every xattr of `src` except the overlay-private ones onto `dst`.
+pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
+    for (name, value) in read_xattrs(src)? {
+        rustix::fs::lsetxattr(dst, &name, &value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// The NUL-separated xattr name list of `path` (not following links).
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<u8>> {
+    loop {
+        let size = match rustix::fs::llistxattr(path, &mut []) {
+            Ok(size) => size,
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        let mut buf = vec![0u8; size];
+        match rustix::fs::llistxattr(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// The value of xattr `name` of `path` (not following links).
+pub fn get_xattr(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+    loop {
+        let size = rustix::fs::lgetxattr(path, name, &mut [])?;
+        let mut buf = vec![0u8; size];
+        match rustix::fs::lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+fn timestamps(meta: &Metadata) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    }
+}
+
+/// Sets atime and mtime of `path` (not following links) to those in `meta`.
+pub fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
+    rustix::fs::utimensat(CWD, path, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}

@@ -1,0 +1,1311 @@
+//! The fuser `Filesystem` implementation of the copy-on-write union: namespace operations go
+//! through one lock over the inode table; file data goes straight to the real files (kernel
+//! passthrough when offered, otherwise positional reads and writes on the real file).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
+
+use super::copyup::{copy_up, get_xattr, list_xattrs};
+use super::inodes::{InodeTable, ROOT_INO};
+use super::layers::{LayerIndex, LayerSet, Resolved};
+use super::whiteout::{is_private_xattr, is_whiteout, make_whiteout, set_opaque};
+
+/// How long the kernel may cache entries and attributes; every change goes through us, so the
+/// cache is only ever stale for changes made to the real dirs behind our back.
+const TTL: Duration = Duration::from_secs(1);
+
+/// An open regular file.
+struct OpenFile {
+    file: Arc<File>,
+    /// Keeps the kernel passthrough registration alive while the handle is open.
+    _backing: Option<Arc<BackingId>>,
+}
+
+/// Mutable state, guarded by one lock.
+struct State {
+    inodes: InodeTable,
+    files: HashMap<u64, OpenFile>,
+    dirs: HashMap<u64, Vec<(u64, FileType, OsString)>>,
+    /// Passthrough registration per inode: the layer of the backing file and the registration.
+    backing: HashMap<u64, (LayerIndex, Weak<BackingId>)>,
+    next_fh: u64,
+}
+
+/// The union filesystem served over FUSE.
+pub struct UnionFs {
+    layers: LayerSet,
+    state: Mutex<State>,
+    passthrough: AtomicBool,
+}
+
+type Res<T> = Result<T, Errno>;
+
+fn errno(err: io::Error) -> Errno {
+    Errno::from(err)
+}
+
+fn kind_of(file_type: fs::FileType) -> FileType {
+    if file_type.is_dir() {
+        FileType::Directory
+    } else if file_type.is_symlink() {
+        FileType::Symlink
+    } else if file_type.is_char_device() {
+        FileType::CharDevice
+    } else if file_type.is_block_device() {
+        FileType::BlockDevice
+    } else if file_type.is_fifo() {
+        FileType::NamedPipe
+    } else if file_type.is_socket() {
+        FileType::Socket
+    } else {
+        FileType::RegularFile
+    }
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsecs as u64)
+    }
+}
+
+/// FUSE attributes of a real file shown as inode `ino`; `merged_dir` reports nlink 1 like overlay.
+fn attr_of(ino: u64, meta: &Metadata, merged_dir: bool) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: meta.size(),
+        blocks: meta.blocks(),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(meta.file_type()),
+        perm: (meta.mode() & 0o7777) as u16,
+        nlink: if merged_dir { 1 } else { meta.nlink() as u32 },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        rdev: meta.rdev() as u32,
+        blksize: meta.blksize() as u32,
+        flags: 0,
+    }
+}
+
+fn to_timespec(time: Option<TimeOrNow>) -> Timespec {
+    match time {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT as _,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW as _,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as _,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut secs = -(d.as_secs() as i64);
+                let mut nanos = d.subsec_nanos() as i64;
+                if nanos > 0 {
+                    secs -= 1;
+                    nanos = 1_000_000_000 - nanos;
+                }
+                Timespec {
+                    tv_sec: secs,
+                    tv_nsec: nanos as _,
+                }
+            }
+        },
+    }
+}
+
+fn lstat(path: &Path) -> Res<Metadata> {
+    fs::symlink_metadata(path).map_err(errno)
+}
+
+/// Removes a whiteout at `path` if there is one; returns whether one was removed.
+fn remove_whiteout(path: &Path) -> Res<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if is_whiteout(&meta) => {
+            fs::remove_file(path).map_err(errno)?;
+            Ok(true)
+        }
+        Ok(_) => Err(Errno::EEXIST),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(errno(err)),
+    }
+}
+
+/// Removes every whiteout inside the real directory `dir` (recursively).
+fn remove_whiteouts_below(dir: &Path) -> Res<()> {
+    for entry in fs::read_dir(dir).map_err(errno)? {
+        let entry = entry.map_err(errno)?;
+        let kind = entry.file_type().map_err(errno)?;
+        if kind.is_dir() {
+            remove_whiteouts_below(&entry.path())?;
+        } else if kind.is_char_device() && is_whiteout(&entry.metadata().map_err(errno)?) {
+            fs::remove_file(entry.path()).map_err(errno)?;
+        }
+    }
+    Ok(())
+}
+
+impl UnionFs {
+    /// A filesystem over `layers`.
+    pub fn new(layers: LayerSet) -> io::Result<UnionFs> {
+        let root = layers.resolve_root()?;
+        let inodes = InodeTable::new((root.meta.dev(), root.meta.ino()), root.dir_layers);
+        Ok(UnionFs {
+            layers,
+            state: Mutex::new(State {
+                inodes,
+                files: HashMap::new(),
+                dirs: HashMap::new(),
+                backing: HashMap::new(),
+                next_fh: 1,
+            }),
+            passthrough: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn upper(&self) -> Res<LayerIndex> {
+        self.layers.upper().ok_or(Errno::EROFS)
+    }
+
+    /// Path, layer and merged layers of live inode `ino`.
+    fn node_info(&self, st: &State, ino: u64) -> Res<(PathBuf, LayerIndex, Vec<LayerIndex>)> {
+        let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let path = st.inodes.path(ino).ok_or(Errno::ENOENT)?;
+        Ok((path, node.layer, node.dir_layers.clone()))
+    }
+
+    /// Path and merged layers of directory `ino`.
+    fn dir_info(&self, st: &State, ino: u64) -> Res<(PathBuf, Vec<LayerIndex>)> {
+        let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        if !node.is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let path = st.inodes.path(ino).ok_or(Errno::ENOENT)?;
+        Ok((path, node.dir_layers.clone()))
+    }
+
+    fn resolve(&self, st: &State, parent: u64, name: &OsStr) -> Res<Option<Resolved>> {
+        let (dir, dir_layers) = self.dir_info(st, parent)?;
+        self.layers.lookup(&dir, &dir_layers, name).map_err(errno)
+    }
+
+    /// Whether a layer below the upper one shows an entry `name` in directory `parent`.
+    fn lower_positive(&self, st: &State, parent: u64, name: &OsStr) -> Res<bool> {
+        let (dir, dir_layers) = self.dir_info(st, parent)?;
+        let upper = self.layers.upper();
+        let lowers: Vec<LayerIndex> = dir_layers
+            .into_iter()
+            .filter(|&l| Some(l) != upper)
+            .collect();
+        Ok(self
+            .layers
+            .lookup(&dir, &lowers, name)
+            .map_err(errno)?
+            .is_some())
+    }
+
+    /// Records `resolved` as the entry `name` of `parent`; returns its inode and attributes.
+    fn remember(
+        &self,
+        st: &mut State,
+        parent: u64,
+        name: &OsStr,
+        resolved: &Resolved,
+        count_lookup: bool,
+    ) -> (u64, FileAttr) {
+        let ino = st
+            .inodes
+            .ino_for((resolved.meta.dev(), resolved.meta.ino()));
+        st.inodes.remember(
+            ino,
+            parent,
+            name,
+            resolved.layer,
+            resolved.meta.is_dir(),
+            resolved.dir_layers.clone(),
+            count_lookup,
+        );
+        (
+            ino,
+            attr_of(ino, &resolved.meta, resolved.dir_layers.len() > 1),
+        )
+    }
+
+    /// Records a freshly created upper entry (new identity) and returns its attributes.
+    fn remember_new(&self, st: &mut State, parent: u64, name: &OsStr, path: &Path) -> Res<FileAttr> {
+        let meta = lstat(path)?;
+        let key = (meta.dev(), meta.ino());
+        st.inodes.unbind_key(key);
+        let resolved = self.resolve(st, parent, name)?.ok_or(Errno::EIO)?;
+        Ok(self.remember(st, parent, name, &resolved, true).1)
+    }
+
+    /// Makes sure inode `ino` exists in the upper dir (copying it up with its parents if needed)
+    /// and returns its merged path.
+    fn ensure_upper(&self, st: &mut State, ino: u64) -> Res<PathBuf> {
+        let upper = self.upper()?;
+        let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        if node.layer == upper {
+            return st.inodes.path(ino).ok_or(Errno::ENOENT);
+        }
+        let (parent, _) = node
+            .aliases
+            .iter()
+            .find(|(p, _)| st.inodes.path(*p).is_some())
+            .cloned()
+            .ok_or(Errno::ENOENT)?;
+        self.ensure_upper(st, parent)?;
+        let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let (parent, name) = node
+            .aliases
+            .iter()
+            .find(|(p, _)| *p == parent)
+            .cloned()
+            .ok_or(Errno::ENOENT)?;
+        let rel = st.inodes.path(parent).ok_or(Errno::ENOENT)?.join(&name);
+        let src = self.layers.real(node.layer, &rel);
+        let dst = self.layers.real(upper, &rel);
+        let meta = lstat(&src)?;
+        copy_up(&src, &meta, &dst).map_err(errno)?;
+        let new_meta = lstat(&dst)?;
+        st.inodes.unbind_key((meta.dev(), meta.ino()));
+        st.inodes
+            .bind_key((new_meta.dev(), new_meta.ino()), ino);
+        if let Some(node) = st.inodes.get_mut(ino) {
+            node.layer = upper;
+            if node.is_dir {
+                node.dir_layers.insert(0, upper);
+            } else {
+                node.aliases = vec![(parent, name)];
+            }
+        }
+        Ok(rel)
+    }
+
+    /// Copies every lower-only entry below the merged directory `rel` into the upper dir, which
+    /// already holds `rel` itself, and drops the whiteouts there.
+    fn copy_up_tree(&self, st: &mut State, rel: &Path, dir_layers: &[LayerIndex]) -> Res<()> {
+        let upper = self.upper()?;
+        let entries = self.layers.list(rel, dir_layers).map_err(errno)?;
+        for entry in entries {
+            let child = self
+                .layers
+                .lookup(rel, dir_layers, &entry.name)
+                .map_err(errno)?
+                .ok_or(Errno::EIO)?;
+            let child_rel = rel.join(&entry.name);
+            if child.layer != upper {
+                let dst = self.layers.real(upper, &child_rel);
+                copy_up(&self.layers.real(child.layer, &child_rel), &child.meta, &dst)
+                    .map_err(errno)?;
+                let old_key = (child.meta.dev(), child.meta.ino());
+                let new_meta = lstat(&dst)?;
+                let ino = st.inodes.ino_for(old_key);
+                st.inodes.unbind_key(old_key);
+                st.inodes.bind_key((new_meta.dev(), new_meta.ino()), ino);
+            }
+            if child.meta.is_dir() && child.dir_layers.iter().any(|&l| l != upper) {
+                self.copy_up_tree(st, &child_rel, &child.dir_layers)?;
+            }
+        }
+        remove_whiteouts_below(&self.layers.real(upper, rel))
+    }
+
+    /// Re-resolves live inode `ino` after its entry moved or was copied up.
+    fn refresh(&self, st: &mut State, ino: u64) -> Res<()> {
+        let Some(node) = st.inodes.get(ino) else {
+            return Ok(());
+        };
+        let Some((parent, name)) = node.aliases.first().cloned() else {
+            return Ok(());
+        };
+        if let Some(resolved) = self.resolve(st, parent, &name)? {
+            st.inodes
+                .bind_key((resolved.meta.dev(), resolved.meta.ino()), ino);
+            if let Some(node) = st.inodes.get_mut(ino) {
+                node.layer = resolved.layer;
+                node.dir_layers = resolved.dir_layers;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_fh(st: &mut State) -> u64 {
+        st.next_fh += 1;
+        st.next_fh
+    }
+
+    /// Owner for a new entry: the caller, with the parent's group when it is setgid.
+    fn new_owner(&self, req: &Request, parent_meta: &Metadata) -> (u32, u32, bool) {
+        let sgid = parent_meta.mode() & libc::S_ISGID != 0;
+        let gid = if sgid { parent_meta.gid() } else { req.gid() };
+        (req.uid(), gid, sgid)
+    }
+
+    /// Prepares creation of `name` in `parent`: copies the parent up, checks the name is free,
+    /// removes a whiteout. Returns (real path, whether a whiteout was replaced, parent metadata).
+    fn prepare_create(
+        &self,
+        st: &mut State,
+        parent: u64,
+        name: &OsStr,
+    ) -> Res<(PathBuf, bool, Metadata)> {
+        let upper = self.upper()?;
+        if self.resolve(st, parent, name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let dir = self.ensure_upper(st, parent)?;
+        let parent_real = self.layers.real(upper, &dir);
+        let parent_meta = lstat(&parent_real)?;
+        let path = parent_real.join(name);
+        let replaced = remove_whiteout(&path)?;
+        Ok((path, replaced, parent_meta))
+    }
+
+    /// Opens the real file behind `ino` and registers it for passthrough when possible.
+    fn open_file(
+        &self,
+        st: &mut State,
+        ino: u64,
+        flags: i32,
+        backing_open: &dyn Fn(&File) -> io::Result<BackingId>,
+    ) -> Res<(u64, FopenFlags, Option<Arc<BackingId>>)> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let (rel, layer) = if write {
+            let rel = self.ensure_upper(st, ino)?;
+            (rel, self.upper()?)
+        } else {
+            let (rel, layer, _) = self.node_info(st, ino)?;
+            (rel, layer)
+        };
+        let path = self.layers.real(layer, &rel);
+        let writable_layer = Some(layer) == self.layers.upper();
+        let mut options = OpenOptions::new();
+        options.read(true).write(writable_layer);
+        options.custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) & !libc::O_NOATIME);
+        let file = Arc::new(options.open(&path).map_err(errno)?);
+        let fh = Self::next_fh(st);
+        let mut fopen = FopenFlags::empty();
+        let mut backing = None;
+        if self.passthrough.load(Ordering::Relaxed) {
+            match st.backing.get(&ino) {
+                Some((backing_layer, weak)) if weak.strong_count() > 0 => {
+                    if *backing_layer == layer {
+                        backing = weak.upgrade();
+                    } else {
+                        // The inode is already passed through to its pre-copy-up file; serve
+                        // this handle ourselves without the page cache.
+                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
+                }
+                _ => match backing_open(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        st.backing.insert(ino, (layer, Arc::downgrade(&id)));
+                        backing = Some(id);
+                    }
+                    Err(err) => {
+                        tracing::debug!("fuse passthrough unavailable: {err}");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                    }
+                },
+            }
+        }
+        if backing.is_none() && !fopen.contains(FopenFlags::FOPEN_DIRECT_IO) {
+            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        st.files.insert(
+            fh,
+            OpenFile {
+                file,
+                _backing: backing.clone(),
+            },
+        );
+        Ok((fh, fopen, backing))
+    }
+
+    fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
+        let st = self.lock();
+        st.files
+            .get(&fh.0)
+            .map(|f| f.file.clone())
+            .ok_or(Errno::EBADF)
+    }
+
+    fn do_lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let resolved = self.resolve(&st, parent, name)?.ok_or(Errno::ENOENT)?;
+        Ok(self.remember(&mut st, parent, name, &resolved, true).1)
+    }
+
+    fn do_getattr(&self, ino: u64, fh: Option<FileHandle>) -> Res<FileAttr> {
+        let st = self.lock();
+        if let Some(open) = fh.and_then(|fh| st.files.get(&fh.0)) {
+            let meta = open.file.metadata().map_err(errno)?;
+            return Ok(attr_of(ino, &meta, false));
+        }
+        let (rel, layer, dir_layers) = self.node_info(&st, ino)?;
+        let meta = lstat(&self.layers.real(layer, &rel))?;
+        Ok(attr_of(ino, &meta, dir_layers.len() > 1))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        let rel = self.ensure_upper(&mut st, ino)?;
+        let path = self.layers.real(upper, &rel);
+        let open = fh.and_then(|fh| st.files.get(&fh.0)).map(|f| f.file.clone());
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(&path, uid, gid).map_err(errno)?;
+        }
+        if let Some(mode) = mode {
+            let meta = lstat(&path)?;
+            if !meta.file_type().is_symlink() {
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(errno)?;
+            }
+        }
+        if let Some(size) = size {
+            match &open {
+                Some(file) => file.set_len(size).map_err(errno)?,
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(size))
+                    .map_err(errno)?,
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = Timestamps {
+                last_access: to_timespec(atime),
+                last_modification: to_timespec(mtime),
+            };
+            rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| errno(e.into()))?;
+        }
+        let meta = lstat(&path)?;
+        let merged = st.inodes.get(ino).is_some_and(|n| n.dir_layers.len() > 1);
+        Ok(attr_of(ino, &meta, merged))
+    }
+
+    fn do_mknod(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (uid, gid, _) = self.new_owner(req, &parent_meta);
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => rustix::fs::FileType::RegularFile,
+            libc::S_IFIFO => rustix::fs::FileType::Fifo,
+            libc::S_IFSOCK => rustix::fs::FileType::Socket,
+            libc::S_IFCHR => rustix::fs::FileType::CharacterDevice,
+            libc::S_IFBLK => rustix::fs::FileType::BlockDevice,
+            _ => return Err(Errno::EINVAL),
+        };
+        rustix::fs::mknodat(
+            CWD,
+            &path,
+            kind,
+            rustix::fs::Mode::from_raw_mode(mode & !umask & 0o7777),
+            rdev as u64,
+        )
+        .map_err(|e| errno(e.into()))?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(errno)?;
+        self.remember_new(&mut st, parent, name, &path)
+    }
+
+    fn do_mkdir(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let (path, replaced, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (uid, gid, sgid) = self.new_owner(req, &parent_meta);
+        fs::create_dir(&path).map_err(errno)?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(errno)?;
+        let mut perm = mode & !umask & 0o7777;
+        if sgid {
+            perm |= libc::S_ISGID;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(perm)).map_err(errno)?;
+        if replaced {
+            set_opaque(&path).map_err(errno)?;
+        }
+        self.remember_new(&mut st, parent, name, &path)
+    }
+
+    fn do_symlink(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (uid, gid, _) = self.new_owner(req, &parent_meta);
+        std::os::unix::fs::symlink(target, &path).map_err(errno)?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(errno)?;
+        self.remember_new(&mut st, parent, name, &path)
+    }
+
+    fn do_unlink(&self, parent: u64, name: &OsStr, dir: bool) -> Res<()> {
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        let resolved = self.resolve(&st, parent, name)?.ok_or(Errno::ENOENT)?;
+        if resolved.meta.is_dir() != dir {
+            return Err(if dir { Errno::ENOTDIR } else { Errno::EISDIR });
+        }
+        let rel = self.ensure_upper(&mut st, parent)?.join(name);
+        if dir
+            && !self
+                .layers
+                .list(&rel, &resolved.dir_layers)
+                .map_err(errno)?
+                .is_empty()
+        {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let path = self.layers.real(upper, &rel);
+        if resolved.layer == upper {
+            if dir {
+                remove_whiteouts_below(&path)?;
+                fs::remove_dir(&path).map_err(errno)?;
+            } else {
+                fs::remove_file(&path).map_err(errno)?;
+            }
+        }
+        if self.lower_positive(&st, parent, name)? {
+            make_whiteout(&path).map_err(errno)?;
+        }
+        let ino = st
+            .inodes
+            .ino_for((resolved.meta.dev(), resolved.meta.ino()));
+        st.inodes.drop_alias(ino, parent, name);
+        Ok(())
+    }
+
+    fn do_link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Res<FileAttr> {
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        if st.inodes.get(ino).is_some_and(|n| n.is_dir) {
+            return Err(Errno::EPERM);
+        }
+        let src = self.layers.real(upper, &self.ensure_upper(&mut st, ino)?);
+        let (path, _, _) = self.prepare_create(&mut st, new_parent, new_name)?;
+        fs::hard_link(&src, &path).map_err(errno)?;
+        let meta = lstat(&path)?;
+        let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let (layer, is_dir) = (node.layer, node.is_dir);
+        st.inodes
+            .remember(ino, new_parent, new_name, layer, is_dir, Vec::new(), true);
+        Ok(attr_of(ino, &meta, false))
+    }
+
+    fn do_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: RenameFlags,
+    ) -> Res<()> {
+        if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        let src = self.resolve(&st, parent, name)?.ok_or(Errno::ENOENT)?;
+        let dst = self.resolve(&st, new_parent, new_name)?;
+        let is_dir = src.meta.is_dir();
+        let src_key = (src.meta.dev(), src.meta.ino());
+        if let Some(dst) = &dst {
+            if (dst.meta.dev(), dst.meta.ino()) == src_key {
+                return Ok(());
+            }
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            match (is_dir, dst.meta.is_dir()) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) => {
+                    let dst_rel = self.dir_info(&st, new_parent)?.0.join(new_name);
+                    if !self
+                        .layers
+                        .list(&dst_rel, &dst.dir_layers)
+                        .map_err(errno)?
+                        .is_empty()
+                    {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        // The source must be a live node to be copied up.
+        let src_ino = st.inodes.ino_for(src_key);
+        let was_live = st.inodes.get(src_ino).is_some();
+        if !was_live {
+            self.remember(&mut st, parent, name, &src, false);
+        }
+        let result = self.rename_live(&mut st, upper, (parent, name), src_ino, &src, (new_parent, new_name), dst.as_ref());
+        if !was_live {
+            st.inodes.forget(src_ino, 0);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_live(
+        &self,
+        st: &mut State,
+        upper: LayerIndex,
+        (parent, name): (u64, &OsStr),
+        src_ino: u64,
+        src: &Resolved,
+        (new_parent, new_name): (u64, &OsStr),
+        dst: Option<&Resolved>,
+    ) -> Res<()> {
+        let is_dir = src.meta.is_dir();
+        let src_rel = self.ensure_upper(st, src_ino)?;
+        if is_dir && src.dir_layers.iter().any(|&l| l != upper) {
+            self.copy_up_tree(st, &src_rel, &src.dir_layers)?;
+        }
+        let dst_dir = self.ensure_upper(st, new_parent)?;
+        let dst_real = self.layers.real(upper, &dst_dir.join(new_name));
+        let mut make_opaque = false;
+        let mut dst_ino = None;
+        match dst {
+            Some(dst) => {
+                dst_ino = Some(st.inodes.ino_for((dst.meta.dev(), dst.meta.ino())));
+                if dst.meta.is_dir() {
+                    make_opaque = dst.dir_layers.iter().any(|&l| l != upper);
+                    if dst.layer == upper {
+                        remove_whiteouts_below(&dst_real)?;
+                    }
+                }
+            }
+            None => make_opaque = remove_whiteout(&dst_real)? && is_dir,
+        }
+        let src_real = self.layers.real(upper, &src_rel);
+        fs::rename(&src_real, &dst_real).map_err(errno)?;
+        if is_dir && make_opaque {
+            set_opaque(&dst_real).map_err(errno)?;
+        }
+        if let Some(dst_ino) = dst_ino {
+            st.inodes.drop_alias(dst_ino, new_parent, new_name);
+        }
+        st.inodes
+            .move_alias(src_ino, parent, name, new_parent, new_name);
+        if self.lower_positive(st, parent, name)? {
+            make_whiteout(&src_real).map_err(errno)?;
+        }
+        self.refresh(st, src_ino)?;
+        if is_dir {
+            let mut below = st.inodes.descendants(src_ino);
+            below.sort_by_key(|&ino| {
+                st.inodes
+                    .path(ino)
+                    .map(|p| p.components().count())
+                    .unwrap_or(0)
+            });
+            for ino in below {
+                self.refresh(st, ino)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        backing_open: &dyn Fn(&File) -> io::Result<BackingId>,
+    ) -> Res<(FileAttr, u64, FopenFlags, Option<Arc<BackingId>>)> {
+        let mut st = self.lock();
+        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (uid, gid, _) = self.new_owner(req, &parent_meta);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & !umask & 0o7777)
+            .open(&path)
+            .map_err(errno)?;
+        if uid != 0 || gid != 0 {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(errno)?;
+        }
+        // Creation by root ignores the umask-free mode bits above 0o777 only through the umask.
+        file.set_permissions(fs::Permissions::from_mode(mode & !umask & 0o7777))
+            .map_err(errno)?;
+        drop(file);
+        let attr = self.remember_new(&mut st, parent, name, &path)?;
+        let (fh, fopen, backing) =
+            self.open_file(&mut st, attr.ino.0, flags & !libc::O_TRUNC, backing_open)?;
+        Ok((attr, fh, fopen, backing))
+    }
+
+    fn do_opendir(&self, ino: u64) -> Res<u64> {
+        let mut st = self.lock();
+        let (rel, dir_layers) = self.dir_info(&st, ino)?;
+        let entries = self.layers.list(&rel, &dir_layers).map_err(errno)?;
+        let parent_ino = st
+            .inodes
+            .get(ino)
+            .and_then(|n| n.aliases.first().map(|(p, _)| *p))
+            .unwrap_or(ROOT_INO);
+        let mut list = Vec::with_capacity(entries.len() + 2);
+        list.push((ino, FileType::Directory, OsString::from(".")));
+        list.push((parent_ino, FileType::Directory, OsString::from("..")));
+        for entry in entries {
+            let child = st.inodes.ino_for(entry.key);
+            list.push((child, kind_of(entry.kind), entry.name));
+        }
+        let fh = Self::next_fh(&mut st);
+        st.dirs.insert(fh, list);
+        Ok(fh)
+    }
+
+    fn real_path(&self, ino: u64) -> Res<PathBuf> {
+        let st = self.lock();
+        let (rel, layer, _) = self.node_info(&st, ino)?;
+        Ok(self.layers.real(layer, &rel))
+    }
+
+    fn upper_path(&self, ino: u64) -> Res<PathBuf> {
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        let rel = self.ensure_upper(&mut st, ino)?;
+        Ok(self.layers.real(upper, &rel))
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let enabled = config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .is_ok()
+            && config.set_max_stack_depth(2).is_ok();
+        self.passthrough.store(enabled, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.do_lookup(parent.0, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.lock().inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.do_getattr(ino.0, fh) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino.0, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .real_path(ino.0)
+            .and_then(|p| fs::read_link(p).map_err(errno))
+        {
+            Ok(target) => reply.data(target.as_os_str().as_encoded_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mknod(req, parent.0, name, mode, umask, rdev) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mkdir(req, parent.0, name, mode, umask) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_unlink(parent.0, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_unlink(parent.0, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match self.do_symlink(req, parent.0, link_name, target) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(parent.0, name, newparent.0, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.do_link(ino.0, newparent.0, newname) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = self.lock();
+        let result = self.open_file(&mut st, ino.0, flags.0, &|file| reply.open_backing(file));
+        drop(st);
+        match result {
+            Ok((fh, fopen, Some(backing))) => {
+                reply.opened_passthrough(FileHandle(fh), fopen, &backing)
+            }
+            Ok((fh, fopen, None)) => reply.opened(FileHandle(fh), fopen),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = match self.file(fh) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return reply.error(errno(err)),
+            }
+        }
+        reply.data(&buf[..filled]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .file(fh)
+            .and_then(|file| file.write_all_at(data, offset).map_err(errno))
+        {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.lock();
+        st.files.remove(&fh.0);
+        if st
+            .backing
+            .get(&ino.0)
+            .is_some_and(|(_, weak)| weak.strong_count() == 0)
+        {
+            st.backing.remove(&ino.0);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            if datasync {
+                file.sync_data().map_err(errno)
+            } else {
+                file.sync_all().map_err(errno)
+            }
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let st = self.lock();
+        let Some(list) = st.dirs.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (index, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), index as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.lock().dirs.remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .real_path(ino.0)
+            .and_then(|p| File::open(p).and_then(|d| d.sync_all()).map_err(errno));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match rustix::fs::statvfs(&self.layers.real(0, Path::new(""))) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e.into())),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if is_private_xattr(name.as_encoded_bytes()) {
+            return reply.error(Errno::EPERM);
+        }
+        let result = self.upper_path(ino.0).and_then(|path| {
+            rustix::fs::lsetxattr(
+                &path,
+                name,
+                value,
+                XattrFlags::from_bits_truncate(flags as _),
+            )
+            .map_err(|e| errno(e.into()))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if is_private_xattr(name.as_encoded_bytes()) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        match self
+            .real_path(ino.0)
+            .and_then(|p| get_xattr(&p, name).map_err(errno))
+        {
+            Ok(value) => reply_xattr(reply, size, &value),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self
+            .real_path(ino.0)
+            .and_then(|p| list_xattrs(&p).map_err(errno))
+        {
+            Ok(names) => {
+                let mut visible = Vec::with_capacity(names.len());
+                for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+                    if !is_private_xattr(name) {
+                        visible.extend_from_slice(name);
+                        visible.push(0);
+                    }
+                }
+                reply_xattr(reply, size, &visible)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if is_private_xattr(name.as_encoded_bytes()) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        let result = self.upper_path(ino.0).and_then(|path| {
+            rustix::fs::lremovexattr(&path, name).map_err(|e| errno(e.into()))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.do_create(req, parent.0, name, mode, umask, flags, &|file| {
+            reply.open_backing(file)
+        });
+        match result {
+            Ok((attr, fh, fopen, Some(backing))) => reply.created_passthrough(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                fopen,
+                &backing,
+            ),
+            Ok((attr, fh, fopen, None)) => {
+                reply.created(&TTL, &attr, Generation(0), FileHandle(fh), fopen)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            rustix::fs::fallocate(
+                &*file,
+                rustix::fs::FallocateFlags::from_bits_retain(mode as _),
+                offset,
+                length,
+            )
+            .map_err(|e| errno(e.into()))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
