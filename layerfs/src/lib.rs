@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod image;
+pub mod import;
 pub mod layer;
 pub mod mount;
 pub mod store;

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// An OCI document could not be built.
     #[error("building OCI document: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
+    /// A layer could not be written, applied or unpacked.
+    #[error(transparent)]
+    Layer(Box<crate::layer::LayerError>),
     /// An error from another layerfs module (layer writer/applier, mounts).
     #[error("{0}")]
     Other(String),

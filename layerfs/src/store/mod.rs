@@ -4,19 +4,26 @@
 //! One job per file: [`ingest`](self) of blobs, the store [`lock`](StoreLock), tags in
 //! index.json, sessions and the cleanup of incomplete work, scratch dirs, check, prune, df.
 
+mod check;
+mod df;
 mod error;
 mod fsutil;
 mod index;
 mod ingest;
 mod lock;
+mod prune;
 mod reference;
+mod roots;
 mod scratch;
 mod session;
 
+pub use check::CheckReport;
+pub use df::DiskUsage;
 pub use error::{Result, StoreError};
 pub use index::{descriptor_digest, descriptor_ref_name, REF_NAME};
 pub use ingest::Ingest;
 pub use lock::StoreLock;
+pub use prune::PruneReport;
 pub use reference::{normalize_tag, split_tag};
 pub use scratch::ScratchDir;
 
@@ -46,6 +53,7 @@ pub struct Store {
 struct Inner {
     root: PathBuf,
     session: session::Session,
+    incomplete_removed: usize,
 }
 
 impl Store {
@@ -64,11 +72,15 @@ impl Store {
         let root = root.canonicalize().at("resolve store root", root)?;
         let tmp = root.join("tmp");
         let session = start_session(&tmp)?;
+        let incomplete_removed = session::clean_dead_sessions(&tmp, &session)?;
         let store = Store {
-            inner: Arc::new(Inner { root, session }),
+            inner: Arc::new(Inner {
+                root,
+                session,
+                incomplete_removed,
+            }),
         };
         store.init_layout_files()?;
-        session::clean_dead_sessions(&tmp, &store.inner.session)?;
         Ok(store)
     }
 
@@ -84,13 +96,17 @@ impl Store {
         StoreLock::acquire(&self.root().join("lock"))
     }
 
+    /// How many incomplete items of dead processes were removed when this store was opened.
+    pub fn incomplete_removed_at_open(&self) -> usize {
+        self.inner.incomplete_removed
+    }
+
     /// This process's private work directory under tmp/.
     pub(crate) fn session_dir(&self) -> &Path {
         self.inner.session.dir()
     }
 
     /// Start times of other processes that have the store open right now.
-    #[allow(dead_code)]
     pub(crate) fn other_live_sessions(&self) -> Result<Vec<std::time::SystemTime>> {
         session::live_sessions(&self.root().join("tmp"), &self.inner.session)
     }

@@ -63,7 +63,6 @@ impl Drop for Session {
 }
 
 /// Sessions of other live processes, with their start times (lock file mtimes).
-#[allow(dead_code)]
 pub(crate) fn live_sessions(tmp: &Path, own: &Session) -> Result<Vec<SystemTime>> {
     let mut starts = Vec::new();
     for entry in fs::read_dir(tmp).at("list", tmp)? {

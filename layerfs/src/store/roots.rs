@@ -1,0 +1,91 @@
+//! Reachability: which blobs and unpacked layers the store still needs (shared by check, prune
+//! and df).
+
+use super::error::Result;
+use super::index::descriptor_digest;
+use super::Store;
+use crate::digest::Digest;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Blobs and layers reachable from a set of roots.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Reachable {
+    /// Blob digests (manifests, configs, layers).
+    pub blobs: BTreeSet<Digest>,
+    /// Layer diff IDs.
+    pub layers: BTreeSet<Digest>,
+}
+
+impl Store {
+    /// Everything reachable from index.json (tags and dangling images), and from any digest
+    /// mentioned in the JSON files of cache/, containers/ and mounts/ (other components' records).
+    pub(crate) fn reachable(&self, include_dangling: bool) -> Result<Reachable> {
+        let mut r = Reachable::default();
+        for desc in self.read_index()?.manifests() {
+            if !include_dangling && super::index::descriptor_ref_name(desc).is_none() {
+                continue;
+            }
+            let digest = descriptor_digest(desc)?;
+            self.mark_manifest(&digest, &mut r);
+        }
+        for dir in ["cache", "containers", "mounts"] {
+            for digest in digests_in_json_files(&self.root().join(dir)) {
+                if self.has_blob(&digest) && !self.mark_manifest(&digest, &mut r) {
+                    r.blobs.insert(digest.clone());
+                }
+                if self.has_layer(&digest) {
+                    r.layers.insert(digest);
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Marks a manifest and what it references; false when the blob is not a readable image.
+    fn mark_manifest(&self, digest: &Digest, r: &mut Reachable) -> bool {
+        r.blobs.insert(digest.clone());
+        let Ok(image) = self.load_image(digest) else {
+            return false;
+        };
+        r.blobs.insert(image.config_digest.clone());
+        r.blobs.extend(image.layer_digests());
+        r.layers.extend(image.diff_ids());
+        true
+    }
+}
+
+/// Every `sha256:<hex>` found in `*.json` files below `dir` (not descending into container
+/// root filesystems).
+fn digests_in_json_files(dir: &Path) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .max_depth(4)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && matches!(
+                    e.file_name().to_str(),
+                    Some("upper" | "work" | "merged" | "rootfs")
+                ))
+        });
+    for entry in walker.flatten() {
+        if !entry.file_type().is_file()
+            || entry.path().extension().and_then(|e| e.to_str()) != Some("json")
+        {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let mut rest = text.as_str();
+        while let Some(pos) = rest.find("sha256:") {
+            let candidate = rest[pos..].get(..71).unwrap_or("");
+            if let Ok(d) = Digest::parse(candidate) {
+                out.push(d);
+            }
+            rest = &rest[pos + 7..];
+        }
+    }
+    out
+}
