@@ -1,0 +1,282 @@
+//! Forking helpers shared by `run` and `exec`: the intermediate process that waits for the
+//! container's first process, pipes that report the pid and setup errors, and stdio wiring.
+
+use crate::error::{IoContext, Result, RunnerError, SysContext};
+use crate::spec::Stdio;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// Signals the parent receives through a signalfd while it waits (and forwards).
+pub fn wait_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+        Signal::SIGWINCH,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Blocks [`wait_signals`] and returns the previous mask.
+pub fn block_signals() -> Result<SigSet> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&wait_signals()), Some(&mut old))
+        .sys(|| "block signals".into())?;
+    Ok(old)
+}
+
+/// Restores a mask saved by [`block_signals`].
+pub fn restore_signals(old: &SigSet) {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);
+}
+
+/// File descriptors prepared in the parent for the child's stdio.
+#[derive(Debug)]
+pub enum ChildStdio {
+    /// Keep the parent's.
+    Inherit,
+    /// stdin from /dev/null, stdout+stderr to a log file.
+    Log {
+        /// /dev/null.
+        null: OwnedFd,
+        /// The log file (append).
+        log: OwnedFd,
+    },
+    /// A pty slave that becomes the controlling terminal.
+    Pty {
+        /// The slave side.
+        slave: OwnedFd,
+    },
+}
+
+/// The parent's side of a pty, if any.
+#[derive(Debug)]
+pub struct PtyMaster {
+    /// Master fd.
+    pub master: OwnedFd,
+    /// Append output here instead of stdout.
+    pub log: Option<std::fs::File>,
+}
+
+/// Opens files / a pty for `stdio`.
+pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyMaster>)> {
+    match stdio {
+        Stdio::Inherit => Ok((ChildStdio::Inherit, None)),
+        Stdio::Log(path) => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .at(path)?;
+            let null = std::fs::File::open("/dev/null").at("/dev/null")?;
+            Ok((
+                ChildStdio::Log {
+                    null: null.into(),
+                    log: log.into(),
+                },
+                None,
+            ))
+        }
+        Stdio::Pty { log } => {
+            let ws = nix::pty::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(&ws, None).sys(|| "openpty".into())?;
+            for fd in [&pty.master, &pty.slave] {
+                // SAFETY: fcntl on owned fds.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            if log.is_none() {
+                copy_winsize(std::io::stdin().as_fd(), pty.master.as_fd());
+            }
+            let log = match log {
+                Some(p) => Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .at(p)?,
+                ),
+                None => None,
+            };
+            Ok((
+                ChildStdio::Pty { slave: pty.slave },
+                Some(PtyMaster {
+                    master: pty.master,
+                    log,
+                }),
+            ))
+        }
+    }
+}
+
+/// Copies the terminal size of `from` to `to` (ignored when `from` is not a terminal).
+pub fn copy_winsize(from: std::os::fd::BorrowedFd<'_>, to: std::os::fd::BorrowedFd<'_>) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize struct.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// In the child: wires fds 0-2 as prepared.
+pub fn apply_stdio(stdio: &ChildStdio) -> Result<()> {
+    let dup = |from: &OwnedFd, to: i32| -> Result<()> {
+        // SAFETY: dup2 onto a standard descriptor.
+        if unsafe { libc::dup2(from.as_raw_fd(), to) } < 0 {
+            return Err(nix::Error::last()).sys(|| format!("dup2 onto fd {to}"));
+        }
+        Ok(())
+    };
+    match stdio {
+        ChildStdio::Inherit => Ok(()),
+        ChildStdio::Log { null, log } => {
+            dup(null, 0)?;
+            dup(log, 1)?;
+            dup(log, 2)
+        }
+        ChildStdio::Pty { slave } => {
+            nix::unistd::setsid().sys(|| "setsid".into())?;
+            // SAFETY: TIOCSCTTY on the pty slave we own.
+            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+                return Err(nix::Error::last()).sys(|| "set controlling terminal".into());
+            }
+            dup(slave, 0)?;
+            dup(slave, 1)?;
+            dup(slave, 2)
+        }
+    }
+}
+
+/// Writes a setup failure ("CODE\tmessage") to the error pipe.
+pub fn report_failure(pipe: &OwnedFd, code: i32, message: &str) {
+    let mut f = std::fs::File::from(pipe.try_clone().unwrap_or_else(|_| {
+        // SAFETY: fallback dup of a valid fd.
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::dup(pipe.as_raw_fd())) }
+    }));
+    let _ = f.write_all(format!("{code}\t{message}").as_bytes());
+}
+
+/// Reads the error pipe to EOF (EOF without data = exec succeeded).
+pub fn read_failure(pipe: OwnedFd) -> Option<(i32, String)> {
+    let mut s = String::new();
+    let _ = std::fs::File::from(pipe).read_to_string(&mut s);
+    if s.is_empty() {
+        return None;
+    }
+    let (code, msg) = s.split_once('\t').unwrap_or(("125", s.as_str()));
+    Some((code.parse().unwrap_or(125), msg.to_string()))
+}
+
+/// Reads the 4-byte pid the intermediate process sends.
+pub fn read_pid(pipe: OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    std::fs::File::from(pipe).read_exact(&mut buf).ok()?;
+    Some(i32::from_ne_bytes(buf))
+}
+
+/// Creates an O_CLOEXEC pipe.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).sys(|| "pipe".into())
+}
+
+/// Exit code for a wait status: the code, or 128 + signal.
+pub fn exit_code(status: i32) -> (i32, Option<i32>) {
+    if libc::WIFEXITED(status) {
+        (libc::WEXITSTATUS(status), None)
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else {
+        (255, None)
+    }
+}
+
+/// waitpid() retrying on EINTR; returns the raw status.
+pub fn wait_blocking(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && nix::Error::last() != nix::Error::EINTR {
+            return 255 << 8;
+        }
+    }
+}
+
+/// Forks the intermediate process: it runs `setup` (namespaces), forks the container process
+/// (which runs `child` and must never return), sends its pid on `pid_w`, waits for it and exits
+/// with its code (128 + signal when killed). Returns the intermediate's pid in the parent.
+///
+/// # Safety
+/// Must be called from a process where forking is sound (the child only uses the prepared data).
+pub unsafe fn fork_intermediate(
+    pid_w: &OwnedFd,
+    err_w: &OwnedFd,
+    setup: impl FnOnce() -> Result<()>,
+    child: impl FnOnce() -> (i32, String),
+) -> Result<i32> {
+    // SAFETY: the caller guarantees fork is sound here.
+    let a = unsafe { libc::fork() };
+    if a < 0 {
+        return Err(nix::Error::last()).sys(|| "fork".into());
+    }
+    if a > 0 {
+        return Ok(a);
+    }
+    // Intermediate process.
+    // SAFETY: prctl with integer args.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if let Err(e) = setup() {
+        report_failure(err_w, 125, &e.to_string());
+        // SAFETY: exiting the forked child without running the parent's destructors.
+        unsafe { libc::_exit(125) };
+    }
+    // SAFETY: single-threaded after fork.
+    let b = unsafe { libc::fork() };
+    if b < 0 {
+        report_failure(err_w, 125, &format!("fork: {}", nix::Error::last()));
+        // SAFETY: as above.
+        unsafe { libc::_exit(125) };
+    }
+    if b == 0 {
+        // SAFETY: prctl with integer args.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        let (code, msg) = child();
+        report_failure(err_w, code, &msg);
+        // SAFETY: as above.
+        unsafe { libc::_exit(code) };
+    }
+    let _ = nix::unistd::write(pid_w, &b.to_ne_bytes());
+    // SAFETY: closing our copies so the parent sees EOF when the container process execs.
+    unsafe {
+        libc::close(pid_w.as_raw_fd());
+        libc::close(err_w.as_raw_fd());
+    }
+    let (code, _) = exit_code(wait_blocking(b));
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) }
+}
+
+/// Maps an error pipe report to the error returned to the caller.
+pub fn failure_error(code: i32, message: String) -> RunnerError {
+    if code == 126 || code == 127 {
+        RunnerError::Exec { code, message }
+    } else {
+        RunnerError::Setup(message)
+    }
+}

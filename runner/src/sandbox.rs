@@ -1,0 +1,394 @@
+//! `run`: the sandbox sequence of DESIGN.md, from fork to exec, and waiting for the result.
+
+use crate::cgroup::Cgroup;
+use crate::error::{Result, RunnerError, SysContext};
+use crate::launch::Launch;
+use crate::process::{self, PtyMaster};
+use crate::resolve;
+use crate::rootfs;
+use crate::spec::{Network, ProcessSpec, SandboxSpec};
+use crate::syscall::{LinuxSyscall, Syscall};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How a sandboxed process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code as a shell reports it (128 + signal when killed).
+    pub code: i32,
+    /// The signal that killed the process, if any.
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of the sandbox.
+    pub oom_killed: bool,
+}
+
+/// A started sandbox (or exec'd process). Dropping it without [`Running::wait`] kills it and
+/// cleans up.
+#[derive(Debug)]
+pub struct Running {
+    outer: i32,
+    init: i32,
+    cgroup: Option<Cgroup>,
+    owns_cgroup: bool,
+    rootfs: PathBuf,
+    created: Vec<PathBuf>,
+    pty: Option<PtyMaster>,
+    old_mask: SigSet,
+    done: bool,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `process` in a new sandbox and waits for it (see [`spawn`] and [`Running::wait`]).
+pub fn run(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<ExitStatus> {
+    spawn(sandbox, process)?.wait()
+}
+
+/// Starts `process` in a new sandbox; returns once it has been executed (setup errors and an
+/// unknown command are returned as errors).
+pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
+    let root_fd = resolve::open_root(&sandbox.rootfs)?;
+    let launch = Launch::prepare(process, &root_fd)?;
+    let old_mask = process::block_signals()?;
+    let mut running = Running {
+        outer: 0,
+        init: 0,
+        cgroup: None,
+        owns_cgroup: true,
+        rootfs: sandbox.rootfs.clone(),
+        created: Vec::new(),
+        pty: None,
+        old_mask,
+        done: false,
+    };
+    for (rel, kind) in rootfs::mount_points(sandbox) {
+        resolve::open_in_root(&root_fd, &rel, kind, &mut running.created)?;
+    }
+    drop(root_fd);
+    let name = sandbox.cgroup_name.clone().unwrap_or_else(|| {
+        format!(
+            "rbuild-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
+    });
+    let is_root = nix::unistd::geteuid().is_root();
+    running.cgroup = match Cgroup::create(&name, &sandbox.limits) {
+        Ok(cg) => Some(cg),
+        Err(_) if !is_root && sandbox.limits.is_empty() => None,
+        Err(e) => return Err(e),
+    };
+    let (child_stdio, pty) = process::prepare_stdio(&sandbox.stdio)?;
+    running.pty = pty;
+    let (pid_r, pid_w) = process::pipe()?;
+    let (err_r, err_w) = process::pipe()?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if sandbox.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if !is_root {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    let cgroup = running.cgroup.clone();
+    let old = running.old_mask;
+    let setup = || -> Result<()> {
+        LinuxSyscall.unshare(flags)?;
+        if !is_root {
+            write_id_maps(uid.as_raw(), gid.as_raw())?;
+        }
+        Ok(())
+    };
+    let child = || -> (i32, String) {
+        process::restore_signals(&old);
+        let r = (|| -> Result<()> {
+            if let Some(cg) = &cgroup {
+                cg.add_process(0)?;
+            }
+            process::apply_stdio(&child_stdio)?;
+            rootfs::setup(&LinuxSyscall, sandbox)?;
+            if sandbox.network == Network::None {
+                crate::net::loopback_up()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            return (125, e.to_string());
+        }
+        let f = launch.exec();
+        (f.code, f.message)
+    };
+    // SAFETY: the child only runs the prepared closures and exits or execs.
+    running.outer = unsafe { process::fork_intermediate(&pid_w, &err_w, setup, child)? };
+    drop((pid_w, err_w, child_stdio));
+    let pid = process::read_pid(pid_r);
+    let failure = process::read_failure(err_r);
+    if let Some(pid) = pid {
+        running.init = pid;
+    }
+    if let Some((code, message)) = failure {
+        running.finish();
+        return Err(process::failure_error(code, message));
+    }
+    if pid.is_none() {
+        running.finish();
+        return Err(RunnerError::Setup(
+            "the sandbox process exited before starting the command".into(),
+        ));
+    }
+    Ok(running)
+}
+
+fn write_id_maps(uid: u32, gid: u32) -> Result<()> {
+    use crate::error::IoContext;
+    std::fs::write("/proc/self/setgroups", "deny").at("/proc/self/setgroups")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).at("/proc/self/uid_map")?;
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).at("/proc/self/gid_map")?;
+    Ok(())
+}
+
+impl Running {
+    /// Builds the handle for an exec'd process (no cgroup or mount points owned).
+    pub(crate) fn for_exec(outer: i32, old_mask: SigSet, pty: Option<PtyMaster>) -> Running {
+        Running {
+            outer,
+            init: 0,
+            cgroup: None,
+            owns_cgroup: false,
+            rootfs: PathBuf::new(),
+            created: Vec::new(),
+            pty,
+            old_mask,
+            done: false,
+        }
+    }
+
+    /// Sets the pid of the process signals are forwarded to.
+    pub(crate) fn set_init(&mut self, pid: i32) {
+        self.init = pid;
+    }
+
+    /// Marks this handle as done without cleanup (used on setup failure paths of exec).
+    pub(crate) fn finish(&mut self) -> (i32, Option<i32>) {
+        if self.done {
+            return (0, None);
+        }
+        self.done = true;
+        if self.init > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.init), Signal::SIGKILL);
+        }
+        let status = if self.outer > 0 {
+            process::exit_code(process::wait_blocking(self.outer))
+        } else {
+            (125, None)
+        };
+        if self.owns_cgroup {
+            if let Some(cg) = &self.cgroup {
+                let _ = cg.destroy();
+            }
+        }
+        if !self.created.is_empty() {
+            resolve::remove_created(&self.rootfs, &self.created);
+        }
+        process::restore_signals(&self.old_mask);
+        status
+    }
+
+    /// Host pid of the container's first process (pid 1 inside).
+    pub fn init_pid(&self) -> i32 {
+        self.init
+    }
+
+    /// The sandbox's cgroup.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Waits for the process, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and relaying the pty;
+    /// then kills what is left, removes the cgroup and the created mount points.
+    pub fn wait(mut self) -> Result<ExitStatus> {
+        let status = self.wait_loop();
+        let oom = self
+            .cgroup
+            .as_ref()
+            .is_some_and(|cg| self.owns_cgroup && cg.oom_killed());
+        let (code, signal) = match status {
+            Ok(s) => s,
+            Err(e) => {
+                self.finish();
+                return Err(e);
+            }
+        };
+        self.outer = 0;
+        self.init = 0;
+        self.finish();
+        Ok(ExitStatus {
+            code,
+            signal,
+            oom_killed: oom,
+        })
+    }
+
+    fn wait_loop(&mut self) -> Result<(i32, Option<i32>)> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let sfd = SignalFd::with_flags(
+            &process::wait_signals(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        )
+        .sys(|| "signalfd".into())?;
+        let stdin = std::io::stdin();
+        let interactive = self.pty.as_ref().is_some_and(|p| p.log.is_none());
+        let _raw = if interactive {
+            RawMode::enable(stdin.as_fd())
+        } else {
+            None
+        };
+        let mut stdin_open = interactive;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            if let Some(code) = self.try_reap() {
+                self.drain_pty(&mut buf);
+                return Ok(code);
+            }
+            let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(p) = &self.pty {
+                fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
+                if stdin_open {
+                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(e).sys(|| "poll".into()),
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if ready[0] {
+                while let Ok(Some(info)) = sfd.read_signal() {
+                    let sig = info.ssi_signo as i32;
+                    if sig == libc::SIGWINCH {
+                        if let Some(p) = &self.pty {
+                            process::copy_winsize(stdin.as_fd(), p.master.as_fd());
+                        }
+                    } else if sig != libc::SIGCHLD && self.init > 0 {
+                        // SAFETY: kill with a signal number we received.
+                        unsafe { libc::kill(self.init, sig) };
+                    }
+                }
+            }
+            if ready.get(1).copied().unwrap_or(false) {
+                self.pump_pty(&mut buf);
+            }
+            if ready.get(2).copied().unwrap_or(false) {
+                if let Some(p) = &self.pty {
+                    match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                        Ok(0) | Err(_) => stdin_open = false,
+                        Ok(n) => {
+                            let _ = write_all(p.master.as_fd(), &buf[..n]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_reap(&mut self) -> Option<(i32, Option<i32>)> {
+        let mut status = 0;
+        // SAFETY: non-blocking waitpid on our own child.
+        let r = unsafe { libc::waitpid(self.outer, &mut status, libc::WNOHANG) };
+        if r == self.outer {
+            let (code, _) = process::exit_code(status);
+            let signal = (code > 128).then_some(code - 128);
+            return Some((code, signal));
+        }
+        if r < 0 {
+            return Some((255, None));
+        }
+        None
+    }
+
+    /// Copies what the pty has to stdout or the log; false at EOF/EIO.
+    fn pump_pty(&mut self, buf: &mut [u8]) -> bool {
+        let Some(p) = &mut self.pty else {
+            return false;
+        };
+        match nix::unistd::read(p.master.as_fd(), buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                match &mut p.log {
+                    Some(f) => {
+                        let _ = std::io::Write::write_all(f, &buf[..n]);
+                    }
+                    None => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = std::io::Write::write_all(&mut out, &buf[..n]);
+                        let _ = std::io::Write::flush(&mut out);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn drain_pty(&mut self, buf: &mut [u8]) {
+        let Some(p) = &self.pty else { return };
+        // SAFETY: making our own master fd non-blocking.
+        unsafe {
+            let fd = p.master.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        while self.pump_pty(buf) {}
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        let n = nix::unistd::write(fd, data)?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Puts a terminal in raw mode; restores it on drop.
+struct RawMode {
+    fd: OwnedFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enable(fd: std::os::fd::BorrowedFd<'_>) -> Option<RawMode> {
+        use nix::sys::termios;
+        let saved = termios::tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode {
+            fd: fd.try_clone_to_owned().ok()?,
+            saved,
+        })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::termios::tcsetattr(&self.fd, nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
