@@ -18,13 +18,8 @@ pub(crate) struct HeredocWord {
 }
 
 impl HeredocWord {
-    /// Attaches a body, removing leading tabs for `<<-`.
+    /// Attaches a body, kept exactly as read (use [`chomp_heredoc_content`] for `<<-`).
     pub(crate) fn with_content(self, content: String) -> Heredoc {
-        let content = if self.chomp {
-            chomp_heredoc_content(&content)
-        } else {
-            content
-        };
         Heredoc {
             name: self.name,
             content,
