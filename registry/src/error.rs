@@ -76,6 +76,9 @@ pub enum RegistryError {
         /// Platforms in the index.
         available: String,
     },
+    /// The local store failed.
+    #[error("store: {0}")]
+    Store(#[from] rbuild_layerfs::StoreError),
     /// Local I/O failed.
     #[error("{context}: {source}")]
     Io {

@@ -1,4 +1,7 @@
 //! rbuild-registry: OCI distribution client (references, auth, pull, push).
+//!
+//! References are parsed with oci-client's `Reference` (Docker's normalisation); transfers use
+//! reqwest directly (see [`client`] for why).
 #![warn(missing_docs)]
 
 pub mod challenge;
@@ -6,10 +9,21 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod fetch;
+pub mod media;
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod push;
 pub mod reference;
+pub mod unpack;
 
 pub use client::{Access, ClientOptions, RetryPolicy, Session};
 pub use config::RegistryConfig;
 pub use credentials::{Credential, CredentialStore};
 pub use error::{RegistryError, Result};
+pub use platform::Platform;
+pub use progress::{NoProgress, Progress};
+pub use pull::{pull, PullOptions, Pulled};
+pub use push::{push, ManifestFormat, PushOptions, Pushed};
 pub use reference::ImageRef;

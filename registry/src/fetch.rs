@@ -1,0 +1,204 @@
+//! Streaming blob download: foreign URLs without credentials, `Range` resumption after a dropped
+//! connection, and refusal of bodies longer or shorter than the descriptor says.
+
+use crate::client::{status_error, Session};
+use crate::error::{RegistryError, Result};
+use crate::progress::Progress;
+use bytes::Bytes;
+use rbuild_layerfs::Digest;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{Method, Response, StatusCode, Url};
+
+/// Where downloaded bytes go.
+pub enum BlobSink {
+    /// Collected in memory (configs), up to the descriptor size.
+    Memory(Vec<u8>),
+    /// Sent chunk by chunk to a consumer (layers: ingest and extraction).
+    Channel(tokio::sync::mpsc::Sender<Bytes>),
+}
+
+impl BlobSink {
+    async fn accept(&mut self, chunk: Bytes) -> Result<()> {
+        match self {
+            BlobSink::Memory(v) => {
+                v.extend_from_slice(&chunk);
+                Ok(())
+            }
+            BlobSink::Channel(tx) => tx
+                .send(chunk)
+                .await
+                .map_err(|_| RegistryError::BadContent("the layer consumer stopped early".into())),
+        }
+    }
+}
+
+/// What to fetch.
+pub struct BlobRequest<'a> {
+    /// The blob digest.
+    pub digest: &'a Digest,
+    /// The size from the descriptor.
+    pub size: u64,
+    /// Foreign URLs from the descriptor, tried first without credentials.
+    pub urls: &'a [String],
+}
+
+/// Downloads a blob into `sink`, resuming with `Range` after a connection drops (up to the
+/// session's retry attempts). Returns the number of bytes delivered, always `req.size`.
+pub async fn fetch_blob(
+    session: &Session,
+    req: &BlobRequest<'_>,
+    sink: &mut BlobSink,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let registry_url = session.repo_url(&format!("blobs/{}", req.digest))?;
+    let mut sources: Vec<(Url, bool)> = req
+        .urls
+        .iter()
+        .filter_map(|u| Url::parse(u).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|u| (u, true))
+        .collect();
+    sources.push((registry_url, false));
+    let mut delivered = 0u64;
+    let mut failures = 0u32;
+    let attempts = session.retry_policy().attempts.max(1);
+    let mut last_error: Option<RegistryError> = None;
+    let mut source_idx = 0;
+    while source_idx < sources.len() {
+        let (url, foreign) = &sources[source_idx];
+        let resp = match open(session, url, *foreign, delivered).await {
+            Ok(r) => r,
+            Err(e) if *foreign => {
+                tracing::debug!(%url, error = %e, "foreign layer URL failed; trying the next source");
+                last_error = Some(e);
+                source_idx += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let skip = match resp.status() {
+            StatusCode::OK => delivered,
+            StatusCode::PARTIAL_CONTENT => {
+                let start = content_range_start(&resp).unwrap_or(delivered);
+                if start > delivered {
+                    return Err(RegistryError::BadContent(format!(
+                        "blob {}: registry resumed at byte {start}, not {delivered}",
+                        req.digest
+                    )));
+                }
+                delivered - start
+            }
+            _ if *foreign => {
+                last_error = Some(
+                    status_error(
+                        resp,
+                        "GET",
+                        &format!("blob {}", req.digest),
+                        session.repository(),
+                    )
+                    .await,
+                );
+                source_idx += 1;
+                continue;
+            }
+            _ => {
+                return Err(status_error(
+                    resp,
+                    "GET",
+                    &format!("blob {}", req.digest),
+                    session.repository(),
+                )
+                .await);
+            }
+        };
+        match stream_body(resp, skip, req, &mut delivered, sink, progress).await {
+            Ok(()) if delivered == req.size => return Ok(delivered),
+            Ok(()) => {
+                last_error = Some(RegistryError::BadContent(format!(
+                    "blob {} truncated: got {delivered} of {} bytes",
+                    req.digest, req.size
+                )));
+            }
+            Err(StreamError::Fatal(e)) => return Err(e),
+            Err(StreamError::Dropped(e)) => last_error = Some(e),
+        }
+        failures += 1;
+        if failures >= attempts {
+            break;
+        }
+        let delay = session.retry_policy().delay(failures - 1, None);
+        progress.message(&format!(
+            "blob {}: connection lost after {delivered} bytes; resuming in {delay:?}",
+            req.digest.short()
+        ));
+        tokio::time::sleep(delay).await;
+    }
+    Err(last_error.unwrap_or_else(|| {
+        RegistryError::BadContent(format!("blob {}: no source could deliver it", req.digest))
+    }))
+}
+
+async fn open(session: &Session, url: &Url, foreign: bool, offset: u64) -> Result<Response> {
+    let with_range = |r: reqwest::RequestBuilder| {
+        if offset > 0 {
+            r.header(RANGE, format!("bytes={offset}-"))
+        } else {
+            r
+        }
+    };
+    if foreign {
+        session.send_foreign(url.clone(), with_range).await
+    } else {
+        session.send(Method::GET, url.clone(), with_range).await
+    }
+}
+
+enum StreamError {
+    /// The connection broke; resuming may help.
+    Dropped(RegistryError),
+    /// The content is wrong or the consumer failed; stop.
+    Fatal(RegistryError),
+}
+
+async fn stream_body(
+    mut resp: Response,
+    mut skip: u64,
+    req: &BlobRequest<'_>,
+    delivered: &mut u64,
+    sink: &mut BlobSink,
+    progress: &dyn Progress,
+) -> std::result::Result<(), StreamError> {
+    let url = resp.url().to_string();
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(StreamError::Dropped(RegistryError::Http { url, source: e })),
+        };
+        let mut chunk = chunk;
+        if skip > 0 {
+            let n = skip.min(chunk.len() as u64) as usize;
+            skip -= n as u64;
+            chunk = chunk.slice(n..);
+            if chunk.is_empty() {
+                continue;
+            }
+        }
+        let n = chunk.len() as u64;
+        if *delivered + n > req.size {
+            return Err(StreamError::Fatal(RegistryError::BadContent(format!(
+                "blob {} is longer than the {} bytes its descriptor says",
+                req.digest, req.size
+            ))));
+        }
+        sink.accept(chunk).await.map_err(StreamError::Fatal)?;
+        *delivered += n;
+        progress.blob_advanced(req.digest, n);
+    }
+}
+
+fn content_range_start(resp: &Response) -> Option<u64> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.trim().strip_prefix("bytes")?.trim_start();
+    range.split('-').next()?.trim().parse().ok()
+}

@@ -1,0 +1,454 @@
+//! Pushing an image from the store: blobs first (skipped when present, cross-mounted from
+//! another repository of the same registry when possible, else uploaded in chunks that resume
+//! from the offset the registry reports), the manifest last.
+
+use crate::client::{status_error, Access, ClientOptions, Session};
+use crate::config::{endpoints, RegistryConfig};
+use crate::credentials::CredentialStore;
+use crate::error::{RegistryError, Result};
+use crate::media::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
+use crate::progress::Progress;
+use crate::pull::store_err;
+use crate::reference::ImageRef;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, ImageManifest};
+use rbuild_layerfs::{Digest, Store};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::{Method, Response, StatusCode, Url};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Which manifest format to push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    /// OCI image manifest.
+    Oci,
+    /// Docker image manifest v2 schema 2.
+    Docker,
+}
+
+impl std::str::FromStr for ManifestFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "oci" => Ok(ManifestFormat::Oci),
+            "docker" | "v2s2" => Ok(ManifestFormat::Docker),
+            other => Err(format!(
+                "unknown manifest format {other:?}: use oci or docker"
+            )),
+        }
+    }
+}
+
+/// Settings of a push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Manifest format; None pushes the manifest as stored.
+    pub format: Option<ManifestFormat>,
+    /// Verify TLS certificates.
+    pub tls_verify: bool,
+    /// Insecure registries.
+    pub config: RegistryConfig,
+    /// Where credentials come from.
+    pub credentials: CredentialStore,
+    /// Retry and timeout settings.
+    pub client: ClientOptions,
+    /// Bytes per upload request (PATCH).
+    pub chunk_size: u64,
+    /// Blobs uploaded at once.
+    pub jobs: usize,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            format: None,
+            tls_verify: true,
+            config: RegistryConfig::default(),
+            credentials: CredentialStore::from_env(),
+            client: ClientOptions::default(),
+            chunk_size: 64 << 20,
+            jobs: 4,
+        }
+    }
+}
+
+/// What a push produced.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// Digest of the manifest pushed.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+struct BlobJob {
+    digest: Digest,
+    size: u64,
+    mount_from: Option<String>,
+}
+
+/// Pushes the local image `source` (name, tag or ID) to `dest`.
+pub async fn push(
+    store: &Store,
+    source: &str,
+    dest: &ImageRef,
+    options: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Pushed> {
+    let image = store.resolve_image(source).map_err(store_err)?;
+    let stored = store.read_blob(&image.manifest_digest).map_err(store_err)?;
+    let stored_type = image.descriptor().media_type().to_string();
+    let (manifest_bytes, media_type) = match options.format {
+        None => (stored, stored_type),
+        Some(f) => convert_manifest(&image.manifest, &stored, &stored_type, f)?,
+    };
+    let ep = endpoints(&options.config, dest.registry(), options.tls_verify, false)
+        .pop()
+        .ok_or_else(|| RegistryError::BadContent("no endpoint to push to".into()))?;
+    let credential = options.credentials.get(dest.registry())?;
+    let session = Session::connect(
+        &ep,
+        dest.registry(),
+        dest.repository(),
+        Access::Push,
+        credential,
+        &options.client,
+    )
+    .await?;
+
+    let sources = mount_sources(store, dest)?;
+    let mut jobs = vec![BlobJob {
+        digest: image.config_digest.clone(),
+        size: image.manifest.config().size(),
+        mount_from: sources.get(&image.config_digest).cloned(),
+    }];
+    for (d, desc) in image
+        .layer_digests()
+        .into_iter()
+        .zip(image.manifest.layers())
+    {
+        if !jobs.iter().any(|j| j.digest == d) {
+            jobs.push(BlobJob {
+                mount_from: sources.get(&d).cloned(),
+                size: desc.size(),
+                digest: d,
+            });
+        }
+    }
+    let session = &session;
+    futures_util::stream::iter(jobs.into_iter().map(|job| {
+        let progress = progress.clone();
+        async move { push_blob(store, session, &job, options.chunk_size, progress.as_ref()).await }
+    }))
+    .buffer_unordered(options.jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    let digest = Digest::of_bytes(&manifest_bytes);
+    if let Some(want) = dest.digest() {
+        if *want != digest {
+            return Err(RegistryError::BadContent(format!(
+                "the manifest to push is {digest}, but the reference names {want}"
+            )));
+        }
+    }
+    let url = session.repo_url(&format!("manifests/{}", dest.manifest_reference()))?;
+    let body = Bytes::from(manifest_bytes);
+    let size = body.len() as u64;
+    let resp = session
+        .send(Method::PUT, url, |r| {
+            r.header(CONTENT_TYPE, media_type.as_str())
+                .body(body.clone())
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp, "PUT", "manifest", dest.repository()).await);
+    }
+    Ok(Pushed { digest, size })
+}
+
+/// Repositories of the same registry known locally (from tags) to hold each blob.
+fn mount_sources(store: &Store, dest: &ImageRef) -> Result<HashMap<Digest, String>> {
+    let mut out = HashMap::new();
+    for (name, desc) in store.tags().map_err(store_err)? {
+        let Ok(r) = ImageRef::parse(&name) else {
+            continue;
+        };
+        if r.registry() != dest.registry() || r.repository() == dest.repository() {
+            continue;
+        }
+        let Ok(d) = Digest::parse(desc.digest().as_ref()) else {
+            continue;
+        };
+        let Ok(image) = store.load_image(&d) else {
+            continue;
+        };
+        for blob in image
+            .layer_digests()
+            .into_iter()
+            .chain([image.config_digest.clone()])
+        {
+            out.entry(blob)
+                .or_insert_with(|| r.repository().to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn push_blob(
+    store: &Store,
+    session: &Session,
+    job: &BlobJob,
+    chunk: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let head = session
+        .send(
+            Method::HEAD,
+            session.repo_url(&format!("blobs/{}", job.digest))?,
+            |r| r,
+        )
+        .await?;
+    if head.status().is_success() {
+        progress.blob_done(&job.digest, "Layer already exists");
+        return Ok(());
+    }
+    progress.blob_started(&job.digest, job.size);
+    let location = match &job.mount_from {
+        Some(from) => {
+            session.add_pull_scope(from).await?;
+            let url =
+                session.repo_url(&format!("blobs/uploads/?mount={}&from={from}", job.digest))?;
+            let resp = session
+                .send(Method::POST, url, |r| r.header(CONTENT_LENGTH, 0))
+                .await?;
+            if resp.status() == StatusCode::CREATED {
+                progress.blob_advanced(&job.digest, job.size);
+                progress.blob_done(&job.digest, &format!("Mounted from {from}"));
+                return Ok(());
+            }
+            // 202: the registry did not mount, but opened an upload session instead.
+            upload_location(session, resp).await?
+        }
+        None => start_upload(session).await?,
+    };
+    upload(store, session, job, location, chunk, progress).await?;
+    progress.blob_done(&job.digest, "Pushed");
+    Ok(())
+}
+
+async fn start_upload(session: &Session) -> Result<Url> {
+    let url = session.repo_url("blobs/uploads/")?;
+    let resp = session
+        .send(Method::POST, url, |r| r.header(CONTENT_LENGTH, 0))
+        .await?;
+    upload_location(session, resp).await
+}
+
+async fn upload_location(session: &Session, resp: Response) -> Result<Url> {
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(status_error(resp, "POST", "upload", session.repository()).await);
+    }
+    location_of(session, &resp)
+}
+
+fn location_of(session: &Session, resp: &Response) -> Result<Url> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .ok_or_else(|| RegistryError::BadContent("registry sent no upload Location".into()))?
+        .to_str()
+        .map_err(|_| {
+            RegistryError::BadContent("registry sent an upload Location that is not text".into())
+        })?;
+    let url = session.resolve_location(loc)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(RegistryError::BadContent(format!(
+            "registry sent a bad upload Location {loc:?}"
+        )));
+    }
+    Ok(url)
+}
+
+/// The offset after the last byte the registry has, from a `Range: 0-N` header.
+fn next_offset(resp: &Response) -> Option<u64> {
+    let v = resp.headers().get(RANGE)?.to_str().ok()?;
+    let end = v
+        .trim()
+        .trim_start_matches("bytes=")
+        .split('-')
+        .nth(1)?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(end + 1)
+}
+
+async fn read_chunk(
+    file: &mut tokio::fs::File,
+    offset: u64,
+    len: u64,
+    digest: &Digest,
+) -> Result<Bytes> {
+    let io = |e| RegistryError::io(format!("read blob {digest}"), e);
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).await.map_err(io)?;
+    Ok(Bytes::from(buf))
+}
+
+async fn upload(
+    store: &Store,
+    session: &Session,
+    job: &BlobJob,
+    mut location: Url,
+    chunk: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let path = store.blob_path(&job.digest);
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| RegistryError::io(format!("open blob {}", path.display()), e))?;
+    let mut offset = 0u64;
+    let mut failures = 0u32;
+    let attempts = session.retry_policy().attempts.max(1);
+    while offset < job.size {
+        let len = chunk.max(1).min(job.size - offset);
+        let body = read_chunk(&mut file, offset, len, &job.digest).await?;
+        let range = format!("{}-{}", offset, offset + len - 1);
+        let result = session
+            .send(Method::PATCH, location.clone(), |r| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, range.as_str())
+                    .header(CONTENT_LENGTH, len)
+                    .body(body.clone())
+            })
+            .await;
+        match result {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                let new_offset = next_offset(&resp).unwrap_or(offset + len);
+                location = location_of(session, &resp).unwrap_or(location);
+                progress.blob_advanced(&job.digest, new_offset.saturating_sub(offset));
+                offset = new_offset;
+                continue;
+            }
+            Ok(resp)
+                if resp.status().is_client_error()
+                    && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE =>
+            {
+                return Err(status_error(
+                    resp,
+                    "PATCH",
+                    &format!("upload of {}", job.digest),
+                    session.repository(),
+                )
+                .await);
+            }
+            Ok(resp) => {
+                tracing::debug!(status = %resp.status(), "upload chunk failed; asking the registry for its offset")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upload chunk failed; asking the registry for its offset")
+            }
+        }
+        failures += 1;
+        if failures >= attempts {
+            return Err(RegistryError::BadContent(format!(
+                "upload of {} kept failing at byte {offset}; try again",
+                job.digest
+            )));
+        }
+        tokio::time::sleep(session.retry_policy().delay(failures - 1, None)).await;
+        // Resume from what the registry actually has.
+        let status = session.send(Method::GET, location.clone(), |r| r).await?;
+        if status.status() == StatusCode::NO_CONTENT || status.status().is_success() {
+            let have = next_offset(&status).unwrap_or(0);
+            location = location_of(session, &status).unwrap_or(location);
+            progress.blob_advanced(&job.digest, have.saturating_sub(offset));
+            offset = have;
+        } else {
+            // The upload session is gone: start a new one from the beginning.
+            location = start_upload(session).await?;
+            offset = 0;
+        }
+    }
+    let mut finish = location.clone();
+    finish
+        .query_pairs_mut()
+        .append_pair("digest", job.digest.as_str());
+    let resp = session
+        .send(Method::PUT, finish, |r| r.header(CONTENT_LENGTH, 0))
+        .await?;
+    if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+        return Err(status_error(
+            resp,
+            "PUT",
+            &format!("upload of {}", job.digest),
+            session.repository(),
+        )
+        .await);
+    }
+    Ok(())
+}
+
+/// Rewrites a manifest in the wanted format; unchanged bytes when it already is.
+fn convert_manifest(
+    manifest: &ImageManifest,
+    stored: &[u8],
+    stored_type: &str,
+    format: ManifestFormat,
+) -> Result<(Vec<u8>, String)> {
+    let (manifest_type, config_type) = match format {
+        ManifestFormat::Oci => (OCI_MANIFEST, OCI_CONFIG),
+        ManifestFormat::Docker => (DOCKER_MANIFEST, DOCKER_CONFIG),
+    };
+    if stored_type == manifest_type {
+        return Ok((stored.to_vec(), stored_type.to_string()));
+    }
+    let descriptor = |d: &Descriptor, media_type: String| {
+        let mut v = serde_json::json!({
+            "mediaType": media_type,
+            "size": d.size(),
+            "digest": d.digest().to_string(),
+        });
+        if let Some(urls) = d.urls() {
+            v["urls"] = serde_json::json!(urls);
+        }
+        v
+    };
+    let mut layers = Vec::new();
+    for l in manifest.layers() {
+        let t = l.media_type().to_string();
+        let mapped = match (format, t.as_str()) {
+            (ManifestFormat::Docker, "application/vnd.oci.image.layer.v1.tar+gzip") => DOCKER_LAYER_GZIP.to_string(),
+            (ManifestFormat::Docker, "application/vnd.oci.image.layer.v1.tar") => {
+                "application/vnd.docker.image.rootfs.diff.tar".to_string()
+            }
+            (ManifestFormat::Docker, z) if z.contains("zstd") => {
+                return Err(RegistryError::BadContent(
+                    "zstd layers cannot be described by a Docker v2s2 manifest; push with --format oci".into(),
+                ))
+            }
+            (ManifestFormat::Oci, DOCKER_LAYER_GZIP) => "application/vnd.oci.image.layer.v1.tar+gzip".to_string(),
+            (ManifestFormat::Oci, "application/vnd.docker.image.rootfs.diff.tar") => {
+                "application/vnd.oci.image.layer.v1.tar".to_string()
+            }
+            (_, other) => other.to_string(),
+        };
+        layers.push(descriptor(l, mapped));
+    }
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": descriptor(manifest.config(), config_type.to_string()),
+        "layers": layers,
+    });
+    let bytes = serde_json::to_vec(&doc)
+        .map_err(|e| RegistryError::BadContent(format!("manifest: {e}")))?;
+    Ok((bytes, manifest_type.to_string()))
+}
