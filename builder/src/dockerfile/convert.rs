@@ -502,7 +502,7 @@ fn convert_instruction(node: &Node, heredocs: &[Heredoc]) -> Result<Instruction,
 
 #[cfg(test)]
 mod tests {
-    use super::parse_go_duration;
+    use super::*;
 
     #[test]
     fn go_durations() {
@@ -513,5 +513,176 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Some(0));
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("abc"), None);
+    }
+
+    fn only_stage(text: &str) -> Stage {
+        let df = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(df.stages.len(), 1);
+        df.stages.into_iter().next().expect("one stage")
+    }
+
+    #[test]
+    fn run_heredoc_alone_runs_its_body() {
+        let stage =
+            only_stage("FROM busybox\nRUN <<EOF\necho hi\necho there\nEOF\nRUN echo after\n");
+        assert_eq!(stage.instructions.len(), 2);
+        let InstructionKind::Run(run) = &stage.instructions[0].kind else {
+            panic!("not RUN")
+        };
+        assert_eq!(run.heredocs.len(), 1);
+        assert_eq!(run.heredocs[0].name, "EOF");
+        assert_eq!(run.heredocs[0].content, "echo hi\necho there\n");
+        assert!(run.heredocs[0].expand);
+        assert_eq!(
+            run.heredoc_run(),
+            Some(HeredocRun::ShellText("echo hi\necho there\n".into()))
+        );
+        assert_eq!(stage.instructions[0].line, 2);
+        assert_eq!(stage.instructions[0].end_line, 5);
+        assert_eq!(stage.instructions[1].line, 6);
+    }
+
+    #[test]
+    fn run_heredoc_with_shebang_is_a_script() {
+        let stage = only_stage("FROM busybox\nRUN <<'EOT'\n#!/bin/sh\necho $HOME\nEOT\n");
+        let InstructionKind::Run(run) = &stage.instructions[0].kind else {
+            panic!("not RUN")
+        };
+        assert!(
+            !run.heredocs[0].expand,
+            "quoted delimiter disables expansion"
+        );
+        assert_eq!(
+            run.heredoc_run(),
+            Some(HeredocRun::Script {
+                name: "EOT".into(),
+                content: "#!/bin/sh\necho $HOME\n".into()
+            })
+        );
+    }
+
+    #[test]
+    fn chomped_and_multiple_heredocs() {
+        let text = "FROM busybox\nRUN <<-A cat - && cat 3<<\"B\"\n\tone\n\tA\ntwo\nB\n";
+        let stage = only_stage(text);
+        let InstructionKind::Run(run) = &stage.instructions[0].kind else {
+            panic!("not RUN")
+        };
+        let docs: Vec<_> = run
+            .heredocs
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.content.as_str(),
+                    d.expand,
+                    d.chomp,
+                    d.file_descriptor,
+                )
+            })
+            .collect();
+        assert_eq!(
+            docs,
+            vec![
+                ("A", "one\n", true, true, 0),
+                ("B", "two\n", false, false, 3)
+            ]
+        );
+        let two = "FROM busybox\nRUN cat <<A <<B\na\nA\nb\nB\n";
+        let stage = only_stage(two);
+        let InstructionKind::Run(run) = &stage.instructions[0].kind else {
+            panic!("not RUN")
+        };
+        let names: Vec<_> = run
+            .heredocs
+            .iter()
+            .map(|d| (d.name.as_str(), d.content.as_str()))
+            .collect();
+        assert_eq!(names, vec![("A", "a\n"), ("B", "b\n")]);
+        assert_eq!(
+            run.heredoc_run(),
+            Some(HeredocRun::ShellText("cat <<A <<B\na\nA\nb\nB".into()))
+        );
+    }
+
+    #[test]
+    fn copy_heredoc_source() {
+        let stage = only_stage("FROM scratch\nCOPY --chmod=755 <<EOF /hello.sh\necho $X\nEOF\n");
+        let InstructionKind::Copy(copy) = &stage.instructions[0].kind else {
+            panic!("not COPY")
+        };
+        assert_eq!(copy.dest, "/hello.sh");
+        assert_eq!(copy.chmod.as_deref(), Some("755"));
+        match &copy.sources[..] {
+            [CopySource::Heredoc(doc)] => {
+                assert_eq!(doc.name, "EOF");
+                assert_eq!(doc.content, "echo $X\n");
+                assert!(doc.expand);
+            }
+            other => panic!("unexpected sources {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_run_has_no_heredocs() {
+        // In exec form `<<EOF` is a plain argument, so the EOF line is an instruction of its own.
+        let err = parse("FROM scratch\nRUN [\"cat\", \"<<EOF\"]\nEOF\n")
+            .expect_err("EOF is not an instruction");
+        assert_eq!(err.line(), 3);
+        assert!(
+            err.to_string().contains("unknown instruction: EOF"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stages_args_and_forms() {
+        let text = "ARG BASE=busybox\nFROM $BASE AS Build\nENV A=1 B=\"two words\"\nCMD [\"a\", \"b\"]\n\
+                    ENTRYPOINT exec run\nFROM scratch\nCOPY --from=build /x /y\nHEALTHCHECK --interval=5s CMD true\n\
+                    ONBUILD RUN echo hi\nSHELL [\"/bin/bash\", \"-c\"]\n";
+        let df = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(df.global_args.len(), 1);
+        assert_eq!(df.stages.len(), 2);
+        assert_eq!(df.stages[0].name.as_deref(), Some("build"));
+        assert_eq!(df.stages[0].base, "$BASE");
+        assert_eq!(df.stage("build").map(|s| s.index), Some(0));
+        assert_eq!(df.stage("1").map(|s| s.index), Some(1));
+        let kinds: Vec<_> = df.stages[0]
+            .instructions
+            .iter()
+            .map(|i| i.kind.clone())
+            .collect();
+        assert_eq!(
+            kinds[0],
+            InstructionKind::Env(vec![
+                KeyValue {
+                    key: "A".into(),
+                    value: "1".into()
+                },
+                KeyValue {
+                    key: "B".into(),
+                    value: "\"two words\"".into()
+                },
+            ])
+        );
+        assert_eq!(
+            kinds[1],
+            InstructionKind::Cmd(CommandLine::Exec(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            kinds[2],
+            InstructionKind::Entrypoint(CommandLine::Shell("exec run".into()))
+        );
+        let second = &df.stages[1].instructions;
+        let InstructionKind::Healthcheck(Healthcheck::Check(hc)) = &second[1].kind else {
+            panic!()
+        };
+        assert_eq!(hc.interval_ns, Some(5_000_000_000));
+        assert_eq!(hc.test(), vec!["CMD-SHELL".to_string(), "true".to_string()]);
+        let InstructionKind::Onbuild(trigger) = &second[2].kind else {
+            panic!()
+        };
+        assert_eq!(trigger.expression, "RUN echo hi");
+        assert!(matches!(trigger.instruction.kind, InstructionKind::Run(_)));
     }
 }
