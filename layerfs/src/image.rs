@@ -220,6 +220,27 @@ impl Store {
         }
     }
 
+    /// Size of one layer: its unpacked size when unpacked, else its blob size.
+    pub fn layer_size(&self, image: &Image, index: usize) -> u64 {
+        let unpacked = image
+            .diff_ids()
+            .get(index)
+            .map(|d| self.layer_dir(d))
+            .filter(|d| d.is_dir());
+        match unpacked {
+            Some(dir) => crate::store::tree_size(&dir),
+            None => image.manifest.layers().get(index).map_or(0, |l| l.size()),
+        }
+    }
+
+    /// Size of an image as docker reports it: the sum of its layers' unpacked sizes (blob
+    /// sizes for layers not unpacked).
+    pub fn image_size(&self, image: &Image) -> u64 {
+        (0..image.manifest.layers().len())
+            .map(|i| self.layer_size(image, i))
+            .sum()
+    }
+
     /// The unpacked layer directories of an image, lowest (base) first; layers that are not
     /// unpacked yet are unpacked from their blobs.
     pub fn image_layer_dirs(&self, image: &Image) -> Result<Vec<PathBuf>> {

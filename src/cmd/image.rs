@@ -1,16 +1,184 @@
-//! Image management commands (import, images, tag, ...)
+//! Image management commands: import, images, tag, rmi, inspect, history, save, load, mount,
+//! umount and system df/prune/check.
+
+mod inspect;
+mod list;
+mod mount;
+mod system;
+mod tags;
+mod template;
+mod transfer;
 
 use super::Globals;
+use anyhow::Context;
+use rbuild_layerfs::Store;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Image management commands (import, images, tag, ...)
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Placeholder until implemented.
-    Images,
+    /// Create a base image from a root filesystem (a directory, a tar or - for stdin).
+    Import(ImportArgs),
+    /// List images.
+    #[command(alias = "image-ls")]
+    Images(ImagesArgs),
+    /// Give an image another name: tag SOURCE TARGET.
+    Tag {
+        /// Existing image (name, tag or ID).
+        source: String,
+        /// New name[:tag].
+        target: String,
+    },
+    /// Remove images (untag; the image goes with its last tag).
+    Rmi {
+        /// Remove an image with several tags or a mounted image too.
+        #[arg(short, long)]
+        force: bool,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show image details as JSON (like docker image inspect), or format them with -f.
+    Inspect {
+        /// Go template, e.g. '{{.Id}}' or '{{json .Config}}'.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image.
+    History {
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only show image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Image (name, tag or ID).
+        image: String,
+    },
+    /// Write images to a tar (loadable by docker load, and an OCI image layout).
+    Save {
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI archive tar.
+    Load {
+        /// Input file (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Print only the loaded image names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Mount an image read-only and print the mount point.
+    Mount {
+        /// Image (name, tag or ID); without it, list mounted images.
+        image: Option<String>,
+    },
+    /// Unmount an image mounted with `rbuild mount`.
+    Umount {
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Store maintenance: df, prune, check.
+    System {
+        /// What to do.
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+/// Arguments of `rbuild import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
+    /// VOLUME, WORKDIR, STOPSIGNAL).
+    #[arg(short, long = "change")]
+    pub change: Vec<String>,
+    /// Commit message.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Layer compression: gzip, zstd or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Root filesystem: a directory, a tar file (plain, gzip or zstd) or - for stdin.
+    pub source: PathBuf,
+    /// Name[:tag] for the image.
+    pub name: Option<String>,
+}
+
+/// Arguments of `rbuild images`.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show untagged (dangling) images too.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format: table, json, or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Only images of this repository (name or name:tag).
+    pub repository: Option<String>,
+}
+
+/// `rbuild system ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage.
+    Df,
+    /// Remove dangling images and unreferenced blobs, layers and temporary files.
+    Prune {
+        /// Do not prompt (rbuild never prompts; accepted for docker compatibility).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Re-hash every blob and check the index, images and layers; exit 1 naming any problem.
+    Check,
+}
+
+/// Opens the store at the configured root.
+pub(crate) fn open_store(g: &Globals) -> anyhow::Result<Store> {
+    let root = g.store_root();
+    Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
 }
 
 /// Runs one of these commands.
-pub fn run(_g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{cmd:?} is not implemented yet")
+pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(g)?;
+    match cmd {
+        ImageCommand::Import(args) => transfer::import(&store, args),
+        ImageCommand::Images(args) => list::images(&store, args),
+        ImageCommand::Tag { source, target } => tags::tag(&store, &source, &target),
+        ImageCommand::Rmi { force, images } => tags::rmi(&store, force, &images),
+        ImageCommand::Inspect { format, images } => {
+            inspect::inspect(&store, format.as_deref(), &images)
+        }
+        ImageCommand::History {
+            no_trunc,
+            quiet,
+            image,
+        } => inspect::history(&store, &image, no_trunc, quiet),
+        ImageCommand::Save { output, images } => transfer::save(&store, &output, &images),
+        ImageCommand::Load { input, quiet } => transfer::load(&store, input.as_deref(), quiet),
+        ImageCommand::Mount { image } => mount::mount(g, &store, image.as_deref()),
+        ImageCommand::Umount { images } => mount::umount(&store, &images),
+        ImageCommand::System { command } => match command {
+            SystemCommand::Df => system::df(&store),
+            SystemCommand::Prune { force: _ } => system::prune(&store),
+            SystemCommand::Check => system::check(&store),
+        },
+    }
 }

@@ -1,0 +1,106 @@
+//! `system df`, `system prune`, `system check`.
+
+use super::list::{human_size, print_table};
+use crate::cmd::ExitStatusError;
+use rbuild_layerfs::Store;
+use std::process::ExitCode;
+
+/// `rbuild system df`.
+pub fn df(store: &Store) -> anyhow::Result<ExitCode> {
+    let u = store.disk_usage()?;
+    let pct = |part: u64, total: u64| {
+        if total == 0 {
+            0
+        } else {
+            part * 100 / total
+        }
+    };
+    print_table(vec![
+        vec![
+            "TYPE".into(),
+            "TOTAL".into(),
+            "ACTIVE".into(),
+            "SIZE".into(),
+            "RECLAIMABLE".into(),
+        ],
+        vec![
+            "Images".into(),
+            u.images.to_string(),
+            u.images_tagged.to_string(),
+            human_size(u.images_bytes),
+            format!(
+                "{} ({}%)",
+                human_size(u.images_reclaimable),
+                pct(u.images_reclaimable, u.images_bytes)
+            ),
+        ],
+        vec![
+            "Containers".into(),
+            u.containers.to_string(),
+            "0".into(),
+            human_size(u.containers_bytes),
+            "0B".into(),
+        ],
+        vec![
+            "Build Cache".into(),
+            "-".into(),
+            "-".into(),
+            human_size(u.cache_bytes),
+            "0B".into(),
+        ],
+        vec![
+            "Temporary".into(),
+            "-".into(),
+            "-".into(),
+            human_size(u.tmp_bytes),
+            "0B".into(),
+        ],
+    ]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild system prune`.
+pub fn prune(store: &Store) -> anyhow::Result<ExitCode> {
+    let r = store.prune()?;
+    for d in &r.images_removed {
+        println!("deleted dangling image {d}");
+    }
+    println!(
+        "Removed {} blobs and {} layers; total reclaimed space: {}",
+        r.blobs_removed,
+        r.layers_removed,
+        human_size(r.bytes_freed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild system check`: exits 1 naming every problem.
+pub fn check(store: &Store) -> anyhow::Result<ExitCode> {
+    let r = store.check()?;
+    if r.incomplete_removed > 0 {
+        println!(
+            "removed {} incomplete item(s) left by processes that died",
+            r.incomplete_removed
+        );
+    }
+    println!(
+        "checked {} blobs, {} images, {} layers",
+        r.blobs_checked, r.images_checked, r.layers_checked
+    );
+    if r.is_consistent() {
+        println!("store is consistent");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    Err(ExitStatusError {
+        code: 1,
+        message: format!(
+            "store {} has {} problem(s), listed above",
+            store.root().display(),
+            r.problems.len()
+        ),
+    }
+    .into())
+}
