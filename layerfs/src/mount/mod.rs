@@ -4,6 +4,7 @@
 //! target. [`mount_union`] picks the driver and returns a [`UnionMount`] guard that unmounts
 //! when dropped, so a failing caller never leaks a mount.
 
+pub mod fuse;
 mod overlay;
 
 use std::fmt;
@@ -198,23 +199,26 @@ pub fn mount_union(spec: &MountSpec, driver: Driver) -> Result<UnionMount> {
         Driver::Fuse => mount_fuse(spec),
         Driver::Auto => match overlay::mount(spec) {
             Ok(mount) => Ok(mount),
-            Err(overlay_err) if overlay::unavailable(&overlay_err) => {
-                mount_fuse(spec).map_err(|_| overlay_err)
-            }
+            Err(overlay_err) if overlay::unavailable(&overlay_err) => match mount_fuse(spec) {
+                Ok(mount) => {
+                    eprintln!("notice: using the FUSE storage driver: {overlay_err}");
+                    Ok(mount)
+                }
+                Err(_) => Err(overlay_err),
+            },
             Err(e) => Err(e),
         },
     }
 }
 
-/// The FUSE driver entry point (provided by the fuse module when it is built in).
+/// The FUSE driver entry point (see [`fuse`]).
 fn mount_fuse(spec: &MountSpec) -> Result<UnionMount> {
-    Err(MountError::DriverUnavailable {
-        driver: Driver::Fuse,
-        reason: format!(
-            "this build has no FUSE union driver yet, so {} cannot be mounted with it; use the overlay driver",
-            spec.target.display()
-        ),
-    })
+    let mount = fuse::mount(spec)?;
+    Ok(UnionMount::new(
+        spec.target.clone(),
+        Driver::Fuse,
+        Some(Box::new(mount)),
+    ))
 }
 
 /// Unmounts whatever is mounted at `target` (e.g. a mount left by [`UnionMount::persist`]).

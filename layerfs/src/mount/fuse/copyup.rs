@@ -2,9 +2,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -110,40 +110,36 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The NUL-separated xattr name list of `path` (not following links).
-pub fn list_xattrs(path: &Path) -> io::Result<Vec<u8>> {
+/// Calls `read` with growing buffers until the value fits (xattr values are at most 64 KiB,
+/// name lists at most the kernel's limit).
+fn read_growing(
+    mut read: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
+    let mut size = 256;
     loop {
-        let size = match rustix::fs::llistxattr(path, &mut []) {
-            Ok(size) => size,
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(err) => return Err(err.into()),
-        };
         let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(path, &mut buf) {
+        match read(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
-            Err(rustix::io::Errno::RANGE) => continue,
+            Err(rustix::io::Errno::RANGE) if size < (1 << 24) => size *= 4,
             Err(err) => return Err(err.into()),
         }
     }
 }
 
+/// The NUL-separated xattr name list of `path` (not following links).
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<u8>> {
+    match read_growing(|buf| rustix::fs::llistxattr(path, buf)) {
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 /// The value of xattr `name` of `path` (not following links).
 pub fn get_xattr(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
-    loop {
-        let size = rustix::fs::lgetxattr(path, name, &mut [])?;
-        let mut buf = vec![0u8; size];
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
+    read_growing(|buf| rustix::fs::lgetxattr(path, name, buf))
 }
 
 fn timestamps(meta: &Metadata) -> Timestamps {

@@ -77,6 +77,7 @@ impl InodeTable {
     }
 
     /// Records a lookup of `ino` under (`parent`, `name`), creating or refreshing its node.
+    #[allow(clippy::too_many_arguments)]
     pub fn remember(
         &mut self,
         ino: u64,

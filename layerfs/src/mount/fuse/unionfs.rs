@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
 
@@ -188,7 +188,9 @@ impl UnionFs {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn upper(&self) -> Res<LayerIndex> {
@@ -260,7 +262,13 @@ impl UnionFs {
     }
 
     /// Records a freshly created upper entry (new identity) and returns its attributes.
-    fn remember_new(&self, st: &mut State, parent: u64, name: &OsStr, path: &Path) -> Res<FileAttr> {
+    fn remember_new(
+        &self,
+        st: &mut State,
+        parent: u64,
+        name: &OsStr,
+        path: &Path,
+    ) -> Res<FileAttr> {
         let meta = lstat(path)?;
         let key = (meta.dev(), meta.ino());
         st.inodes.unbind_key(key);
@@ -297,8 +305,7 @@ impl UnionFs {
         copy_up(&src, &meta, &dst).map_err(errno)?;
         let new_meta = lstat(&dst)?;
         st.inodes.unbind_key((meta.dev(), meta.ino()));
-        st.inodes
-            .bind_key((new_meta.dev(), new_meta.ino()), ino);
+        st.inodes.bind_key((new_meta.dev(), new_meta.ino()), ino);
         if let Some(node) = st.inodes.get_mut(ino) {
             node.layer = upper;
             if node.is_dir {
@@ -324,8 +331,12 @@ impl UnionFs {
             let child_rel = rel.join(&entry.name);
             if child.layer != upper {
                 let dst = self.layers.real(upper, &child_rel);
-                copy_up(&self.layers.real(child.layer, &child_rel), &child.meta, &dst)
-                    .map_err(errno)?;
+                copy_up(
+                    &self.layers.real(child.layer, &child_rel),
+                    &child.meta,
+                    &dst,
+                )
+                .map_err(errno)?;
                 let old_key = (child.meta.dev(), child.meta.ino());
                 let new_meta = lstat(&dst)?;
                 let ino = st.inodes.ino_for(old_key);
@@ -410,7 +421,9 @@ impl UnionFs {
         let writable_layer = Some(layer) == self.layers.upper();
         let mut options = OpenOptions::new();
         options.read(true).write(writable_layer);
-        options.custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) & !libc::O_NOATIME);
+        options.custom_flags(
+            flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) & !libc::O_NOATIME,
+        );
         let file = Arc::new(options.open(&path).map_err(errno)?);
         let fh = Self::next_fh(st);
         let mut fopen = FopenFlags::empty();
@@ -493,7 +506,9 @@ impl UnionFs {
         let upper = self.upper()?;
         let rel = self.ensure_upper(&mut st, ino)?;
         let path = self.layers.real(upper, &rel);
-        let open = fh.and_then(|fh| st.files.get(&fh.0)).map(|f| f.file.clone());
+        let open = fh
+            .and_then(|fh| st.files.get(&fh.0))
+            .map(|f| f.file.clone());
         if uid.is_some() || gid.is_some() {
             std::os::unix::fs::lchown(&path, uid, gid).map_err(errno)?;
         }
@@ -583,13 +598,7 @@ impl UnionFs {
         self.remember_new(&mut st, parent, name, &path)
     }
 
-    fn do_symlink(
-        &self,
-        req: &Request,
-        parent: u64,
-        name: &OsStr,
-        target: &Path,
-    ) -> Res<FileAttr> {
+    fn do_symlink(&self, req: &Request, parent: u64, name: &OsStr, target: &Path) -> Res<FileAttr> {
         let mut st = self.lock();
         let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
@@ -698,7 +707,15 @@ impl UnionFs {
         if !was_live {
             self.remember(&mut st, parent, name, &src, false);
         }
-        let result = self.rename_live(&mut st, upper, (parent, name), src_ino, &src, (new_parent, new_name), dst.as_ref());
+        let result = self.rename_live(
+            &mut st,
+            upper,
+            (parent, name),
+            src_ino,
+            &src,
+            (new_parent, new_name),
+            dst.as_ref(),
+        );
         if !was_live {
             st.inodes.forget(src_ino, 0);
         }
@@ -766,6 +783,7 @@ impl UnionFs {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn do_create(
         &self,
         req: &Request,
@@ -845,9 +863,7 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let enabled = config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .is_ok()
+        let enabled = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(enabled, Ordering::Relaxed);
         Ok(())
@@ -1167,7 +1183,7 @@ impl Filesystem for UnionFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match rustix::fs::statvfs(&self.layers.real(0, Path::new(""))) {
+        match rustix::fs::statvfs(self.layers.real(0, Path::new(""))) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -1246,9 +1262,9 @@ impl Filesystem for UnionFs {
         if is_private_xattr(name.as_encoded_bytes()) {
             return reply.error(Errno::NO_XATTR);
         }
-        let result = self.upper_path(ino.0).and_then(|path| {
-            rustix::fs::lremovexattr(&path, name).map_err(|e| errno(e.into()))
-        });
+        let result = self
+            .upper_path(ino.0)
+            .and_then(|path| rustix::fs::lremovexattr(&path, name).map_err(|e| errno(e.into())));
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

@@ -1,0 +1,177 @@
+//! The FUSE copy-on-write union driver: mounts the same layer dirs as the overlay driver plus a
+//! writable upper dir, and leaves the same upper-dir format (whiteouts, opaque dirs), so the
+//! layer writer is shared. Used for [`Driver::Fuse`](super::Driver::Fuse) and as the
+//! [`Driver::Auto`](super::Driver::Auto) fallback when overlayfs cannot be mounted.
+//!
+//! One file per job: [`layers`] (resolution across layers), [`inodes`] (inode table),
+//! [`copyup`], [`whiteout`], [`unionfs`] (the fuser `Filesystem`) and this file (mount,
+//! unmount, stale-mount recovery).
+
+pub mod copyup;
+pub mod inodes;
+pub mod layers;
+pub mod unionfs;
+pub mod whiteout;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fuser::{BackgroundSession, MountOption, SessionACL};
+
+use super::{Driver, MountError, MountSpec};
+use layers::LayerSet;
+use unionfs::UnionFs;
+
+/// File system type shown in /proc/self/mountinfo for our mounts.
+pub const FSTYPE: &str = "fuse.rbuild";
+
+/// A live FUSE union mount; dropping it unmounts lazily and stops the serving threads.
+#[derive(Debug)]
+pub struct FuseMount {
+    target: PathBuf,
+    session: Option<BackgroundSession>,
+}
+
+impl FuseMount {
+    /// The mount point.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        // Already unmounted by the UnionMount guard in the common case; EINVAL is expected.
+        let _ = rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH);
+        if let Some(session) = self.session.take() {
+            // The serving threads end when the kernel drops the connection; a lazily detached
+            // mount still in use keeps them serving until its last user is gone.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !session.guard.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if session.guard.is_finished() {
+                let _ = session.join();
+            }
+        }
+    }
+}
+
+fn mount_error(target: &Path, source: io::Error) -> MountError {
+    MountError::Mount {
+        driver: Driver::Fuse,
+        target: target.to_path_buf(),
+        source,
+        detail: String::new(),
+    }
+}
+
+/// Mounts `spec` with the FUSE driver: `spec.layers` read-only (lowest first) and
+/// `spec.upper`, when given, as the writable layer (`spec.work` is not needed).
+pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(MountError::DriverUnavailable {
+            driver: Driver::Fuse,
+            reason: "/dev/fuse does not exist: load the fuse module (modprobe fuse)".into(),
+        });
+    }
+    detach_stale(&spec.target);
+    let layers = LayerSet::new(&spec.layers, spec.upper.as_deref())
+        .map_err(|e| mount_error(&spec.target, e))?;
+    let filesystem = UnionFs::new(layers).map_err(|e| mount_error(&spec.target, e))?;
+    let root = rustix::process::geteuid().is_root();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("rbuild".into()),
+        MountOption::Subtype("rbuild".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Exec,
+    ];
+    if root {
+        config.mount_options.push(MountOption::Dev);
+        config.mount_options.push(MountOption::Suid);
+    }
+    if spec.upper.is_none() {
+        config.mount_options.push(MountOption::RO);
+    }
+    config.acl = if root {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    config.n_threads = Some(threads);
+    let session = fuser::Session::new(filesystem, &spec.target, &config)
+        .map_err(|e| mount_error(&spec.target, e))?;
+    let session = session.spawn().map_err(|e| mount_error(&spec.target, e))?;
+    Ok(FuseMount {
+        target: spec.target.clone(),
+        session: Some(session),
+    })
+}
+
+/// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).
+pub fn is_stale(path: &Path) -> bool {
+    matches!(fs::symlink_metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// Lazily unmounts `path` if it is a FUSE mount whose server died (e.g. a killed rbuild);
+/// returns whether it did.
+pub fn detach_stale(path: &Path) -> bool {
+    if !is_stale(path) {
+        return false;
+    }
+    let detached = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_ok();
+    if detached {
+        tracing::info!(target = %path.display(), "detached a stale FUSE mount");
+    }
+    detached
+}
+
+/// Lazily unmounts every stale rbuild FUSE mount at or below `dir`; returns the mount points.
+pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut detached = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split(' ').next() != Some(FSTYPE) {
+            continue;
+        }
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if point.starts_with(dir) && detach_stale(&point) {
+            detached.push(point);
+        }
+    }
+    detached
+}
+
+/// Decodes the octal escapes (`\040` etc.) of a mountinfo path.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,238 @@
+//! The FUSE union driver against the real kernel: merged view, copy-up and the upper-dir format.
+
+mod fuse_support;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use fuse_support::{make_layers, MountDirs};
+use rbuild_layerfs::mount::fuse::whiteout::is_opaque;
+use rbuild_layerfs::mount::Driver;
+
+fn is_whiteout(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_char_device() && m.rdev() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn merged_view_applies_whiteouts_opaque_dirs_and_overrides() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layers = make_layers(tmp.path());
+    let dirs = MountDirs::new(tmp.path(), "fuse");
+    let mount = dirs.mount(&layers, Driver::Fuse);
+    let m = mount.target();
+
+    assert_eq!(
+        fs::read(m.join("etc/passwd")).unwrap(),
+        b"root:x:0:0::/root:/bin/ash\n"
+    );
+    assert!(
+        !m.join("etc/shadow").exists(),
+        "whiteout must hide etc/shadow"
+    );
+    assert!(
+        !m.join("var/cache").exists(),
+        "whiteout must hide a whole dir"
+    );
+    assert!(m.join("var").is_dir());
+    assert!(
+        !m.join("opaque/sub").exists(),
+        "opaque dir must hide lower entries"
+    );
+    assert_eq!(fs::read(m.join("opaque/visible")).unwrap(), b"visible");
+    let mut names: Vec<String> = fs::read_dir(m.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c", "fifo", "link"]);
+    assert_eq!(
+        fs::read_link(m.join("data/link")).unwrap(),
+        Path::new("../etc/passwd")
+    );
+    assert_eq!(
+        fs::read(m.join("data/link")).unwrap(),
+        b"root:x:0:0::/root:/bin/ash\n"
+    );
+    assert!(fs::symlink_metadata(m.join("data/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(fs::read(m.join("bin/tool")).unwrap().len(), 70_000);
+    let meta = fs::metadata(m.join("usr/bin/tool")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    // Stable inode numbers across lookups.
+    let ino = meta.ino();
+    assert_eq!(fs::metadata(m.join("bin/tool")).unwrap().ino(), ino);
+    // Nothing was copied up by reading.
+    assert_eq!(fs::read_dir(&dirs.upper).unwrap().count(), 0);
+}
+
+#[test]
+fn writes_copy_up_once_and_leave_overlay_format() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layers = make_layers(tmp.path());
+    let dirs = MountDirs::new(tmp.path(), "fuse");
+    let mount = dirs.mount(&layers, Driver::Fuse);
+    let m = mount.target();
+    let up = &dirs.upper;
+
+    // Copy-up on write keeps metadata and inode number.
+    let ino = fs::metadata(m.join("usr/lib/deep/er/lib.so"))
+        .unwrap()
+        .ino();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("usr/lib/deep/er/lib.so"))
+        .unwrap();
+    f.write_all(b"+more").unwrap();
+    drop(f);
+    assert_eq!(
+        fs::read(up.join("usr/lib/deep/er/lib.so")).unwrap(),
+        b"ELF+more"
+    );
+    assert_eq!(
+        fs::metadata(m.join("usr/lib/deep/er/lib.so"))
+            .unwrap()
+            .ino(),
+        ino
+    );
+    assert_eq!(
+        fs::metadata(up.join("usr/lib/deep/er/lib.so"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o644
+    );
+
+    // unlink of a lower file leaves a whiteout; rmdir of a lower dir too.
+    fs::remove_file(m.join("data/a")).unwrap();
+    assert!(is_whiteout(&up.join("data/a")));
+    fs::remove_file(m.join("usr/lib/deep/er/lib.so")).unwrap();
+    fs::remove_dir(m.join("usr/lib/deep/er")).unwrap();
+    assert!(is_whiteout(&up.join("usr/lib/deep/er")));
+    assert!(!m.join("usr/lib/deep/er").exists());
+
+    // mkdir over an upper whiteout is opaque (as overlay does); over a lower one it need not be.
+    fs::create_dir(m.join("usr/lib/deep/er")).unwrap();
+    assert!(is_opaque(&up.join("usr/lib/deep/er")));
+    assert_eq!(fs::read_dir(m.join("usr/lib/deep/er")).unwrap().count(), 0);
+    fs::create_dir(m.join("var/cache")).unwrap();
+    assert!(!is_opaque(&up.join("var/cache")));
+    assert_eq!(fs::read_dir(m.join("var/cache")).unwrap().count(), 0);
+    // re-creating a file over a whiteout replaces it.
+    fs::write(m.join("data/a"), b"again").unwrap();
+    assert_eq!(fs::read(up.join("data/a")).unwrap(), b"again");
+
+    // Rename of a lower dir copies the tree up and whiteouts the old name.
+    fs::rename(m.join("usr/lib"), m.join("lib2")).unwrap();
+    assert!(is_whiteout(&up.join("usr/lib")));
+    assert!(m.join("lib2/deep/er").is_dir());
+    assert_eq!(fs::read_dir(m.join("lib2/deep/er")).unwrap().count(), 0);
+    assert!(!m.join("usr/lib").exists());
+
+    // chmod, chown, truncate, utimens, xattr, hard links, symlinks.
+    fs::set_permissions(m.join("etc/passwd"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(m.join("etc/passwd"), Some(1000), Some(1000)).unwrap();
+    let meta = fs::metadata(m.join("etc/passwd")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o600, 1000, 1000)
+    );
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("usr/bin/tool"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert_eq!(fs::metadata(m.join("usr/bin/tool")).unwrap().len(), 10);
+    rustix::fs::lsetxattr(
+        m.join("data/b").as_path(),
+        "user.test",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::lgetxattr(m.join("data/b").as_path(), "user.test", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"v");
+    fs::hard_link(m.join("data/b"), m.join("data/b2")).unwrap();
+    assert_eq!(fs::metadata(m.join("data/b")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(m.join("data/b2")).unwrap().ino(),
+        fs::metadata(m.join("data/b")).unwrap().ino()
+    );
+    std::os::unix::fs::symlink("target", m.join("data/sl")).unwrap();
+    assert_eq!(
+        fs::read_link(up.join("data/sl")).unwrap(),
+        Path::new("target")
+    );
+
+    // Large sparse-ish file, read back through mmap-able regular I/O.
+    let mut big = fs::File::create(m.join("big")).unwrap();
+    big.seek(SeekFrom::Start(3 << 30)).unwrap();
+    big.write_all(b"end").unwrap();
+    drop(big);
+    let mut big = fs::File::open(m.join("big")).unwrap();
+    big.seek(SeekFrom::Start(3 << 30)).unwrap();
+    let mut tail = String::new();
+    big.read_to_string(&mut tail).unwrap();
+    assert_eq!(tail, "end");
+    drop(big);
+
+    // mknod as root.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        m.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(up.join("null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let vfs = rustix::fs::statvfs(m).unwrap();
+    assert!(vfs.f_blocks > 0);
+    drop(mount);
+}
+
+#[test]
+fn shared_writable_mmap_reaches_the_upper_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layers = make_layers(tmp.path());
+    let dirs = MountDirs::new(tmp.path(), "fuse");
+    let mount = dirs.mount(&layers, Driver::Fuse);
+    let path = mount.target().join("data/c");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a fresh shared mapping of `len` bytes of an open file, unmapped before return.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap of a FUSE file failed");
+        let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
+        assert_eq!(bytes, b"data c");
+        bytes[0] = b'D';
+        assert_eq!(libc::msync(ptr, len, libc::MS_SYNC), 0);
+        assert_eq!(libc::munmap(ptr, len), 0);
+    }
+    drop(file);
+    assert_eq!(fs::read(dirs.upper.join("data/c")).unwrap(), b"Data c");
+    drop(mount);
+}
