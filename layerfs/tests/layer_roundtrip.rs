@@ -44,7 +44,7 @@ fn make_upper(upper: &Path) {
     // Overlay deletion of a lower file and an opaque directory.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("etc/removed"),
+        p("etc/removed"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0),
         rustix::fs::makedev(0, 0),
@@ -55,7 +55,7 @@ fn make_upper(upper: &Path) {
     std::fs::write(p("var/fresh"), b"new").unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("var/pipe"),
+        p("var/pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -74,8 +74,11 @@ fn make_upper(upper: &Path) {
     std::os::unix::fs::lchown(p("bin/tool-link"), Some(1000), Some(100)).unwrap();
 }
 
-/// Names (in order), type flags, and PAX records of a plain tar.
-fn list_tar(tar_bytes: &[u8]) -> Vec<(String, char, BTreeMap<String, Vec<u8>>, u64, u64)> {
+/// One entry of a plain tar: name, type flag, PAX records, uid, mtime.
+type TarItem = (String, char, BTreeMap<String, Vec<u8>>, u64, u64);
+
+/// The entries of a plain tar, in order.
+fn list_tar(tar_bytes: &[u8]) -> Vec<TarItem> {
     let mut archive = tar::Archive::new(tar_bytes);
     let mut out = Vec::new();
     for entry in archive.entries().unwrap() {

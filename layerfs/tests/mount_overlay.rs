@@ -116,7 +116,7 @@ fn chain_of_128_layers_mounts() {
     // A deletion in the middle of the chain: layer 100 whites out f3.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &layers[100].join("f3"),
+        layers[100].join("f3"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::empty(),
         rustix::fs::makedev(0, 0),
