@@ -182,7 +182,7 @@ fn layer_of_overlay_changes_reproduces_the_merged_view() {
         };
         make_base(l0);
         {
-            let mount1 = mount(&[l0.clone()], Some((u1, w1)), m);
+            let mount1 = mount(std::slice::from_ref(l0), Some((u1, w1)), m);
             make_second(mount1.target());
         }
         let lowers = vec![l0.clone(), u1.clone()];
