@@ -1,6 +1,7 @@
 //! rbuild-layerfs: content store, image model, layer diff/apply and union mounts.
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod digest;
 pub mod image;
 pub mod import;
