@@ -90,6 +90,31 @@ impl Session {
         credential: Option<Credential>,
         options: &ClientOptions,
     ) -> Result<Self> {
+        let scope = match access {
+            Access::Pull => vec![format!("repository:{repository}:pull")],
+            Access::Push => vec![format!("repository:{repository}:pull,push")],
+        };
+        Self::open(endpoint, registry, repository, scope, credential, options).await
+    }
+
+    /// Opens a session for registry-wide requests (login checks): no repository scope.
+    pub async fn connect_without_scope(
+        endpoint: &Endpoint,
+        registry: &str,
+        credential: Option<Credential>,
+        options: &ClientOptions,
+    ) -> Result<Self> {
+        Self::open(endpoint, registry, "", Vec::new(), credential, options).await
+    }
+
+    async fn open(
+        endpoint: &Endpoint,
+        registry: &str,
+        repository: &str,
+        scopes: Vec<String>,
+        credential: Option<Credential>,
+        options: &ClientOptions,
+    ) -> Result<Self> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(endpoint.skip_tls_verify);
@@ -100,10 +125,6 @@ impl Session {
             url: endpoint.base_url.clone(),
             source: e,
         })?;
-        let scope = match access {
-            Access::Pull => format!("repository:{repository}:pull"),
-            Access::Push => format!("repository:{repository}:pull,push"),
-        };
         let parse = |s: &str| {
             Url::parse(s).map_err(|e| RegistryError::Config {
                 path: "registry endpoint".into(),
@@ -115,7 +136,7 @@ impl Session {
             base: parse(&endpoint.base_url)?,
             registry: registry.to_string(),
             repository: repository.to_string(),
-            scopes: Mutex::new(vec![scope]),
+            scopes: Mutex::new(scopes),
             credential,
             authorization: Mutex::new(None),
             retry: options.retry.clone(),
@@ -323,10 +344,32 @@ impl Session {
         url: Url,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
+        self.send_authenticated(method, url, build, true).await
+    }
+
+    /// Like [`Session::send`] but without retrying 5xx, 429 or connection failures: for
+    /// requests that are not idempotent (upload chunks), whose caller recovers by asking the
+    /// registry what it has.
+    pub async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        self.send_authenticated(method, url, build, false).await
+    }
+
+    async fn send_authenticated(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        retry: bool,
+    ) -> Result<Response> {
         let mut reauthenticated = false;
         loop {
             let resp = self
-                .send_raw(method.clone(), url.clone(), &build, true)
+                .send_raw_with(method.clone(), url.clone(), &build, true, retry)
                 .await?;
             if resp.status() == StatusCode::UNAUTHORIZED
                 && !reauthenticated
@@ -359,6 +402,18 @@ impl Session {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
         with_auth: bool,
     ) -> Result<Response> {
+        self.send_raw_with(method, url, build, with_auth, true)
+            .await
+    }
+
+    async fn send_raw_with(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        with_auth: bool,
+        retry: bool,
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
             let mut req = build(self.http.request(method.clone(), url.clone()));
@@ -372,7 +427,7 @@ impl Session {
                     req = req.header(AUTHORIZATION, h);
                 }
             }
-            let last = attempt + 1 >= self.retry.attempts;
+            let last = !retry || attempt + 1 >= self.retry.attempts;
             match req.send().await {
                 Ok(resp) if is_retryable_status(resp.status()) && !last => {
                     let delay = self.retry.delay(attempt, retry_after(&resp));

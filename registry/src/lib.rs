@@ -4,12 +4,14 @@
 //! reqwest directly (see [`client`] for why).
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod fetch;
+pub mod login;
 pub mod media;
 pub mod platform;
 pub mod progress;
@@ -18,6 +20,7 @@ pub mod push;
 pub mod reference;
 pub mod unpack;
 
+pub use blocking::{pull_blocking, push_blocking, verify_login_blocking};
 pub use client::{Access, ClientOptions, RetryPolicy, Session};
 pub use config::RegistryConfig;
 pub use credentials::{Credential, CredentialStore};

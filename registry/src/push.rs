@@ -322,7 +322,7 @@ async fn upload(
         let body = read_chunk(&mut file, offset, len, &job.digest).await?;
         let range = format!("{}-{}", offset, offset + len - 1);
         let result = session
-            .send(Method::PATCH, location.clone(), |r| {
+            .send_once(Method::PATCH, location.clone(), |r| {
                 r.header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_RANGE, range.as_str())
                     .header(CONTENT_LENGTH, len)

@@ -1,0 +1,446 @@
+//! The bearer-token flow and every transfer fault, through the in-process fake registry.
+
+mod fake;
+mod support;
+
+use fake::{Bearer, FakeRegistry};
+use rbuild_layerfs::{Image, Store};
+use rbuild_registry::{pull, push, CredentialStore, ImageRef, NoProgress, Platform, RegistryError};
+use std::sync::Arc;
+use support::*;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A two-layer image (the second one big enough to arrive in many chunks) made in a store.
+struct Fixture {
+    src: TempStore,
+    image: Image,
+    big: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let src = TempStore::new();
+    let big = noise(400_000, 7);
+    let image = make_image(
+        &src.store,
+        "app:1",
+        &[&[("etc/os", b"fake\n")], &[("big.bin", &big)]],
+    );
+    Fixture { src, image, big }
+}
+
+/// Puts the fixture's blobs and manifest (as `lib/app:1`) into a fake registry.
+fn load(fake: &FakeRegistry, fx: &Fixture) {
+    for d in fx
+        .image
+        .layer_digests()
+        .into_iter()
+        .chain([fx.image.config_digest.clone()])
+    {
+        fake.put_blob(d.as_str(), fx.src.store.read_blob(&d).unwrap());
+    }
+    let manifest = fx.src.store.read_blob(&fx.image.manifest_digest).unwrap();
+    fake.put_manifest("lib/app", "1", OCI_MANIFEST, manifest);
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn pull_from(
+    fake: &FakeRegistry,
+    dst: &Store,
+    creds: &std::path::Path,
+) -> Result<rbuild_registry::Pulled, RegistryError> {
+    let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+    rt().block_on(pull(dst, &r, &pull_options(creds), Arc::new(NoProgress)))
+}
+
+fn assert_pulled(dst: &Store, fx: &Fixture, fake: &FakeRegistry) {
+    let image = dst
+        .resolve_image(&format!("{}/lib/app:1", fake.host()))
+        .expect("tag written");
+    assert_eq!(image.manifest_digest, fx.image.manifest_digest);
+    let dirs = dst.image_layer_dirs(&image).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("etc/os")).unwrap(), b"fake\n");
+    assert_eq!(std::fs::read(dirs[1].join("big.bin")).unwrap(), fx.big);
+}
+
+fn assert_nothing_committed(dst: &Store, fx: &Fixture) {
+    assert!(dst.tags().unwrap().is_empty(), "no tag after a failed pull");
+    let big_layer = &fx.image.layer_digests()[1];
+    assert!(!dst.has_blob(big_layer), "the bad blob was not committed");
+    assert!(
+        !dst.has_layer(&fx.image.diff_ids()[1]),
+        "the bad layer was not committed"
+    );
+    assert!(!dst.has_blob(&fx.image.manifest_digest));
+}
+
+#[test]
+fn bearer_token_flow_with_login() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().bearer = Some(Bearer {
+        user: Some(("alice".into(), "pw".into())),
+        token: "tok-123".into(),
+    });
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err =
+        pull_from(&fake, &dst.store, creds.path()).expect_err("the token server wants a login");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    CredentialStore::at(creds.path().join("config.json"))
+        .login(&fake.host(), "alice", "pw")
+        .unwrap();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull with a token");
+    assert_pulled(&dst.store, &fx, &fake);
+    let seen = fake.seen();
+    assert!(seen.iter().any(|s| s.path == "/token"));
+    assert!(seen
+        .iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .all(|s| s.authorization.as_deref() == Some("Bearer tok-123")));
+    // Push with the same token flow.
+    let dest = ImageRef::parse(&format!("{}/lib/copy:2", fake.host())).unwrap();
+    let mut opts = push_options(creds.path());
+    opts.chunk_size = 100_000;
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &opts,
+        Arc::new(NoProgress),
+    ))
+    .expect("push with a token");
+    assert!(fake.state().manifests.contains_key("lib/copy:2"));
+}
+
+#[test]
+fn anonymous_bearer_token() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().bearer = Some(Bearer {
+        user: None,
+        token: "anon".into(),
+    });
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("anonymous token pull");
+    assert_pulled(&dst.store, &fx, &fake);
+}
+
+#[test]
+fn dropped_connection_resumes_with_range() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.drop_after = Some((150_000, 2));
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull resumes");
+    assert_pulled(&dst.store, &fx, &fake);
+    assert!(
+        fake.seen().iter().any(|s| s
+            .range
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")),
+        "a Range request resumed the download: {:?}",
+        fake.seen()
+    );
+}
+
+#[test]
+fn dropped_connection_without_range_support_restarts_the_body() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.drop_after = Some((150_000, 1));
+    fake.state().faults.ignore_range = true;
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull completes");
+    assert_pulled(&dst.store, &fx, &fake);
+}
+
+#[test]
+fn server_errors_and_429_are_retried() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    {
+        let mut s = fake.state();
+        s.faults.blob_statuses = [500, 503, 429].into_iter().collect();
+        s.faults.retry_after = Some(0);
+    }
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull after retries");
+    assert_pulled(&dst.store, &fx, &fake);
+}
+
+#[test]
+fn persistent_500_fails_and_commits_nothing() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.blob_statuses = std::iter::repeat_n(500, 100).collect();
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("500s");
+    assert!(
+        matches!(err, RegistryError::Status { status: 500, .. }),
+        "{err}"
+    );
+    assert_nothing_committed(&dst.store, &fx);
+}
+
+#[test]
+fn wrong_digest_is_rejected_and_nothing_committed() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.corrupt = true;
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("corrupt blobs");
+    let msg = err.to_string();
+    assert!(msg.contains("digest") || msg.contains("hashes"), "{msg}");
+    assert_nothing_committed(&dst.store, &fx);
+}
+
+#[test]
+fn truncated_body_is_rejected_and_nothing_committed() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.truncate = true;
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("short bodies");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_nothing_committed(&dst.store, &fx);
+}
+
+#[test]
+fn redirect_to_another_host_carries_no_credentials() {
+    let fake = FakeRegistry::start();
+    let cdn = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    load(&cdn, &fx);
+    fake.state().bearer = Some(Bearer {
+        user: Some(("alice".into(), "pw".into())),
+        token: "secret-token".into(),
+    });
+    fake.state().faults.redirect_blobs = Some(cdn.url());
+    let creds = tempfile::tempdir().unwrap();
+    CredentialStore::at(creds.path().join("config.json"))
+        .login(&fake.host(), "alice", "pw")
+        .unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull through the redirect");
+    assert_pulled(&dst.store, &fx, &fake);
+    let cdn_seen = cdn.seen();
+    assert!(
+        cdn_seen.iter().any(|s| s.path.contains("/blobs/")),
+        "blobs came from the other host"
+    );
+    assert!(
+        cdn_seen.iter().all(|s| s.authorization.is_none()),
+        "credentials leaked: {cdn_seen:?}"
+    );
+}
+
+#[test]
+fn foreign_layer_urls_get_no_credentials() {
+    let fake = FakeRegistry::start();
+    let cdn = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    load(&cdn, &fx);
+    // Rewrite the manifest so the big layer lists a foreign URL.
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    let big = fx.image.layer_digests()[1].clone();
+    doc["layers"][1]["urls"] = serde_json::json!([format!("{}/foreign/{big}", cdn.url())]);
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    fake.state().blobs.remove(big.as_str());
+    fake.state().bearer = Some(Bearer {
+        user: Some(("alice".into(), "pw".into())),
+        token: "secret-token".into(),
+    });
+    let creds = tempfile::tempdir().unwrap();
+    CredentialStore::at(creds.path().join("config.json"))
+        .login(&fake.host(), "alice", "pw")
+        .unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull with a foreign layer");
+    let cdn_seen = cdn.seen();
+    assert!(cdn_seen.iter().any(|s| s.path.starts_with("/foreign/")));
+    assert!(
+        cdn_seen.iter().all(|s| s.authorization.is_none()),
+        "credentials leaked: {cdn_seen:?}"
+    );
+    assert!(dst.store.has_blob(&big));
+}
+
+#[test]
+fn oversized_manifest_is_refused() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    doc["annotations"] = serde_json::json!({ "padding": "x".repeat(5 << 20) });
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("5 MiB manifest");
+    assert!(err.to_string().contains("allowed"), "{err}");
+    assert!(dst.store.tags().unwrap().is_empty());
+}
+
+#[test]
+fn media_type_contradicting_content_is_refused() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    fake.state().faults.manifest_content_type = Some(OCI_INDEX.into());
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err =
+        pull_from(&fake, &dst.store, creds.path()).expect_err("index content type on a manifest");
+    assert!(err.to_string().contains("contradicts"), "{err}");
+    // A layer whose bytes are not what its media type says is refused too.
+    fake.state().faults.manifest_content_type = None;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    doc["layers"][1]["mediaType"] =
+        serde_json::json!("application/vnd.oci.image.layer.v1.tar+zstd");
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("gzip bytes announced as zstd");
+    assert!(err.to_string().contains("media type"), "{err}");
+    assert_nothing_committed(&dst.store, &fx);
+}
+
+#[test]
+fn index_resolves_to_the_wanted_platform() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let manifest = fx.src.store.read_blob(&fx.image.manifest_digest).unwrap();
+    fake.put_manifest(
+        "lib/app",
+        fx.image.manifest_digest.as_str(),
+        OCI_MANIFEST,
+        manifest.clone(),
+    );
+    let host = Platform::host();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "size": 7, "digest": format!("sha256:{}", "1".repeat(64)),
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": OCI_MANIFEST, "size": manifest.len(), "digest": fx.image.manifest_digest.to_string(),
+             "platform": {"os": host.os, "architecture": host.architecture}},
+        ]
+    });
+    let index_bytes = serde_json::to_vec(&index).unwrap();
+    fake.put_manifest("lib/app", "1", OCI_INDEX, index_bytes.clone());
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let pulled = pull_from(&fake, &dst.store, creds.path()).expect("pull an index");
+    assert_eq!(pulled.manifest_digest, fx.image.manifest_digest);
+    assert_eq!(
+        pulled.resolved_digest,
+        rbuild_layerfs::Digest::of_bytes(&index_bytes)
+    );
+    assert_pulled(&dst.store, &fx, &fake);
+    let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+    let mut opts = pull_options(creds.path());
+    opts.platform = Some(Platform::parse("linux/riscv64").unwrap());
+    let err = rt()
+        .block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)))
+        .expect_err("no riscv64");
+    assert!(
+        matches!(err, RegistryError::NoMatchingPlatform { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn upload_resumes_from_the_registry_offset_after_a_failed_chunk() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().faults.fail_patches = 1;
+    let creds = tempfile::tempdir().unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    let mut opts = push_options(creds.path());
+    opts.chunk_size = 64 << 10;
+    opts.jobs = 1;
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &opts,
+        Arc::new(NoProgress),
+    ))
+    .expect("push resumes");
+    let s = fake.state();
+    for d in fx.image.layer_digests() {
+        assert_eq!(
+            s.blobs.get(d.as_str()).map(|b| b.to_vec()),
+            Some(fx.src.store.read_blob(&d).unwrap())
+        );
+    }
+    assert!(s.manifests.contains_key("lib/pushed:1"));
+}
+
+#[test]
+fn bad_upload_location_is_an_error() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().faults.upload_location = Some("http://[::1".into());
+    let creds = tempfile::tempdir().unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    let err = rt()
+        .block_on(push(
+            &fx.src.store,
+            "app:1",
+            &dest,
+            &push_options(creds.path()),
+            Arc::new(NoProgress),
+        ))
+        .expect_err("bad Location");
+    assert!(err.to_string().contains("Location"), "{err}");
+    assert!(
+        !fake.state().manifests.contains_key("lib/pushed:1"),
+        "no manifest after a failed push"
+    );
+}
