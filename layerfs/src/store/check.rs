@@ -131,15 +131,22 @@ impl Store {
                     continue;
                 }
             }
-            let image = match self.load_image(&digest) {
-                Ok(i) => i,
-                Err(e) => {
-                    report.problems.push(format!("{name}: {e}"));
-                    continue;
-                }
-            };
-            let mut refs = vec![image.manifest.config().clone()];
-            refs.extend(image.manifest.layers().iter().cloned());
+            let manifest: oci_spec::image::ImageManifest =
+                match self.read_blob(&digest).map(|d| serde_json::from_slice(&d)) {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => {
+                        report
+                            .problems
+                            .push(format!("{name}: manifest {digest} is not valid JSON: {e}"));
+                        continue;
+                    }
+                    Err(e) => {
+                        report.problems.push(format!("{name}: {e}"));
+                        continue;
+                    }
+                };
+            let mut refs = vec![manifest.config().clone()];
+            refs.extend(manifest.layers().iter().cloned());
             for r in refs {
                 let Ok(d) = descriptor_digest(&r) else {
                     report
@@ -157,6 +164,11 @@ impl Store {
                     Err(_) => report
                         .problems
                         .push(format!("{name}: referenced blob {d} is missing")),
+                }
+            }
+            if let Err(e) = self.load_image(&digest) {
+                if !matches!(e, super::StoreError::BlobMissing(_)) {
+                    report.problems.push(format!("{name}: {e}"));
                 }
             }
         }

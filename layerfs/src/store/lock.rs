@@ -27,6 +27,14 @@ impl StoreLock {
     }
 }
 
+impl StoreLock {
+    /// Takes the lock on `path` if it is free right now; `None` when another process holds it.
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<StoreLock>> {
+        let file = open_lock_file(path)?;
+        Ok(try_lock(file, path)?.map(|flock| StoreLock { _flock: flock }))
+    }
+}
+
 /// Opens (creating if needed) a lock file, close-on-exec.
 pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
     OpenOptions::new()

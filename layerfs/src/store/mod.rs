@@ -104,6 +104,11 @@ impl Store {
         self.inner.incomplete_removed
     }
 
+    /// Takes the store lock if it is free right now; `None` when another process holds it.
+    pub fn try_lock(&self) -> Result<Option<StoreLock>> {
+        StoreLock::try_acquire(&self.root().join("lock"))
+    }
+
     /// This process's private work directory under tmp/.
     pub(crate) fn session_dir(&self) -> &Path {
         self.inner.session.dir()
