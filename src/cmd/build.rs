@@ -1,17 +1,247 @@
 //! `rbuild build` (and `rbuild -t NAME CONTEXT`).
 
-use super::Globals;
+use super::{ExitStatusError, Globals};
+use anyhow::{bail, Context};
+use rbuild_builder::exec::{self, BuildError, BuildOptions, Network, Progress};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Arguments of `rbuild build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
+    /// Name (and optionally tag) of the image, `name:tag`; may be given more than once.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default CONTEXT/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+    /// Build-time variable `KEY=VALUE` (`KEY` alone takes the value from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage (and the stages it needs) instead of the last one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, ignoring the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Refresh base images from their registry before building.
+    #[arg(long)]
+    pub pull: bool,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Progress output: auto, plain or tty.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Network of RUN steps: host (default) or none.
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    /// Label `KEY=VALUE` added to the image; may be given more than once.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Layer compression: gzip or zstd.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Creation time for reproducible builds (seconds since the epoch or RFC 3339); also clamps
+    /// file mtimes in new layers. Defaults to $SOURCE_DATE_EPOCH when set.
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// Target platform (only the host's, linux/amd64, is supported).
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
     /// Build context directory.
     pub context: PathBuf,
 }
 
+/// Plain-line progress on stdout (the RUN output passes through unchanged).
+struct LineProgress {
+    tty: bool,
+}
+
+impl Progress for LineProgress {
+    fn step(&mut self, n: usize, total: usize, text: &str) {
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            let _ = writeln!(out, "\x1b[1mSTEP {n}/{total}: {text}\x1b[0m");
+        } else {
+            let _ = writeln!(out, "STEP {n}/{total}: {text}");
+        }
+    }
+    fn cached(&mut self) {
+        let _ = writeln!(std::io::stdout().lock(), "--> CACHED");
+    }
+    fn finished(&mut self, elapsed: Duration) {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "--> {:.3}s",
+            elapsed.as_secs_f64()
+        );
+    }
+    fn output(&mut self, data: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(data);
+        let _ = out.flush();
+    }
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
+
+fn key_values(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                map.insert(k.to_string(), v.to_string());
+            }
+            None if what == "--build-arg" && !item.is_empty() => {
+                // Docker: `--build-arg NAME` takes the value from the environment, if set.
+                if let Ok(v) = std::env::var(item) {
+                    map.insert(item.clone(), v);
+                }
+            }
+            _ => bail!("invalid {what} {item:?}: write KEY=VALUE"),
+        }
+    }
+    Ok(map)
+}
+
+fn parse_timestamp(t: &str) -> anyhow::Result<i64> {
+    if let Ok(n) = t.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    rbuild_layerfs::image::parse_rfc3339(t.trim()).with_context(|| {
+        format!("invalid timestamp {t:?}: give seconds since the epoch or an RFC 3339 time")
+    })
+}
+
 /// Runs `rbuild build`.
-pub fn run(_g: &Globals, _args: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("build is not implemented yet")
+pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    if args.platform != "linux/amd64" && args.platform != "linux/x86_64" {
+        bail!(
+            "platform {:?} is not supported: rbuild builds for the host platform linux/amd64",
+            args.platform
+        );
+    }
+    if args.pull {
+        bail!("--pull is not supported yet: pull the base image with `rbuild pull NAME` first");
+    }
+    let context = args.context.clone();
+    if !context.is_dir() {
+        bail!(
+            "build context {} is not a directory: pass the folder that holds your files",
+            context.display()
+        );
+    }
+    let (dockerfile, dockerfile_name) = match args.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from stdin")?;
+            (s, "-".to_string())
+        }
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading Dockerfile {f}: check the -f path"))?,
+            f.to_string(),
+        ),
+        None => {
+            let p = context.join("Dockerfile");
+            let p = if p.exists() {
+                p
+            } else {
+                context.join("dockerfile")
+            };
+            (
+                std::fs::read_to_string(&p).with_context(|| {
+                    format!("reading {}: add a Dockerfile or pass -f FILE", p.display())
+                })?,
+                "Dockerfile".to_string(),
+            )
+        }
+    };
+    let mut opts = BuildOptions::new(&context, dockerfile);
+    opts.dockerfile_name = dockerfile_name;
+    for t in &args.tags {
+        let tag = rbuild_layerfs::store::normalize_tag(t)
+            .with_context(|| format!("invalid tag {t:?}: use name[:tag] in lower case"))?;
+        opts.tags.push(tag);
+    }
+    opts.build_args = key_values(&args.build_args, "--build-arg")?;
+    opts.labels = key_values(&args.labels, "--label")?;
+    opts.target = args.target.clone();
+    opts.no_cache = args.no_cache;
+    opts.network = match args.network.as_str() {
+        "host" | "default" => Network::Host,
+        "none" => Network::None,
+        other => bail!("invalid --network {other:?}: use host or none"),
+    };
+    opts.compression = match args.compression.as_str() {
+        "gzip" => rbuild_layerfs::layer::Compression::Gzip,
+        "zstd" => rbuild_layerfs::layer::Compression::Zstd,
+        other => bail!("invalid --compression {other:?}: use gzip or zstd"),
+    };
+    opts.timestamp = match (&args.timestamp, std::env::var("SOURCE_DATE_EPOCH")) {
+        (Some(t), _) => Some(parse_timestamp(t)?),
+        (None, Ok(e)) if !e.trim().is_empty() => {
+            Some(parse_timestamp(&e).context("SOURCE_DATE_EPOCH must be seconds since the epoch")?)
+        }
+        _ => None,
+    };
+    opts.driver = g
+        .storage_driver
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tty = match args.progress.as_str() {
+        "plain" => false,
+        "tty" => true,
+        "auto" => std::io::stdout().is_terminal(),
+        other => bail!("invalid --progress {other:?}: use auto, plain or tty"),
+    };
+    let store = super::image::open_store(g)?;
+    let mut line = LineProgress { tty };
+    let mut silent = exec::Silent;
+    let progress: &mut dyn Progress = if args.quiet { &mut silent } else { &mut line };
+    let outcome = match exec::build(&store, &opts, progress) {
+        Ok(o) => o,
+        Err(e) => return Err(build_failure(e, args.quiet)),
+    };
+    let id = outcome.image_id.to_string();
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    } else {
+        for t in &opts.tags {
+            println!("Successfully tagged {t}");
+        }
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns a build error into the CLI's error: a failing RUN keeps its exit code, and its last
+/// output lines are shown when they were not streamed (`-q`).
+fn build_failure(e: BuildError, quiet: bool) -> anyhow::Error {
+    if let BuildError::RunFailed { tail, .. } = &e {
+        if quiet && !tail.is_empty() {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "last output lines:");
+            for l in tail {
+                let _ = writeln!(err, "  {l}");
+            }
+        }
+    }
+    anyhow::Error::new(ExitStatusError {
+        code: e.exit_code(),
+        message: e.to_string(),
+    })
 }

@@ -54,6 +54,11 @@ pub trait PathFilter: Send + Sync {
     fn excluded(&self, rel: &str) -> bool;
     /// True when some pattern re-includes paths (`!pattern`), so excluded dirs must still be walked.
     fn has_exceptions(&self) -> bool;
+    /// True when the excluded dir `rel` holds nothing that could be re-included, so a walk may
+    /// skip it.
+    fn can_skip_dir(&self, rel: &str) -> bool {
+        self.excluded(rel) && !self.has_exceptions()
+    }
 }
 
 /// What a context entry is.
@@ -105,6 +110,7 @@ pub struct BuildContext {
     root: PathBuf,
     filter: Option<Box<dyn PathFilter>>,
     cache: Mutex<StatCache>,
+    hash_content: bool,
 }
 
 impl std::fmt::Debug for BuildContext {
@@ -140,7 +146,16 @@ impl BuildContext {
             root,
             filter,
             cache: Mutex::new(cache),
+            hash_content: true,
         })
+    }
+
+    /// Opens a tree whose file contents need no hashing (e.g. a `COPY --from` source, whose
+    /// cache key is its stage's key): selection and walking work, file hashes are all zero.
+    pub fn open_unhashed(root: &Path) -> Result<BuildContext, ContextError> {
+        let mut ctx = BuildContext::open(root, None, StatCache::in_memory())?;
+        ctx.hash_content = false;
+        Ok(ctx)
     }
 
     /// The context directory (canonical).
@@ -268,10 +283,15 @@ impl BuildContext {
             let ctx_rel = join_rel(rel, &sub);
             let is_dir = entry.file_type().is_dir();
             if self.is_excluded(&ctx_rel) {
-                if is_dir && !exceptions {
-                    walker.skip_current_dir();
+                if !is_dir {
+                    continue;
                 }
-                if !is_dir || !exceptions {
+                if self
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| f.can_skip_dir(&ctx_rel))
+                {
+                    walker.skip_current_dir();
                     continue;
                 }
                 // An excluded dir that may hold re-included files: walk it, but keep the dir
@@ -314,6 +334,9 @@ impl BuildContext {
     }
 
     fn file_hash(&self, path: &Path, meta: &fs::Metadata) -> Result<[u8; 32], ContextError> {
+        if !self.hash_content {
+            return Ok([0; 32]);
+        }
         let key = StatKey::of(meta);
         if let Some(h) = self
             .cache

@@ -72,6 +72,12 @@ impl RootWriter {
         f.metadata().ok().map(|m| m.file_type())
     }
 
+    /// Opens an in-root file for reading (symlinks followed inside the root).
+    pub fn open_read(&self, path: &str) -> io::Result<File> {
+        let h = self.root.resolve(path).map_err(perr)?;
+        h.reopen(OpenFlags::O_RDONLY).map_err(perr)
+    }
+
     /// The host path that `path` resolves to inside the root (for reading a mounted image).
     pub fn host_path_of(&self, path: &str) -> io::Result<PathBuf> {
         let h = self.root.resolve(path).map_err(perr)?;

@@ -1,0 +1,496 @@
+//! COPY and ADD: source selection and cache-key parts (before any work), then the copy into
+//! the mounted parent rootfs with Docker's directory-content semantics.
+
+use super::archive;
+use super::fswrite::{split_path, Attrs, RootWriter};
+use super::plan::{resolve_from, FromSource};
+use super::step::{normalize_abs, StageCtx};
+use super::users::resolve_owner;
+use super::{BuildError, Builder};
+use crate::cache::{KeyBuilder, LayerRef};
+use crate::context::{clean_rel, BuildContext, ContextEntry, EntryKind, SourceTree};
+use crate::dockerfile::{AddInstruction, CopyInstruction, CopySource, Instruction};
+use rbuild_layerfs::store::ScratchDir;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// The parts of COPY and ADD that matter here.
+pub(crate) struct CopySpec<'a> {
+    sources: &'a [CopySource],
+    dest: &'a str,
+    from: Option<&'a str>,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    checksum: Option<&'a str>,
+    add: bool,
+    unpack: bool,
+    excludes: &'a [String],
+}
+
+impl<'a> CopySpec<'a> {
+    pub fn from_copy(c: &'a CopyInstruction) -> CopySpec<'a> {
+        CopySpec {
+            sources: &c.sources,
+            dest: &c.dest,
+            from: c.from.as_deref(),
+            chown: c.chown.as_deref(),
+            chmod: c.chmod.as_deref(),
+            checksum: None,
+            add: false,
+            unpack: false,
+            excludes: &c.excludes,
+        }
+    }
+
+    pub fn from_add(a: &'a AddInstruction) -> CopySpec<'a> {
+        CopySpec {
+            sources: &a.sources,
+            dest: &a.dest,
+            from: None,
+            chown: a.chown.as_deref(),
+            chmod: a.chmod.as_deref(),
+            checksum: a.checksum.as_deref(),
+            add: true,
+            unpack: a.unpack != Some(false),
+            excludes: &a.excludes,
+        }
+    }
+}
+
+/// One thing to copy.
+pub(crate) enum Item {
+    /// A source of the build context (a file, dir or symlink and what is below it).
+    Context(SourceTree),
+    /// Inline heredoc content.
+    Inline { name: String, content: Vec<u8> },
+    /// A downloaded URL, kept in a scratch dir until the copy.
+    Download {
+        name: String,
+        path: PathBuf,
+        _dir: ScratchDir,
+    },
+}
+
+/// A prepared COPY/ADD.
+pub(crate) struct CopyJob {
+    items: Vec<Item>,
+    /// `--from`: the layers to read, and the source paths in them.
+    from: Option<(Vec<LayerRef>, Vec<String>)>,
+    dest: String,
+    dest_dir: bool,
+    chown: Option<String>,
+    chmod: Option<u32>,
+    unpack: bool,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+impl Builder<'_, '_> {
+    /// Expands sources and destination, selects and hashes the sources, adds the key parts.
+    pub(crate) fn prepare_copy(
+        &mut self,
+        sc: &StageCtx,
+        instr: &Instruction,
+        spec: &CopySpec<'_>,
+        key: &mut KeyBuilder,
+    ) -> Result<CopyJob, BuildError> {
+        let err = |m: String| BuildError::Step {
+            line: instr.line,
+            instruction: instr.original.clone(),
+            message: m,
+        };
+        if !spec.excludes.is_empty() {
+            return Err(err(
+                "--exclude is not supported by rbuild yet: use .dockerignore".into(),
+            ));
+        }
+        let env = sc.expansion_env();
+        let dest_raw = self.expand(instr, spec.dest, &env)?;
+        let trailing = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
+        let dest = if dest_raw.starts_with('/') {
+            normalize_abs(&dest_raw)
+        } else {
+            normalize_abs(&format!("{}/{}", sc.workdir(), dest_raw))
+        };
+        let chmod = match spec.chmod {
+            None => None,
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|v| *v <= 0o7777)
+                    .ok_or_else(|| {
+                        err(format!(
+                            "invalid --chmod={m}: give an octal mode such as 0755"
+                        ))
+                    })?,
+            ),
+        };
+        let chown = match spec.chown {
+            None => None,
+            Some(c) => Some(self.expand(instr, c, &env)?),
+        };
+        key.part(&dest).part(&format!("trailing={trailing}"));
+        key.part(chown.as_deref().unwrap_or(""))
+            .part(&format!("{chmod:?}"));
+        key.part(if spec.add { "add" } else { "copy" });
+        key.part(&format!("unpack={}", spec.unpack));
+        let mut items = Vec::new();
+        let mut from = None;
+        let count;
+        if let Some(f) = spec.from {
+            let name = self.expand(instr, f, &env)?;
+            let mut paths = Vec::new();
+            for s in spec.sources {
+                match s {
+                    CopySource::Path(p) => paths.push(self.expand(instr, p, &env)?),
+                    CopySource::Heredoc(_) => {
+                        return Err(err("COPY --from cannot take a heredoc source".into()))
+                    }
+                }
+            }
+            let layers = match resolve_from(self.df, sc.index, &name) {
+                FromSource::Stage(i) => {
+                    let r = self.results[i].as_ref().ok_or_else(|| {
+                        err(format!("stage {name:?} was not built before this COPY"))
+                    })?;
+                    key.part("from-stage").part(r.key.0.as_str());
+                    r.state.layers.clone()
+                }
+                FromSource::Image(r) => {
+                    let (id, state) = self.base_image(&r, instr.line, &instr.original)?;
+                    key.part("from-image").part(id.as_str());
+                    state.layers
+                }
+            };
+            for p in &paths {
+                key.part(p);
+            }
+            count = paths.len() + usize::from(paths.iter().any(|p| p.contains(['*', '?', '['])));
+            from = Some((layers, paths));
+        } else {
+            for s in spec.sources {
+                match s {
+                    CopySource::Heredoc(doc) => {
+                        let content = if doc.expand {
+                            self.expand(instr, &doc.content, &env)
+                                .unwrap_or_else(|_| doc.content.clone())
+                        } else {
+                            doc.content.clone()
+                        };
+                        key.part("heredoc").part(&doc.name).part(&content);
+                        items.push(Item::Inline {
+                            name: doc.name.clone(),
+                            content: content.into_bytes(),
+                        });
+                    }
+                    CopySource::Path(p) => {
+                        let p = self.expand(instr, p, &env)?;
+                        if is_url(&p) {
+                            if !spec.add {
+                                return Err(err(format!(
+                                    "COPY cannot fetch {p}: use ADD for URLs"
+                                )));
+                            }
+                            let item = self.download(instr, &p, spec.checksum)?;
+                            items.push(item);
+                            continue;
+                        }
+                        for tree in self.ctx.select(&p).map_err(|e| err(e.to_string()))? {
+                            key.part(&tree.rel).part(tree.digest.as_str());
+                            items.push(Item::Context(tree));
+                        }
+                    }
+                }
+            }
+            count = items.len();
+        }
+        let dest_dir = trailing || count > 1;
+        if count > 1 && !trailing {
+            return Err(err(format!(
+                "with more than one source the destination must be a directory ending in /: write {dest_raw}/"
+            )));
+        }
+        Ok(CopyJob {
+            items,
+            from,
+            dest,
+            dest_dir,
+            chown,
+            chmod,
+            unpack: spec.unpack,
+        })
+    }
+
+    fn download(
+        &self,
+        instr: &Instruction,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<Item, BuildError> {
+        let err = |m: String| BuildError::Step {
+            line: instr.line,
+            instruction: instr.original.clone(),
+            message: m,
+        };
+        let dir = self
+            .store
+            .scratch_dir("add-url")
+            .map_err(|e| BuildError::store("creating a scratch dir", e))?;
+        let path = dir.path().join("download");
+        let mut resp = reqwest::blocking::get(url)
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| err(format!("downloading {url}: {e}")))?;
+        let mut file = File::create(&path).map_err(|source| BuildError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut hasher = HashWriter {
+            inner: &mut file,
+            hasher: Sha256::new(),
+        };
+        resp.copy_to(&mut hasher)
+            .map_err(|e| err(format!("downloading {url}: {e}")))?;
+        let digest = format!("sha256:{}", hex::encode(hasher.hasher.finalize()));
+        if let Some(want) = checksum {
+            if want != digest {
+                return Err(err(format!(
+                    "checksum of {url} is {digest}, not the expected {want}"
+                )));
+            }
+        }
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|n| !n.is_empty() && !n.contains(':'))
+            .unwrap_or("download")
+            .to_string();
+        Ok(Item::Download {
+            name,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// Performs a prepared COPY/ADD into the mounted rootfs at `root`.
+    pub(crate) fn copy_into(
+        &mut self,
+        root: &Path,
+        instr: &Instruction,
+        job: &CopyJob,
+    ) -> Result<(), BuildError> {
+        let err = |m: String| BuildError::Step {
+            line: instr.line,
+            instruction: instr.original.clone(),
+            message: m,
+        };
+        let writer = RootWriter::open(root).map_err(|e| err(format!("opening the rootfs: {e}")))?;
+        let owner = match &job.chown {
+            Some(c) => Some(resolve_owner(Some(&writer), c).map_err(err)?),
+            None => None,
+        };
+        let mut copier = Copier {
+            writer: &writer,
+            job,
+            owner,
+            dirs: HashMap::new(),
+        };
+        if let Some((layers, paths)) = &job.from {
+            return self.with_readonly(layers, |src_root| {
+                let src = BuildContext::open_unhashed(src_root).map_err(|e| err(e.to_string()))?;
+                let reader = RootWriter::open(src_root).map_err(|e| err(e.to_string()))?;
+                let mut trees = Vec::new();
+                for p in paths {
+                    let rel = if p.contains(['*', '?', '[']) {
+                        clean_rel(p)
+                    } else {
+                        // Resolve inside the source image: its symlinks never reach the host.
+                        let host =
+                            reader
+                                .host_path_of(&format!("/{}", clean_rel(p)))
+                                .map_err(|_| {
+                                    err(format!(
+                                        "{p}: no such file or directory in the --from source"
+                                    ))
+                                })?;
+                        host.strip_prefix(src.root())
+                            .unwrap_or(Path::new(""))
+                            .to_string_lossy()
+                            .into_owned()
+                    };
+                    trees.extend(src.select(&rel).map_err(|e| err(e.to_string()))?);
+                }
+                if trees.len() > 1 && !job.dest_dir {
+                    return Err(err(
+                        "with more than one source the destination must be a directory ending in /"
+                            .into(),
+                    ));
+                }
+                let multi = trees.len() > 1;
+                for t in &trees {
+                    copier
+                        .tree(src.root(), t, multi)
+                        .map_err(|e| err(format!("copying {}: {e}", t.rel)))?;
+                }
+                Ok(())
+            });
+        }
+        for item in &job.items {
+            match item {
+                Item::Context(t) => copier.tree(self.ctx.root(), t, false).map_err(|e| {
+                    err(format!(
+                        "copying {}: {e}",
+                        if t.rel.is_empty() { "." } else { &t.rel }
+                    ))
+                })?,
+                Item::Inline { name, content } => copier
+                    .single_file(name, &mut &content[..], 0o644, None)
+                    .map_err(|e| err(format!("writing {name}: {e}")))?,
+                Item::Download { name, path, .. } => {
+                    let mut f = File::open(path).map_err(|source| BuildError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    copier
+                        .single_file(name, &mut f, 0o600, None)
+                        .map_err(|e| err(format!("writing {name}: {e}")))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct HashWriter<'a> {
+    inner: &'a mut File,
+    hasher: Sha256,
+}
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Copies selected trees into the rootfs.
+struct Copier<'w> {
+    writer: &'w RootWriter,
+    job: &'w CopyJob,
+    owner: Option<(u32, u32)>,
+    /// Opened in-image directories by path.
+    dirs: HashMap<String, OwnedFd>,
+}
+
+impl Copier<'_> {
+    fn attrs(&self, mode: u32, mtime: Option<(i64, i64)>) -> Attrs {
+        let (uid, gid) = self.owner.unwrap_or((0, 0));
+        Attrs {
+            uid,
+            gid,
+            mode: self.job.chmod.unwrap_or(mode),
+            mtime,
+        }
+    }
+
+    fn dir(&mut self, path: &str) -> std::io::Result<&OwnedFd> {
+        if !self.dirs.contains_key(path) {
+            let fd = self.writer.ensure_dir(path, None)?;
+            self.dirs.insert(path.to_string(), fd);
+        }
+        Ok(&self.dirs[path])
+    }
+
+    /// Where a single (non-directory) source named `name` goes.
+    fn file_target(&self, name: &str, multi: bool) -> String {
+        let into_dir = self.job.dest_dir
+            || multi
+            || self.writer.kind(&self.job.dest).is_some_and(|k| k.is_dir());
+        if into_dir {
+            format!("{}/{}", self.job.dest.trim_end_matches('/'), name)
+        } else {
+            self.job.dest.clone()
+        }
+    }
+
+    fn single_file(
+        &mut self,
+        name: &str,
+        data: &mut dyn std::io::Read,
+        mode: u32,
+        mtime: Option<(i64, i64)>,
+    ) -> std::io::Result<()> {
+        let target = self.file_target(name, false);
+        let (parent, fname) =
+            split_path(&target).ok_or_else(|| std::io::Error::other("cannot write to /"))?;
+        let a = self.attrs(mode, mtime);
+        let w = self.writer;
+        let dir = self.dir(&parent)?;
+        w.write_file_at(dir, &fname, data, a)?;
+        Ok(())
+    }
+
+    fn tree(&mut self, base: &Path, tree: &SourceTree, multi: bool) -> std::io::Result<()> {
+        let src_root = if tree.rel.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(&tree.rel)
+        };
+        if tree.is_dir() {
+            let dest = self.job.dest.clone();
+            self.dir(&dest)?;
+            for e in tree.entries.iter().skip(1) {
+                let target = format!("{}/{}", dest.trim_end_matches('/'), e.rel);
+                self.entry(&src_root.join(&e.rel), &target, e)?;
+            }
+            return Ok(());
+        }
+        let Some(top) = tree.entries.first() else {
+            return Ok(());
+        };
+        if self.job.unpack && matches!(top.kind, EntryKind::File(_)) {
+            if let Some(kind) = archive::detect(&src_root)? {
+                archive::extract(&src_root, kind, self.writer, &self.job.dest, self.owner)?;
+                return Ok(());
+            }
+        }
+        let name = tree.rel.rsplit('/').next().unwrap_or(&tree.rel).to_string();
+        let target = self.file_target(&name, multi);
+        self.entry(&src_root, &target, top)
+    }
+
+    fn entry(&mut self, src: &Path, target: &str, e: &ContextEntry) -> std::io::Result<()> {
+        let (parent, name) =
+            split_path(target).ok_or_else(|| std::io::Error::other("cannot replace /"))?;
+        let a = self.attrs(e.mode, Some(e.mtime));
+        let w = self.writer;
+        match &e.kind {
+            EntryKind::Dir => {
+                let dir = self.dir(&parent)?;
+                let fd = w.mkdir_at(dir, &name, a)?;
+                w.set_dir_attrs(&fd, a)?;
+                self.dirs.insert(target.to_string(), fd);
+            }
+            EntryKind::File(_) => {
+                let mut f = File::open(src)?;
+                let dir = self.dir(&parent)?;
+                w.write_file_at(dir, &name, &mut f, a)?;
+            }
+            EntryKind::Symlink(t) => {
+                let dir = self.dir(&parent)?;
+                w.symlink_at(dir, &name, t, a)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Stage planning: which stages the target needs, what each stage is based on, and the values
+//! of the ARGs declared before the first FROM.
+
+use crate::dockerfile::{CopySource, Dockerfile, DockerfileError, InstructionKind, ShellLex};
+use std::collections::BTreeMap;
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// The empty image.
+    Scratch,
+    /// An earlier stage of the same Dockerfile (its index).
+    Stage(usize),
+    /// An image reference (after ARG expansion).
+    Image(String),
+}
+
+/// Where `COPY --from` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromSource {
+    /// An earlier stage.
+    Stage(usize),
+    /// An image reference.
+    Image(String),
+}
+
+/// The plan of a build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Index of the target stage.
+    pub target: usize,
+    /// Indices of the stages to build, in file order (the target last).
+    pub needed: Vec<usize>,
+    /// Base of every stage (indexed like the Dockerfile's stages).
+    pub bases: Vec<Base>,
+    /// Values of the ARGs declared before the first FROM (after `--build-arg`s).
+    pub global_args: BTreeMap<String, String>,
+    /// Number of steps of the needed stages (FROM lines included).
+    pub total_steps: usize,
+}
+
+/// Resolves `--from` of COPY in stage `current`: a stage name or index before it, else an image.
+pub fn resolve_from(df: &Dockerfile, current: usize, from: &str) -> FromSource {
+    let lower = from.to_ascii_lowercase();
+    if let Some(s) = df.stages[..current]
+        .iter()
+        .find(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
+        return FromSource::Stage(s.index);
+    }
+    if let Ok(i) = lower.parse::<usize>() {
+        if i < current {
+            return FromSource::Stage(i);
+        }
+    }
+    FromSource::Image(from.to_string())
+}
+
+/// Plans the build of `target` (a stage name or index; the last stage when `None`).
+pub fn plan(
+    df: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
+) -> Result<Plan, DockerfileError> {
+    let lex = ShellLex::new(df.directives.escape);
+    let mut global_args = BTreeMap::new();
+    for instr in &df.global_args {
+        if let InstructionKind::Arg(decls) = &instr.kind {
+            for d in decls {
+                let value = match (build_args.get(&d.name), &d.default) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(def)) => {
+                        Some(lex.process_word(def, &global_args).map_err(|source| {
+                            DockerfileError::Expansion {
+                                line: instr.line,
+                                source,
+                            }
+                        })?)
+                    }
+                    (None, None) => None,
+                };
+                if let Some(v) = value {
+                    global_args.insert(d.name.clone(), v);
+                }
+            }
+        }
+    }
+    if df.stages.is_empty() {
+        return Err(DockerfileError::syntax(
+            0,
+            "no FROM instruction: a Dockerfile needs at least one stage",
+        ));
+    }
+    let mut bases = Vec::with_capacity(df.stages.len());
+    for stage in &df.stages {
+        let name = lex
+            .process_word(&stage.base, &global_args)
+            .map_err(|source| DockerfileError::Expansion {
+                line: stage.line,
+                source,
+            })?;
+        if name.is_empty() {
+            return Err(DockerfileError::syntax(
+                stage.line,
+                format!(
+                    "FROM {:?} expands to an empty image name: pass --build-arg",
+                    stage.base
+                ),
+            ));
+        }
+        let base = if name.eq_ignore_ascii_case("scratch") {
+            Base::Scratch
+        } else {
+            match resolve_from(df, stage.index, &name) {
+                FromSource::Stage(i) => Base::Stage(i),
+                FromSource::Image(r) => Base::Image(r),
+            }
+        };
+        bases.push(base);
+    }
+    let target = match target {
+        None => df.stages.len() - 1,
+        Some(t) => df.stage(t).map(|s| s.index).ok_or_else(|| {
+            DockerfileError::syntax(
+                0,
+                format!(
+                    "target stage {t:?} could not be found: name one of the FROM ... AS stages"
+                ),
+            )
+        })?,
+    };
+    // Dependencies: FROM <stage> and COPY --from=<stage>.
+    let mut needed = vec![false; df.stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if needed[i] {
+            continue;
+        }
+        needed[i] = true;
+        if let Base::Stage(b) = bases[i] {
+            todo.push(b);
+        }
+        for instr in &df.stages[i].instructions {
+            if let InstructionKind::Copy(c) = &instr.kind {
+                if let Some(from) = &c.from {
+                    let from = lex.process_word(from, &global_args).unwrap_or(from.clone());
+                    if let FromSource::Stage(s) = resolve_from(df, i, &from) {
+                        todo.push(s);
+                    }
+                }
+            }
+        }
+    }
+    let needed: Vec<usize> = (0..df.stages.len()).filter(|i| needed[*i]).collect();
+    let total_steps = needed
+        .iter()
+        .map(|i| 1 + df.stages[*i].instructions.len())
+        .sum();
+    Ok(Plan {
+        target,
+        needed,
+        bases,
+        global_args,
+        total_steps,
+    })
+}
+
+/// True when a COPY/ADD source list contains a heredoc (inline file).
+pub fn has_heredoc(sources: &[CopySource]) -> bool {
+    sources.iter().any(|s| matches!(s, CopySource::Heredoc(_)))
+}
