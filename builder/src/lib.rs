@@ -5,3 +5,4 @@ pub mod context;
 pub mod cache;
 pub mod dockerfile;
 pub mod exec;
+pub mod dockerignore;
