@@ -319,6 +319,29 @@ fn bad_escape_directive() {
 }
 
 #[test]
+fn syntax_directive_must_name_the_dockerfile_frontend() {
+    for ok in [
+        "docker/dockerfile:1",
+        "docker/dockerfile:1.7",
+        "docker/dockerfile:1-labs",
+        "docker.io/docker/dockerfile:1.4@sha256:0123",
+        "docker/dockerfile",
+    ] {
+        parse(&format!("# syntax={ok}\nFROM scratch\n")).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    assert_rejected(
+        "# escape=`\n# syntax=example.com/my/frontend:2\nFROM scratch\n",
+        2,
+        "unsupported syntax directive",
+    );
+    assert_rejected(
+        "# syntax=docker/dockerfile:0.9\nFROM scratch\n",
+        1,
+        "docker/dockerfile:1 only",
+    );
+}
+
+#[test]
 fn copy_from_a_later_or_missing_stage_index() {
     let err = assert_rejected(
         "FROM busybox AS a\nCOPY --from=b /x /y\nFROM busybox AS b\n",

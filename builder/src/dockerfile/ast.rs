@@ -40,6 +40,8 @@ pub struct Ast {
     pub nodes: Vec<Node>,
     /// Non-fatal findings (e.g. empty continuation lines).
     pub warnings: Vec<String>,
+    /// 1-based line of the `# syntax=` directive, if any.
+    pub syntax_line: Option<usize>,
 }
 
 impl Ast {
@@ -171,6 +173,7 @@ pub fn parse_ast(text: &str) -> Result<Ast, DockerfileError> {
         ));
     }
     Ok(Ast {
+        syntax_line: directives.syntax_line,
         directives: directives.directives,
         nodes,
         warnings,

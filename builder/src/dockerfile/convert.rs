@@ -15,6 +15,10 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
 
 /// Builds the typed model from a raw syntax tree, validating it.
 pub fn from_ast(ast: &Ast) -> Result<Dockerfile, DockerfileError> {
+    if let Some(syntax) = &ast.directives.syntax {
+        check_syntax(syntax)
+            .map_err(|m| DockerfileError::syntax(ast.syntax_line.unwrap_or(1), m))?;
+    }
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     let names = stages_names(&ast.nodes);
@@ -70,6 +74,31 @@ pub fn from_ast(ast: &Ast) -> Result<Dockerfile, DockerfileError> {
         global_args,
         stages,
     })
+}
+
+/// Accepts `# syntax=` only for Docker's own Dockerfile frontend (version 1.x or unversioned),
+/// which this parser implements; any other frontend would change the language.
+fn check_syntax(syntax: &str) -> Result<(), String> {
+    let reference = syntax.split('@').next().unwrap_or(syntax);
+    let (name, tag) = match reference.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (reference, None),
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let frontend = matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream");
+    let version_ok = match tag {
+        None => true,
+        Some(t) => {
+            t == "latest" || t == "labs" || t == "1" || t.starts_with("1.") || t.starts_with("1-")
+        }
+    };
+    if frontend && version_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported syntax directive {syntax:?}: rbuild implements docker/dockerfile:1 only; \
+         remove the `# syntax=` line or point it at docker/dockerfile:1"
+    ))
 }
 
 /// Stage names in file order (`None` for unnamed stages).

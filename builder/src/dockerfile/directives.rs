@@ -11,12 +11,17 @@ pub(crate) struct DirectiveParser {
     seen: BTreeSet<String>,
     /// The directives found so far.
     pub(crate) directives: Directives,
+    /// Lines looked at so far.
+    line: usize,
+    /// 1-based line of the `# syntax=` directive.
+    pub(crate) syntax_line: Option<usize>,
 }
 
 impl DirectiveParser {
     /// Looks at one line (newline and leading whitespace already trimmed). Returns an error
     /// message for a repeated directive or an invalid escape character.
     pub(crate) fn parse_line(&mut self, line: &str) -> Result<(), String> {
+        self.line += 1;
         if self.done {
             return Ok(());
         }
@@ -42,7 +47,10 @@ impl DirectiveParser {
                     ))
                 }
             },
-            "syntax" => self.directives.syntax = Some(value.to_string()),
+            "syntax" => {
+                self.directives.syntax = Some(value.to_string());
+                self.syntax_line = Some(self.line);
+            }
             _ => self.directives.check = Some(value.to_string()),
         }
         Ok(())

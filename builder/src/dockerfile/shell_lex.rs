@@ -532,3 +532,117 @@ impl<E: Env + ?Sized> Lexer<'_, E> {
 fn is_special_param(ch: char) -> bool {
     matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> HashMap<String, String> {
+        [
+            ("FILE", "archive.tar.gz"),
+            ("PATHV", "/usr/local/bin:/usr/bin"),
+            ("EMPTY", ""),
+            ("A", "a b"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn word(s: &str) -> Result<String, ExpandError> {
+        ShellLex::new('\\').process_word(s, &env())
+    }
+
+    #[test]
+    fn unset_versus_empty_modifiers() {
+        assert_eq!(word("${EMPTY-x}").unwrap(), "");
+        assert_eq!(word("${EMPTY:-x}").unwrap(), "x");
+        assert_eq!(word("${UNSET-x}").unwrap(), "x");
+        assert_eq!(word("${EMPTY+x}").unwrap(), "x");
+        assert_eq!(word("${EMPTY:+x}").unwrap(), "");
+        assert_eq!(word("${UNSET+x}").unwrap(), "");
+        assert_eq!(word("${EMPTY?}").unwrap(), "");
+        assert!(matches!(
+            word("${EMPTY:?}"),
+            Err(ExpandError::Required { .. })
+        ));
+        assert_eq!(
+            word("${UNSET?give it}"),
+            Err(ExpandError::Required {
+                name: "UNSET".into(),
+                message: "give it".into()
+            })
+        );
+    }
+
+    #[test]
+    fn prefix_and_suffix_removal() {
+        assert_eq!(word("${FILE%.*}").unwrap(), "archive.tar");
+        assert_eq!(word("${FILE%%.*}").unwrap(), "archive");
+        assert_eq!(word("${FILE#*.}").unwrap(), "tar.gz");
+        assert_eq!(word("${FILE##*.}").unwrap(), "gz");
+        assert_eq!(word("${FILE%.zip}").unwrap(), "archive.tar.gz");
+        assert_eq!(word("${FILE#arch}").unwrap(), "ive.tar.gz");
+        assert_eq!(word("${FILE%\\.gz}").unwrap(), "archive.tar");
+        assert!(
+            word("${FILE:%x}").is_err(),
+            "':' cannot combine with % or #"
+        );
+    }
+
+    #[test]
+    fn substitution() {
+        assert_eq!(word("${PATHV/:/;}").unwrap(), "/usr/local/bin;/usr/bin");
+        assert_eq!(word("${PATHV//\\//|}").unwrap(), "|usr|local|bin:|usr|bin");
+        assert_eq!(word("${FILE/t*r/X}").unwrap(), "archive.X.gz");
+        assert_eq!(word("${FILE/nomatch/X}").unwrap(), "archive.tar.gz");
+        assert_eq!(word("${FILE/.gz}").unwrap(), "archive.tar");
+        assert_eq!(word("${UNSET/a/b}").unwrap(), "");
+    }
+
+    #[test]
+    fn reports_referenced_variables() {
+        let e = ShellLex::new('\\')
+            .process("$FILE-${UNSET:-$EMPTY}-'$NOT'", &env())
+            .unwrap();
+        assert_eq!(e.word, "archive.tar.gz--$NOT");
+        assert_eq!(
+            e.used.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["EMPTY", "FILE"]
+        );
+        assert_eq!(
+            e.unset.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["UNSET"]
+        );
+        assert_eq!(e.referenced().count(), 3);
+    }
+
+    #[test]
+    fn words_split_after_expansion_but_not_inside_quotes() {
+        let lex = ShellLex::new('\\');
+        assert_eq!(
+            lex.process_words("x $A \"$A\"", &env()).unwrap(),
+            vec!["x", "a", "b", "a b"]
+        );
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lex = ShellLex::new('`');
+        assert_eq!(
+            lex.process_word("C:\\dir`$FILE", &env()).unwrap(),
+            "C:\\dir$FILE"
+        );
+        assert_eq!(lex.process_word("\"a`\"b\"", &env()).unwrap(), "a\"b");
+    }
+
+    #[test]
+    fn skip_unset_keeps_references() {
+        let mut lex = ShellLex::new('\\');
+        lex.skip_unset_env = true;
+        assert_eq!(
+            lex.process_word("$FILE $NOPE ${NOPE:-x}", &env()).unwrap(),
+            "archive.tar.gz $NOPE ${NOPE:-x}"
+        );
+    }
+}
