@@ -190,3 +190,56 @@ fn buildkit_conformance_corpus() {
         failures.join("\n")
     );
 }
+
+/// Byte-level mutations of every corpus Dockerfile must parse or fail cleanly, never panic,
+/// and every error must name a line inside the file.
+#[test]
+fn mutated_corpus_never_panics() {
+    let Some(root) = corpus_dir() else {
+        return;
+    };
+    let alphabet: &[u8] = b"\\`\"'$ {}[]<>-=#\n\t\r:,/*?!ab\x00";
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut inputs = 0;
+    for dir in ["testfiles", "testfiles-negative"] {
+        for case in sorted_dirs(&root.join(dir)) {
+            let original = fs::read(case.join("Dockerfile")).expect("read Dockerfile");
+            for _ in 0..40 {
+                let mut bytes = original.clone();
+                for _ in 0..(1 + next() % 4) {
+                    let pos = if bytes.is_empty() {
+                        0
+                    } else {
+                        (next() as usize) % bytes.len()
+                    };
+                    let byte = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 if !bytes.is_empty() => bytes[pos] = byte,
+                        1 if !bytes.is_empty() => {
+                            bytes.remove(pos);
+                        }
+                        _ => bytes.insert(pos, byte),
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let lines = text.lines().count().max(1);
+                if let Err(e) = rbuild_builder::dockerfile::parse(&text) {
+                    assert!(
+                        e.line() <= lines + 1,
+                        "error line {} beyond {lines} lines: {e}",
+                        e.line()
+                    );
+                    assert!(e.to_string().starts_with("Dockerfile:"), "{e}");
+                }
+                inputs += 1;
+            }
+        }
+    }
+    assert!(inputs > 1000);
+}
