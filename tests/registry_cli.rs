@@ -1,0 +1,304 @@
+//! `rbuild pull/push/login/logout` against Debian's reference registry, and interop with
+//! skopeo and umoci.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry_server;
+
+use common::{busybox_rootfs, describe, rbuild_bin, TestRoot};
+use registry_server::TestRegistry;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Runs rbuild with a store root and an isolated Docker config dir.
+fn rb(root: &TestRoot, docker_config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.arg("--root")
+        .arg(root.path())
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .env("RBUILD_CONFIG", docker_config.join("no-rbuild-config.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn rbuild");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait rbuild")
+}
+
+fn ok(root: &TestRoot, dc: &Path, args: &[&str]) -> String {
+    let out = rb(root, dc, args, None);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Files of every unpacked layer in a store, found by relative path.
+fn find_in_layers(root: &Path, rel: &str) -> Option<Vec<u8>> {
+    std::fs::read_dir(root.join("layers"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| std::fs::read(e.path().join(rel)).ok())
+}
+
+#[test]
+fn push_pull_round_trip_read_by_skopeo_and_umoci() {
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/demo/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    let out = ok(&src, dc.path(), &["push", &name]);
+    let digest = out
+        .split("digest: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("digest line")
+        .to_string();
+    // skopeo reads what rbuild pushed.
+    let inspect = run_ok(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(doc["Digest"], digest.as_str());
+    // skopeo copies it to an OCI layout; umoci unpacks the same files.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    run_ok(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{name}"),
+            &format!("oci:{}:bb", layout.display()),
+        ],
+    );
+    let bundle = work.path().join("bundle");
+    run_ok(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:bb", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert!(std::fs::read_to_string(bundle.join("rootfs/etc/passwd"))
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    // rbuild pulls it back into a fresh store: same image ID, same files.
+    let dst = TestRoot::new();
+    let out = ok(&dst, dc.path(), &["pull", "-q", &name]);
+    assert_eq!(out.trim(), name);
+    let pulled_id = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(pulled_id.trim(), id.trim());
+    assert_eq!(
+        find_in_layers(dst.path(), "bin/busybox").unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    // Pushing again skips every blob.
+    let again = rb(&src, dc.path(), &["push", &name], None);
+    assert!(again.status.success(), "{}", describe(&["push"], &again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Layer already exists"));
+}
+
+#[test]
+fn pull_an_image_skopeo_copied_from_an_oci_layout() {
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // An OCI layout made by umoci (no rbuild involved), copied into the registry by skopeo.
+    let layout = work.path().join("layout");
+    let layout_s = layout.to_str().unwrap();
+    run_ok("umoci", &["init", "--layout", layout_s]);
+    run_ok("umoci", &["new", "--image", &format!("{layout_s}:t")]);
+    let bundle = work.path().join("bundle");
+    run_ok(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{layout_s}:t"),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    busybox_rootfs(&bundle.join("rootfs"));
+    std::fs::write(bundle.join("rootfs/etc/motd"), "made by umoci\n").unwrap();
+    run_ok(
+        "umoci",
+        &[
+            "repack",
+            "--image",
+            &format!("{layout_s}:t"),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    run_ok(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &format!("{layout_s}:t"),
+            "--config.cmd",
+            "cat",
+            "--config.cmd",
+            "/etc/motd",
+        ],
+    );
+    let name = format!("{}/umoci/img:t", registry.host());
+    run_ok(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{layout_s}:t"),
+            &format!("docker://{name}"),
+        ],
+    );
+    let dst = TestRoot::new();
+    ok(&dst, dc.path(), &["pull", &name]);
+    assert_eq!(
+        find_in_layers(dst.path(), "etc/motd").unwrap(),
+        b"made by umoci\n"
+    );
+    let cmd = ok(
+        &dst,
+        dc.path(),
+        &["inspect", "-f", "{{json .Config.Cmd}}", &name],
+    );
+    assert_eq!(cmd.trim(), r#"["cat","/etc/motd"]"#);
+}
+
+#[test]
+fn login_logout_against_a_basic_auth_registry() {
+    let registry = TestRegistry::start_with_auth("alice", "wonderland");
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/private/bb:1", registry.host());
+    src.import_busybox(&name);
+    let denied = rb(&src, dc.path(), &["push", &name], None);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("rbuild login"),
+        "{}",
+        describe(&["push"], &denied)
+    );
+    let bad = rb(
+        &src,
+        dc.path(),
+        &["login", "-u", "alice", "--password-stdin", registry.host()],
+        Some("nope\n"),
+    );
+    assert!(!bad.status.success(), "{}", describe(&["login"], &bad));
+    assert!(
+        !dc.path().join("config.json").exists(),
+        "a refused login saves nothing"
+    );
+    let good = rb(
+        &src,
+        dc.path(),
+        &["login", "-u", "alice", "--password-stdin", registry.host()],
+        Some("wonderland\n"),
+    );
+    assert!(good.status.success(), "{}", describe(&["login"], &good));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("Login Succeeded"));
+    let config = std::fs::read_to_string(dc.path().join("config.json")).unwrap();
+    assert!(config.contains(registry.host()));
+    ok(&src, dc.path(), &["push", "-q", &name]);
+    let dst = TestRoot::new();
+    ok(&dst, dc.path(), &["pull", "-q", &name]);
+    ok(&src, dc.path(), &["logout", registry.host()]);
+    let other = TestRoot::new();
+    assert!(!rb(&other, dc.path(), &["pull", "-q", &name], None)
+        .status
+        .success());
+}
+
+#[test]
+fn push_again_after_kill_9_in_the_middle() {
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let rootfs = tempfile::tempdir().unwrap();
+    busybox_rootfs(rootfs.path());
+    // 32 MiB of incompressible data in an uncompressed layer (cheap to make in a debug build)
+    // makes the push last long enough to be interrupted.
+    let mut f = std::fs::File::create(rootfs.path().join("big.bin")).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..32 {
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 32) as u8;
+        }
+        f.write_all(&buf).unwrap();
+    }
+    drop(f);
+    let name = format!("{}/big/img:1", registry.host());
+    src.ok(&[
+        "import",
+        "--compression",
+        "none",
+        rootfs.path().to_str().unwrap(),
+        &name,
+    ]);
+    let mut child = Command::new(rbuild_bin())
+        .arg("--root")
+        .arg(src.path())
+        .args(["push", &name])
+        .env("DOCKER_CONFIG", dc.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as a blob upload has started.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.map(|l| l.contains("Pushing")).unwrap_or(true) {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    ok(&src, dc.path(), &["push", &name]);
+    let dst = TestRoot::new();
+    ok(&dst, dc.path(), &["pull", "-q", &name]);
+    assert_eq!(
+        find_in_layers(dst.path(), "big.bin").map(|b| b.len()),
+        Some(32 << 20)
+    );
+}
