@@ -72,6 +72,10 @@ impl StageCtx {
     /// The environment of a RUN: the image's plus the stage's ARGs (not overriding ENV).
     pub fn run_env(&self, build_args: &BTreeMap<String, String>) -> Vec<String> {
         let mut env = self.expansion_env();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            // As Docker: an image without PATH runs its commands with the default one.
+            env.insert(0, ("PATH".into(), super::config::DEFAULT_PATH.into()));
+        }
         for p in PROXY_ARGS {
             if let Some(v) = build_args.get(*p) {
                 if !env.iter().any(|(k, _)| k == p) {
