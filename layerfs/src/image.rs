@@ -247,29 +247,11 @@ impl Store {
         let mut dirs = Vec::new();
         for (blob, diff_id) in image.layer_digests().iter().zip(image.diff_ids()) {
             if !self.has_layer(&diff_id) {
-                self.unpack_layer_blob(blob, &diff_id)?;
+                self.unpack_layer(blob, &diff_id)?;
             }
             dirs.push(self.layer_dir(&diff_id));
         }
         Ok(dirs)
-    }
-}
-
-impl Store {
-    /// Applies a layer blob into a scratch dir, checks its diff ID and commits it to layers/.
-    fn unpack_layer_blob(&self, blob: &Digest, diff_id: &Digest) -> Result<()> {
-        let scratch = self.scratch_dir("unpack")?;
-        let dest = scratch.path().join("layer");
-        let input = std::io::BufReader::with_capacity(1 << 20, self.open_blob(blob)?);
-        let stats = crate::layer::apply_layer(input, &dest, &crate::layer::ApplyLimits::default())
-            .map_err(|e| StoreError::Layer(Box::new(e)))?;
-        if stats.diff_id != *diff_id {
-            return Err(StoreError::DigestMismatch {
-                expected: diff_id.clone(),
-                actual: stats.diff_id,
-            });
-        }
-        self.commit_layer_dir(&dest, diff_id)
     }
 }
 
