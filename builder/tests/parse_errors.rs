@@ -29,7 +29,7 @@ fn unknown_instruction() {
     assert_rejected(
         "FROM busybox\nRUN true\nFOO bar\n",
         3,
-        "unknown instruction: FOO",
+        "unknown instruction: FOO: expected one of FROM",
     );
 }
 
@@ -38,7 +38,7 @@ fn unknown_instruction_after_continuation_reports_its_first_line() {
     assert_rejected(
         "FROM busybox\nRUN a \\\n  b\nCOPPY x \\\n  y\n",
         4,
-        "unknown instruction: COPPY",
+        "unknown instruction: COPPY (did you mean COPY?)",
     );
 }
 
@@ -50,6 +50,17 @@ fn missing_from() {
 #[test]
 fn instruction_before_from() {
     assert_rejected("ARG V=1\nRUN echo hi\nFROM busybox\n", 2, "RUN before FROM");
+}
+
+#[test]
+fn warnings_for_empty_continuation_lines() {
+    let df = parse("FROM busybox\nRUN echo a \\\n\n  b\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(df.warnings.len(), 1);
+    assert!(
+        df.warnings[0].starts_with("Dockerfile:4: empty continuation line"),
+        "{:?}",
+        df.warnings
+    );
 }
 
 #[test]
@@ -167,6 +178,11 @@ fn copy_and_add_need_a_destination() {
 #[test]
 fn unknown_flags() {
     assert_rejected("FROM busybox\nCOPY --frm=a x y\n", 2, "unknown flag: --frm");
+    assert_rejected(
+        "FROM busybox\nCOPY --chwon=1 x y\n",
+        2,
+        "did you mean --chown?",
+    );
     assert_rejected(
         "FROM busybox\nRUN --from=a true\n",
         2,

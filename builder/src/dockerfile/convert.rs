@@ -73,6 +73,7 @@ pub fn from_ast(ast: &Ast) -> Result<Dockerfile, DockerfileError> {
         directives: ast.directives.clone(),
         global_args,
         stages,
+        warnings: ast.warnings.clone(),
     })
 }
 
@@ -145,12 +146,36 @@ fn check_copy_from(
     }
 }
 
+const KEYWORDS: [&str; 18] = [
+    "FROM",
+    "RUN",
+    "COPY",
+    "ADD",
+    "ENV",
+    "ARG",
+    "WORKDIR",
+    "USER",
+    "CMD",
+    "ENTRYPOINT",
+    "LABEL",
+    "EXPOSE",
+    "VOLUME",
+    "SHELL",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "MAINTAINER",
+];
+
 fn unknown_instruction(keyword: &str) -> String {
-    format!(
-        "unknown instruction: {}: expected one of FROM, RUN, COPY, ADD, ENV, ARG, WORKDIR, USER, CMD, \
-         ENTRYPOINT, LABEL, EXPOSE, VOLUME, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER",
-        keyword.to_uppercase()
-    )
+    let upper = keyword.to_uppercase();
+    match super::flags::closest(&upper, KEYWORDS.iter().copied()) {
+        Some(best) => format!("unknown instruction: {upper} (did you mean {best}?)"),
+        None => format!(
+            "unknown instruction: {upper}: expected one of {}",
+            KEYWORDS.join(", ")
+        ),
+    }
 }
 
 fn is_valid_stage_name(name: &str) -> bool {

@@ -79,6 +79,8 @@ impl Flags {
                 let known: Vec<String> = allowed.iter().map(|(n, _)| format!("--{n}")).collect();
                 let hint = if known.is_empty() {
                     format!("{upper} takes no flags")
+                } else if let Some(best) = closest(name, allowed.iter().map(|(n, _)| *n)) {
+                    format!("did you mean --{best}?")
                 } else {
                     format!("{upper} accepts {}", known.join(", "))
                 };
@@ -131,4 +133,45 @@ impl Flags {
     pub(crate) fn bool(&self, name: &str) -> Option<bool> {
         self.string(name).map(|v| v == "true")
     }
+}
+
+/// The candidate closest to `word` (case-insensitive) when it is a likely typo: at most one
+/// edit (insert, delete, substitute or swap of neighbours) per three characters.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }

@@ -14,6 +14,9 @@ pub struct Dockerfile {
     pub global_args: Vec<Instruction>,
     /// Build stages in file order; stage `i` has `index == i`.
     pub stages: Vec<Stage>,
+    /// Non-fatal findings worth showing to the user (e.g. empty continuation lines), each
+    /// starting with `Dockerfile:LINE:`.
+    pub warnings: Vec<String>,
 }
 
 impl Dockerfile {
