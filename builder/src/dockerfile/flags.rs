@@ -22,7 +22,6 @@ pub(crate) fn allowed_flags(keyword: &str) -> &'static [(&'static str, FlagKind)
             ("mount", Strings),
             ("network", String),
             ("security", String),
-            ("device", Strings),
         ],
         "copy" => &[
             ("from", String),
