@@ -60,6 +60,7 @@ fn kill_9_of_import_at_random_moments_leaves_a_consistent_store() {
     let full = start.elapsed().max(Duration::from_millis(20));
 
     let mut rng = rand::rng();
+    let mut interrupted = 0;
     for round in 0..20 {
         let delay = full.mul_f64(rng.random_range(0.0..1.0));
         let mut child = Killer(spawn_import(
@@ -78,7 +79,11 @@ fn kill_9_of_import_at_random_moments_leaves_a_consistent_store() {
             "round {round} (killed after {delay:?}):\n{}",
             describe(&args, &out)
         );
+        if String::from_utf8_lossy(&out.stdout).contains("incomplete item") {
+            interrupted += 1;
+        }
     }
+    eprintln!("{interrupted} of 20 kills left incomplete work that the next process removed");
     // The store still works: a full import succeeds and nothing is left in tmp/.
     let status = spawn_import(t.path(), src.path(), "after").wait().unwrap();
     assert!(status.success());

@@ -8,13 +8,7 @@ use std::process::ExitCode;
 /// `rbuild system df`.
 pub fn df(store: &Store) -> anyhow::Result<ExitCode> {
     let u = store.disk_usage()?;
-    let pct = |part: u64, total: u64| {
-        if total == 0 {
-            0
-        } else {
-            part * 100 / total
-        }
-    };
+    let pct = |part: u64, total: u64| (part * 100).checked_div(total).unwrap_or(0);
     print_table(vec![
         vec![
             "TYPE".into(),
