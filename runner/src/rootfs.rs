@@ -53,11 +53,18 @@ pub fn mount_points(spec: &SandboxSpec) -> Vec<(String, Kind)> {
         };
         v.push((m.target.clone(), kind));
     }
-    if spec.network == Network::Host {
-        v.push(("etc/resolv.conf".into(), Kind::File));
-        v.push(("etc/hosts".into(), Kind::File));
-    }
     v
+}
+
+/// Files bound from the host when the network is shared (created when missing, best effort).
+pub fn host_network_files(spec: &SandboxSpec) -> Vec<(String, Kind)> {
+    if spec.network != Network::Host {
+        return Vec::new();
+    }
+    vec![
+        ("etc/resolv.conf".into(), Kind::File),
+        ("etc/hosts".into(), Kind::File),
+    ]
 }
 
 fn bind(sys: &dyn Syscall, source: &Path, root: &Path, rel: &str, kind: Kind) -> Result<()> {
@@ -100,6 +107,23 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    if spec.network == Network::Host {
+        // Before /proc and /dev exist in the new root, so an image symlink such as
+        // /etc/hosts -> /proc/... resolves to nothing and the bind is skipped.
+        for f in ["resolv.conf", "hosts"] {
+            let host = Path::new("/etc").join(f);
+            let rel = format!("etc/{f}");
+            if !host.exists() {
+                continue;
+            }
+            let Ok(t) = sys.target(root, &rel, Kind::File) else {
+                continue;
+            };
+            sys.mount(Some(&host), &t.path, None, MsFlags::MS_BIND, None)?;
+            drop(t);
+            remount_readonly(sys, root, &rel, MsFlags::empty())?;
+        }
+    }
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_t = sys.target(root, "proc", Kind::Dir)?;
     sys.mount(
@@ -174,16 +198,6 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         bind(sys, &m.source, root, &m.target, kind)?;
         if m.readonly {
             remount_readonly(sys, root, &m.target, MsFlags::MS_REC)?;
-        }
-    }
-    if spec.network == Network::Host {
-        for f in ["resolv.conf", "hosts"] {
-            let host = Path::new("/etc").join(f);
-            if host.exists() {
-                let rel = format!("etc/{f}");
-                bind(sys, &host, root, &rel, Kind::File)?;
-                remount_readonly(sys, root, &rel, MsFlags::empty())?;
-            }
         }
     }
     if spec.readonly_rootfs {
@@ -317,7 +331,7 @@ mod tests {
         let calls = sys.calls.borrow();
         let bind = index(&calls, "mount /etc/resolv.conf /r/etc/resolv.conf");
         assert!(calls[bind + 1].contains("MS_RDONLY | MS_REMOUNT | MS_BIND"));
-        assert!(bind < index(&calls, "pivot_root"));
+        assert!(bind < index(&calls, "/r/proc proc"));
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     for (rel, kind) in rootfs::mount_points(sandbox) {
         resolve::open_in_root(&root_fd, &rel, kind, &mut running.created)?;
     }
+    for (rel, kind) in rootfs::host_network_files(sandbox) {
+        let _ = resolve::open_in_root(&root_fd, &rel, kind, &mut running.created);
+    }
     drop(root_fd);
     let name = sandbox.cgroup_name.clone().unwrap_or_else(|| {
         format!(
@@ -251,13 +254,24 @@ impl Running {
             None
         };
         let mut stdin_open = interactive;
+        // A pidfd wakes us when the intermediate exits, even when SIGCHLD went to another thread.
+        // SAFETY: pidfd_open on our own child; the fd is owned below.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, self.outer, 0) };
+        if raw < 0 {
+            return Err(nix::Error::last()).sys(|| format!("pidfd_open {}", self.outer));
+        }
+        // SAFETY: a fresh fd returned by the kernel.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             if let Some(code) = self.try_reap() {
                 self.drain_pty(&mut buf);
                 return Ok(code);
             }
-            let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            ];
             if let Some(p) = &self.pty {
                 fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
                 if stdin_open {
@@ -286,10 +300,10 @@ impl Running {
                     }
                 }
             }
-            if ready.get(1).copied().unwrap_or(false) {
+            if ready.get(2).copied().unwrap_or(false) {
                 self.pump_pty(&mut buf);
             }
-            if ready.get(2).copied().unwrap_or(false) {
+            if ready.get(3).copied().unwrap_or(false) {
                 if let Some(p) = &self.pty {
                     match nix::unistd::read(stdin.as_fd(), &mut buf) {
                         Ok(0) | Err(_) => stdin_open = false,
