@@ -201,6 +201,7 @@ pub fn build(
         cache_dir
             .join("logs")
             .join(format!("{}-{}.log", started.as_secs(), std::process::id()));
+    preflight(store, &df, &plan)?;
     let mut reporter = Reporter::new(progress, Some(&log_path));
     let filter = load_dockerignore(&opts.context)?;
     let stat_cache = StatCache::load(&BuildContext::stat_cache_path(&cache_dir, &opts.context))
@@ -238,6 +239,43 @@ pub fn build(
         cached,
         log: reporter.log_path().map(Path::to_path_buf),
     })
+}
+
+/// Checks, before any step runs, that every image the needed stages start from or copy from
+/// is in the store, so a typo fails fast with its Dockerfile line.
+fn preflight(store: &Store, df: &Dockerfile, plan: &Plan) -> Result<(), BuildError> {
+    let lex = ShellLex::new(df.directives.escape);
+    let missing = |name: &str, line: usize, instruction: &str| -> Result<(), BuildError> {
+        match store.resolve_image(name) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(BuildError::Step {
+                line,
+                instruction: instruction.to_string(),
+                message: format!(
+                    "image {name:?} is not in the local store ({e}): name an earlier stage, \
+                     or pull the image first with `rbuild pull {name}`"
+                ),
+            }),
+        }
+    };
+    for &i in &plan.needed {
+        let stage = &df.stages[i];
+        if let Base::Image(name) = &plan.bases[i] {
+            missing(name, stage.line, &stage.original)?;
+        }
+        for instr in &stage.instructions {
+            if let crate::dockerfile::InstructionKind::Copy(c) = &instr.kind {
+                let Some(from) = &c.from else { continue };
+                let from = lex
+                    .process_word(from, &plan.global_args)
+                    .unwrap_or_else(|_| from.clone());
+                if let plan::FromSource::Image(name) = plan::resolve_from(df, i, &from) {
+                    missing(&name, instr.line, &instr.original)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `.dockerignore` of `context`, if it has one.

@@ -1,0 +1,98 @@
+//! Build cache: hits and misses decided by content (not mtime), including a change that keeps
+//! size and mtime; `--no-cache`; a fully cached build mounts nothing and gives the same ID.
+
+mod build_support;
+mod common;
+
+use build_support::{build_ok, run_sh, Context};
+use common::TestRoot;
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+const DOCKERFILE: &str = "FROM busybox\nCOPY data.txt /data.txt\nRUN cat /data.txt > /copy.txt\n";
+
+fn set_mtime(path: &std::path::Path, t: SystemTime) {
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(t).expect("set mtime");
+}
+
+fn cached_steps(out: &str) -> usize {
+    out.lines().filter(|l| *l == "--> CACHED").count()
+}
+
+#[test]
+fn unchanged_context_is_fully_cached_with_the_same_id() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(DOCKERFILE);
+    ctx.write("data.txt", "one\n");
+    let (id1, out1) = build_ok(&root, &ctx, &["-t", "c"]);
+    assert_eq!(cached_steps(&out1), 0, "{out1}");
+    let (id2, out2) = build_ok(&root, &ctx, &["-t", "c"]);
+    assert_eq!(id1, id2);
+    assert_eq!(cached_steps(&out2), 2, "{out2}");
+    // Touching the file (new mtime, same content) still hits: keys are content-based.
+    set_mtime(
+        &ctx.path().join("data.txt"),
+        SystemTime::now() + Duration::from_secs(5),
+    );
+    let (id3, out3) = build_ok(&root, &ctx, &[]);
+    assert_eq!(id1, id3);
+    assert_eq!(cached_steps(&out3), 2, "{out3}");
+    // A fully cached build leaves no mount behind and none was needed.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&root.root_str()), "{mounts}");
+    // --no-cache runs everything again.
+    let (_, out4) = build_ok(&root, &ctx, &["--no-cache"]);
+    assert_eq!(cached_steps(&out4), 0, "{out4}");
+}
+
+#[test]
+fn content_change_with_same_size_and_mtime_misses() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(DOCKERFILE);
+    let path = ctx.write("data.txt", "aaaa\n");
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    set_mtime(&path, mtime);
+    let (id1, _) = build_ok(&root, &ctx, &[]);
+    // Second build: the stat cache now trusts the entry.
+    let (id1b, out) = build_ok(&root, &ctx, &[]);
+    assert_eq!(id1, id1b);
+    assert_eq!(cached_steps(&out), 2, "{out}");
+    // Same size, same mtime, different content.
+    fs::write(&path, "bbbb\n").expect("rewrite");
+    set_mtime(&path, mtime);
+    let (id2, out2) = build_ok(&root, &ctx, &[]);
+    assert_ne!(id1, id2, "{out2}");
+    assert_eq!(cached_steps(&out2), 0, "{out2}");
+    assert_eq!(run_sh(&root, &id2, "cat /copy.txt"), "bbbb\n");
+}
+
+#[test]
+fn changes_only_invalidate_later_steps_and_ignored_files_do_not_count() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx =
+        Context::new("FROM busybox\nRUN echo base > /base\nCOPY . /ctx/\nRUN ls /ctx > /listing\n");
+    ctx.write(".dockerignore", "*.log\nbuild/\n!build/keep.txt\n");
+    ctx.write("src.txt", "src\n");
+    ctx.write("debug.log", "log\n");
+    ctx.write("build/out.bin", "bin\n");
+    ctx.write("build/keep.txt", "keep\n");
+    let (id1, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id1, "cd /ctx && find . -type f | sort"),
+        "./.dockerignore\n./Dockerfile\n./build/keep.txt\n./src.txt\n"
+    );
+    // An ignored file changes: everything is still cached.
+    ctx.write("debug.log", "other log\n");
+    ctx.write("build/out.bin", "other bin\n");
+    let (id2, out2) = build_ok(&root, &ctx, &[]);
+    assert_eq!(id1, id2, "{out2}");
+    // A copied file changes: the RUN before the COPY stays cached, the rest runs.
+    ctx.write("src.txt", "changed\n");
+    let (id3, out3) = build_ok(&root, &ctx, &[]);
+    assert_ne!(id1, id3);
+    assert_eq!(cached_steps(&out3), 1, "{out3}");
+}

@@ -1,0 +1,103 @@
+//! Bad Dockerfiles are reported with their line before anything runs; a failing RUN stops the
+//! build with its exit code, instruction, line and last output lines; exit codes fit CI.
+
+mod build_support;
+mod common;
+
+use build_support::{build, Context};
+use common::TestRoot;
+
+fn stderr_of(root: &TestRoot, dockerfile: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let ctx = Context::new(dockerfile);
+    let out = build(root, &ctx, args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_dockerfiles_name_their_line() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let cases = [
+        ("FROM busybox\nRUN true\nFROBNICATE x\n", "Dockerfile:3"),
+        ("RUN echo no from\n", "Dockerfile:1"),
+        ("FROM busybox\n\n# comment\nCOPY onlyone\n", "Dockerfile:4"),
+        (
+            "FROM busybox\nCOPY --from=nowhere /a /b\nRUN true\n",
+            "Dockerfile:2",
+        ),
+        ("FROM busybox\nRUN --bogus-flag=1 true\n", "Dockerfile:2"),
+    ];
+    for (df, want) in cases {
+        let (code, stdout, stderr) = stderr_of(&root, df, &[]);
+        assert_eq!(code, Some(1), "{df}\n{stdout}\n{stderr}");
+        let last = stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            last.contains(want),
+            "{df}: last line {last:?} lacks {want}\n{stderr}"
+        );
+        assert!(
+            !stdout.contains("STEP 2/"),
+            "{df}: ran steps before failing:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn missing_copy_source_names_line_and_file() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let (code, _, stderr) = stderr_of(&root, "FROM busybox\nRUN true\nCOPY missing.txt /x\n", &[]);
+    assert_eq!(code, Some(1));
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Dockerfile:3") && last.contains("missing.txt"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn failing_run_reports_code_line_and_output() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let df = "FROM busybox\nRUN echo before\nRUN echo about to fail && echo oops >&2 && exit 7\nRUN echo never\n";
+    let (code, stdout, stderr) = stderr_of(&root, df, &[]);
+    assert_eq!(code, Some(7));
+    assert!(stdout.contains("oops"), "{stdout}");
+    assert!(!stdout.contains("never"), "{stdout}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("Dockerfile:3"), "{stderr}");
+    assert!(last.contains("exit 7"), "{stderr}");
+    assert!(last.contains('7'), "{stderr}");
+    // -q shows the last output lines on stderr instead.
+    let (code, stdout, stderr) = stderr_of(&root, df, &["-q"]);
+    assert_eq!(code, Some(7));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("oops"), "{stderr}");
+}
+
+#[test]
+fn quiet_prints_only_the_id_and_iidfile_gets_it() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN echo noisy\n");
+    let iid = ctx.path().join("iid");
+    let iid_s = iid.to_string_lossy().into_owned();
+    let out = build(&root, &ctx, &["-q", "--iidfile", &iid_s]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("sha256:"));
+    assert_eq!(
+        std::fs::read_to_string(&iid).expect("iidfile"),
+        stdout.trim()
+    );
+}

@@ -1,0 +1,236 @@
+//! Every Dockerfile instruction, checked by running the built image (and, for config-only
+//! fields, by reading its config).
+
+mod build_support;
+mod common;
+
+use build_support::{build, build_ok, config_json, run_sh, Context};
+use common::TestRoot;
+use std::io::{Read, Write};
+
+use std::net::TcpListener;
+
+/// Serves `body` for every request on 127.0.0.1 (a dynamic port) and returns the URL base.
+fn serve(body: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Makes `DIR/NAME` with `content` and packs it with the system's tar, compressed by `flag`
+/// (`""`, `-z`, `-j`, `-J` or `--zstd`); returns the archive bytes.
+fn archive(name: &str, content: &[u8], flag: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let file = src.join(name);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, content).expect("write");
+    let out = dir.path().join("a.tar");
+    let mut cmd = std::process::Command::new("tar");
+    cmd.arg("-C").arg(&src).arg("-c");
+    if !flag.is_empty() {
+        cmd.arg(flag);
+    }
+    let status = cmd
+        .arg("-f")
+        .arg(&out)
+        .arg(name.split('/').next().expect("name"))
+        .status();
+    assert!(status.expect("run tar").success(), "tar {flag} failed");
+    std::fs::read(&out).expect("read archive")
+}
+
+fn sha256_of(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("f");
+    std::fs::write(&p, data).expect("write");
+    let out = std::process::Command::new("sha256sum")
+        .arg(&p)
+        .output()
+        .expect("sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", text.split_whitespace().next().expect("hash"))
+}
+
+#[test]
+fn metadata_instructions_end_up_in_the_config_and_the_container() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        r#"# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM $BASE
+MAINTAINER rbuild tests
+ARG VERSION=1.2
+ENV APP_HOME=/srv/app \
+    APP_VERSION=$VERSION
+LABEL org.example.version=$VERSION "org.example.name"="demo app"
+WORKDIR $APP_HOME
+WORKDIR sub
+USER nobody:nogroup
+EXPOSE 8080 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s --timeout=2s --retries=3 CMD wget -q -O- http://localhost:8080/ || exit 1
+SHELL ["/bin/sh", "-ec"]
+ENTRYPOINT ["/bin/echo", "entry"]
+CMD ["default-arg"]
+"#,
+    );
+    let (id, out) = build_ok(&root, &ctx, &["-t", "meta:1", "--label", "extra=yes"]);
+    assert!(out.contains("STEP 1/15: FROM $BASE"), "{out}");
+    // USER, WORKDIR and ENV as the container sees them.
+    let o = run_sh(
+        &root,
+        "meta:1",
+        "echo $(id -u):$(id -g) $(pwd) $APP_HOME $APP_VERSION",
+    );
+    assert_eq!(o.trim(), "65534:65534 /srv/app/sub /srv/app 1.2");
+    let c = config_json(&root, &id);
+    let cfg = &c["config"];
+    assert_eq!(c["author"], "rbuild tests");
+    assert_eq!(cfg["Labels"]["org.example.version"], "1.2");
+    assert_eq!(cfg["Labels"]["org.example.name"], "demo app");
+    assert_eq!(cfg["Labels"]["extra"], "yes");
+    assert!(cfg["ExposedPorts"].get("8080/tcp").is_some(), "{cfg}");
+    assert!(cfg["ExposedPorts"].get("53/udp").is_some(), "{cfg}");
+    assert!(cfg["Volumes"].get("/data").is_some(), "{cfg}");
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    assert_eq!(cfg["Healthcheck"]["Test"][0], "CMD-SHELL");
+    assert_eq!(cfg["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 3);
+    assert_eq!(cfg["Shell"][1], "-ec");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/echo", "entry"]));
+    assert_eq!(cfg["Cmd"], serde_json::json!(["default-arg"]));
+    // Metadata steps add history entries without layers.
+    let history = c["history"].as_array().expect("history");
+    assert!(history
+        .iter()
+        .any(|h| h["created_by"] == "EXPOSE 8080 53/udp" && h["empty_layer"] == true));
+}
+
+#[test]
+fn run_copy_add_and_heredocs_change_files() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let gz = archive("pkg/readme.txt", b"from the archive\n", "-z");
+    let remote = b"remote file\n".to_vec();
+    let digest = sha256_of(&remote);
+    let url = serve(remote);
+    let ctx = Context::new(&format!(
+        r#"FROM busybox
+COPY --chown=nobody:nogroup --chmod=0750 app/ /opt/app/
+COPY top.txt /opt/single
+COPY *.md /docs/
+ADD pkg.tar.gz /unpacked/
+ADD plain.tar /plain/
+ADD --checksum={digest} {url}/files/remote.txt /downloads/
+COPY <<EOF /etc/motd
+hello $HOSTNAME_UNSET heredoc
+EOF
+SHELL ["/bin/sh", "-c"]
+RUN <<EOT
+echo one > /from-heredoc
+echo two >> /from-heredoc
+EOT
+RUN ["/bin/sh", "-c", "echo exec-form > /exec.txt"]
+"#
+    ));
+    ctx.write("app/bin/tool", "#!/bin/sh\necho tool\n");
+    ctx.write("app/lib/data.txt", "data\n");
+    ctx.write("top.txt", "top\n");
+    ctx.write("a.md", "a\n");
+    ctx.write("b.md", "b\n");
+    ctx.write("pkg.tar.gz", &gz);
+    ctx.write("plain.tar", archive("p.txt", b"plain\n", ""));
+    let (id, _) = build_ok(&root, &ctx, &["-t", "files"]);
+    let out = run_sh(
+        &root,
+        &id,
+        "stat -c '%U:%G %a' /opt/app/bin/tool; cat /opt/app/lib/data.txt /opt/single; \
+         ls /docs; cat /unpacked/pkg/readme.txt /plain/p.txt /downloads/remote.txt /etc/motd \
+         /from-heredoc /exec.txt; stat -c %a /downloads/remote.txt",
+    );
+    assert_eq!(
+        out,
+        "nobody:nogroup 750\ndata\ntop\na.md\nb.md\nfrom the archive\nplain\nremote file\n\
+         hello  heredoc\none\ntwo\nexec-form\n600\n"
+    );
+}
+
+#[test]
+fn add_extracts_bzip2_xz_and_zstd_archives() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let bz = archive("x.txt", b"x\n", "-j");
+    let xz = archive("x.txt", b"x\n", "-J");
+    let zst = archive("x.txt", b"x\n", "--zstd");
+    let ctx = Context::new(
+        "FROM busybox\nADD a.tar.bz2 /bz/\nADD a.tar.xz /xz/\nADD a.tar.zst /zst/\nCOPY a.tar.zst /copied/\n",
+    );
+    ctx.write("a.tar.bz2", bz);
+    ctx.write("a.tar.xz", xz);
+    ctx.write("a.tar.zst", &zst);
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let out = run_sh(&root, &id, "cat /bz/x.txt /xz/x.txt /zst/x.txt; ls /copied");
+    assert_eq!(out, "x\nx\nx\na.tar.zst\n");
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let parent = Context::new(
+        "FROM busybox\nONBUILD COPY marker.txt /marker\nONBUILD RUN echo triggered > /trig\n",
+    );
+    build_ok(&root, &parent, &["-t", "parent"]);
+    let c = config_json(&root, "parent");
+    assert_eq!(c["config"]["OnBuild"][0], "COPY marker.txt /marker");
+    let child = Context::new("FROM parent\nRUN cat /marker /trig\n");
+    child.write("marker.txt", "marker\n");
+    let (id, out) = build_ok(&root, &child, &[]);
+    assert!(out.contains("triggered"), "{out}");
+    assert_eq!(
+        run_sh(&root, &id, "cat /marker /trig"),
+        "marker\ntriggered\n"
+    );
+    // Triggers do not pass on to grandchildren.
+    assert!(config_json(&root, &id)["config"].get("OnBuild").is_none());
+}
+
+#[test]
+fn build_args_are_visible_to_run_but_not_kept() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nARG WHO=world\nRUN echo hello $WHO > /greeting\n");
+    let (id, _) = build_ok(&root, &ctx, &["--build-arg", "WHO=rbuild"]);
+    assert_eq!(run_sh(&root, &id, "cat /greeting"), "hello rbuild\n");
+    let c = config_json(&root, &id);
+    assert!(!c["config"]["Env"].to_string().contains("WHO"), "{c}");
+    let (id2, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(run_sh(&root, &id2, "cat /greeting"), "hello world\n");
+}
+
+#[test]
+fn network_none_leaves_only_loopback() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN ls /sys/class/net > /nets\n");
+    let (id, _) = build_ok(&root, &ctx, &["--network", "none"]);
+    assert_eq!(run_sh(&root, &id, "cat /nets"), "lo\n");
+    let out = build(&root, &ctx, &["--network", "bogus"]);
+    assert!(!out.status.success());
+}

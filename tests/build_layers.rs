@@ -1,0 +1,72 @@
+//! File changes across steps (deletions, replaced directories, renames, symlink removals) show
+//! correctly in the final image, and a symlink in the image cannot send COPY outside it.
+
+mod build_support;
+mod common;
+
+use build_support::{build_ok, run_sh, Context};
+use common::TestRoot;
+
+#[test]
+fn deletions_replacements_renames_and_symlinks_across_steps() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        r#"FROM busybox
+RUN mkdir -p /d/sub /gone /moved && echo 1 > /d/sub/f && echo x > /gone/x \
+ && echo r > /moved/r && ln -s /d/sub/f /link && echo keep > /d/keep
+RUN rm -rf /gone && rm /link && mv /moved /renamed && rm -rf /d/sub && mkdir /d/sub \
+ && echo new > /d/sub/g && rm /bin/vi
+RUN rm -rf /d && echo file > /d
+"#,
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let out = run_sh(
+        &root,
+        &id,
+        "ls -d /gone /link /moved /bin/vi 2>&1 | grep -c 'No such'; cat /renamed/r /d; test -f /d && echo d-is-file",
+    );
+    assert_eq!(out, "4\nr\nfile\nd-is-file\n");
+}
+
+#[test]
+fn copy_resolves_image_symlinks_inside_the_image() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let marker = tempfile::tempdir().expect("host dir");
+    let host_dir = marker.path().to_string_lossy().into_owned();
+    let ctx = Context::new(&format!(
+        "FROM busybox\nRUN ln -s {host_dir} /escape\nCOPY f.txt /escape/f.txt\n"
+    ));
+    ctx.write("f.txt", "inside\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    // Nothing was written on the host; the file is in the image under the link's target.
+    assert!(std::fs::read_dir(marker.path())
+        .expect("read")
+        .next()
+        .is_none());
+    assert_eq!(
+        run_sh(&root, &id, &format!("cat {host_dir}/f.txt")),
+        "inside\n"
+    );
+}
+
+#[test]
+fn copy_directory_contents_and_file_into_existing_dir() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN mkdir /target\nCOPY dir /target\nCOPY one.txt /target\nCOPY one.txt /renamed.txt\nWORKDIR /w\nCOPY one.txt rel/\n",
+    );
+    ctx.write("dir/a/b.txt", "b\n");
+    ctx.write("one.txt", "one\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "cd /target && find . | sort; cat /renamed.txt /w/rel/one.txt"
+        ),
+        ".\n./a\n./a/b.txt\n./one.txt\none\none\n"
+    );
+}

@@ -1,0 +1,71 @@
+//! Multi-stage builds: COPY --from, --target, and stages the target does not need are skipped.
+
+mod build_support;
+mod common;
+
+use build_support::{build_ok, run_sh, Context};
+use common::TestRoot;
+
+const MULTI: &str = r#"FROM busybox AS builder
+RUN mkdir -p /out && echo built > /out/artifact && ln -s /etc/passwd /out/link
+FROM busybox AS broken
+RUN echo this stage fails && exit 3
+FROM builder AS tester
+RUN test -f /out/artifact
+FROM busybox
+COPY --from=builder /out/artifact /app/artifact
+COPY --from=0 /out/ /app/all/
+CMD ["cat", "/app/artifact"]
+"#;
+
+#[test]
+fn final_stage_builds_only_what_it_needs() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(MULTI);
+    let (id, out) = build_ok(&root, &ctx, &["-t", "multi"]);
+    assert!(!out.contains("this stage fails"), "{out}");
+    assert!(!out.contains("RUN test -f"), "{out}");
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "cat /app/artifact; readlink /app/all/link; ls /app/all"
+        ),
+        "built\n/etc/passwd\nartifact\nlink\n"
+    );
+}
+
+#[test]
+fn target_selects_a_stage_and_skips_the_failing_one() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(MULTI);
+    let (id, out) = build_ok(&root, &ctx, &["--target", "tester"]);
+    assert!(out.contains("RUN test -f /out/artifact"), "{out}");
+    assert!(!out.contains("this stage fails"), "{out}");
+    assert_eq!(run_sh(&root, &id, "cat /out/artifact"), "built\n");
+    // The failing stage fails when it is the target, with its code.
+    let out = build_support::build(&root, &ctx, &["--target", "broken"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:4"), "{err}");
+    // An unknown target is an error naming it.
+    let out = build_support::build(&root, &ctx, &["--target", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn copy_from_an_image_and_arg_expanded_from() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "ARG BASE=busybox\nFROM ${BASE} AS first\nRUN echo first > /first\nFROM scratch\nCOPY --from=busybox /bin/ /bin/\nCOPY --from=first /first /first\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "cat /first; test -x /bin/busybox && echo ok"),
+        "first\nok\n"
+    );
+}

@@ -1,0 +1,115 @@
+//! Helpers for the `rbuild build` integration tests: a context folder, builds through the CLI,
+//! and running a command inside a built image.
+#![allow(dead_code)]
+
+use crate::common::{describe, TestRoot};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A temporary build context folder, removed on drop.
+pub struct Context {
+    dir: tempfile::TempDir,
+}
+
+impl Context {
+    /// An empty context with the given Dockerfile.
+    pub fn new(dockerfile: &str) -> Context {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-ctx-")
+            .tempdir()
+            .expect("create context dir");
+        fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+        Context { dir }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The folder as a string.
+    pub fn dir(&self) -> String {
+        self.path().to_string_lossy().into_owned()
+    }
+
+    /// Writes a file (creating parent dirs) and returns its path.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("create parent dirs");
+        fs::write(&p, content).expect("write context file");
+        p
+    }
+
+    /// Sets the permission bits of a context file.
+    pub fn chmod(&self, rel: &str, mode: u32) {
+        fs::set_permissions(self.path().join(rel), fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+}
+
+/// Runs `rbuild build ARGS... CONTEXT`.
+pub fn build(root: &TestRoot, ctx: &Context, args: &[&str]) -> Output {
+    let dir = ctx.dir();
+    let mut full: Vec<&str> = vec!["build", "--progress", "plain"];
+    full.extend_from_slice(args);
+    full.push(&dir);
+    root.rbuild(&full)
+}
+
+/// Builds and returns (image ID, stdout); panics with the whole output on failure.
+pub fn build_ok(root: &TestRoot, ctx: &Context, args: &[&str]) -> (String, String) {
+    let out = build(root, ctx, args);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = stdout.lines().last().unwrap_or_default().trim().to_string();
+    assert!(
+        id.starts_with("sha256:"),
+        "no image ID at the end of:\n{stdout}"
+    );
+    (id, stdout)
+}
+
+/// Runs `sh -c SCRIPT` inside `image` (as its USER, in its WORKDIR, with its ENV) and returns
+/// the script's stdout, asserting success. The script runs in the runner's sandbox as a RUN
+/// step of a throw-away build `FROM image`, so it needs nothing but `rbuild build`.
+pub fn run_sh(root: &TestRoot, image: &str, script: &str) -> String {
+    let wrapper =
+        "printf '==BEGIN==\\n'; /bin/sh -c \"$0\"; rc=$?; printf '\\n==END==\\n'; exit $rc";
+    let argv = serde_json::to_string(&["/bin/sh", "-c", wrapper, script]).expect("json");
+    let ctx = Context::new(&format!("FROM {image}\nRUN {argv}\n"));
+    let out = build(root, &ctx, &["--no-cache"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "script {script:?} failed in {image}:\n{}",
+        describe(&["build"], &out)
+    );
+    let start = stdout.find("==BEGIN==\n").expect("begin marker") + "==BEGIN==\n".len();
+    let end = stdout.rfind("\n==END==").expect("end marker");
+    stdout[start..end].to_string()
+}
+
+/// Runs `image` with its own ENTRYPOINT/CMD (and extra args) and returns the output.
+pub fn run_image(root: &TestRoot, image: &str, args: &[&str]) -> Output {
+    let mut full = vec!["run", "--rm", image];
+    full.extend_from_slice(args);
+    root.rbuild(&full)
+}
+
+/// `rbuild inspect -f TEMPLATE IMAGE`, trimmed.
+pub fn inspect(root: &TestRoot, image: &str, template: &str) -> String {
+    root.ok(&["inspect", "-f", template, image])
+        .trim()
+        .to_string()
+}
+
+/// The image config JSON of `image`, read from the store's blobs (so Docker-only fields such
+/// as Healthcheck show exactly as written).
+pub fn config_json(root: &TestRoot, image: &str) -> serde_json::Value {
+    let id = inspect(root, image, "{{.Id}}");
+    let hex = id.trim_start_matches("sha256:");
+    let data = fs::read(root.path().join("blobs/sha256").join(hex)).expect("read config blob");
+    serde_json::from_slice(&data).expect("config JSON")
+}
