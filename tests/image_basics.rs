@@ -186,3 +186,24 @@ fn skopeo_reads_the_store_as_an_oci_layout() {
     let digest = rbuild_layerfs::Digest::of_bytes(&raw.stdout);
     assert_eq!(digest.as_str(), id);
 }
+
+#[test]
+fn rmi_refuses_an_image_a_container_uses_and_prune_keeps_it() {
+    let t = TestRoot::new();
+    let id = t.import_busybox("busybox");
+    // A container record that names the image (the runner keeps containers/<id>/*.json).
+    let c = t.path().join("containers/c0ffee");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("state.json"), format!(r#"{{"image":"{id}"}}"#)).unwrap();
+    let err = t.fails(&["rmi", "busybox"]);
+    assert!(err.contains("containers c0ffee use it"), "{err}");
+    t.ok(&["rmi", "-f", "busybox"]);
+    // Untagged now, but the container still references it: prune keeps its blobs.
+    t.ok(&["system", "prune"]);
+    let id_hex = &id[7..];
+    assert!(t.path().join("blobs/sha256").join(id_hex).is_file());
+    t.ok(&["system", "check"]);
+    std::fs::remove_dir_all(&c).unwrap();
+    t.ok(&["system", "prune"]);
+    assert!(!t.path().join("blobs/sha256").join(id_hex).exists());
+}

@@ -61,9 +61,9 @@ pub enum ImageCommand {
     },
     /// Write images to a tar (loadable by docker load, and an OCI image layout).
     Save {
-        /// Output file.
+        /// Output file (default: stdout, when it is not a terminal).
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Images (names, tags or IDs).
         #[arg(required = true)]
         images: Vec<String>,
@@ -121,7 +121,7 @@ pub struct ImagesArgs {
     /// Only show image IDs.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Show untagged (dangling) images too.
+    /// Accepted for docker compatibility; dangling images are always listed.
     #[arg(short, long)]
     pub all: bool,
     /// Do not truncate IDs.
@@ -171,7 +171,7 @@ pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             quiet,
             image,
         } => inspect::history(&store, &image, no_trunc, quiet),
-        ImageCommand::Save { output, images } => transfer::save(&store, &output, &images),
+        ImageCommand::Save { output, images } => transfer::save(&store, output.as_deref(), &images),
         ImageCommand::Load { input, quiet } => transfer::load(&store, input.as_deref(), quiet),
         ImageCommand::Mount { image } => mount::mount(g, &store, image.as_deref()),
         ImageCommand::Umount { images } => mount::umount(&store, &images),

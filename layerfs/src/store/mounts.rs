@@ -86,20 +86,40 @@ impl Store {
         Ok(was_mounted || had_record)
     }
 
-    /// Every recorded image mount.
+    /// Every live image mount. Records whose mount is gone (e.g. after a reboot) are removed.
     pub fn image_mounts(&self) -> Result<Vec<MountRecord>> {
         let dir = self.root().join("mounts");
         let mut out = Vec::new();
+        let mut stale = Vec::new();
         for entry in std::fs::read_dir(&dir).at("list", &dir)? {
             let path = entry.at("list", &dir)?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
             let data = std::fs::read(&path).at("read", &path)?;
-            out.push(
-                serde_json::from_slice(&data)
-                    .map_err(|e| StoreError::json(path.display().to_string(), e))?,
-            );
+            let record: MountRecord = serde_json::from_slice(&data)
+                .map_err(|e| StoreError::json(path.display().to_string(), e))?;
+            if is_mount_point(&record.target) {
+                out.push(record);
+            } else {
+                stale.push(path);
+            }
+        }
+        if !stale.is_empty() {
+            let _lock = self.lock()?;
+            for path in stale {
+                // Re-check under the lock: a concurrent `mount` may have just made it live.
+                let live = std::fs::read(&path)
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<MountRecord>(&d).ok())
+                    .is_some_and(|r| is_mount_point(&r.target));
+                if !live {
+                    remove_any(&path)?;
+                    if let Some(stem) = path.file_stem() {
+                        remove_any(&dir.join(stem))?;
+                    }
+                }
+            }
         }
         Ok(out)
     }

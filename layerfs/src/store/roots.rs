@@ -42,6 +42,25 @@ impl Store {
         Ok(r)
     }
 
+    /// Names of the containers/ entries whose JSON records mention the image (its ID or
+    /// manifest digest): containers created from it.
+    pub fn containers_using(&self, image: &crate::image::Image) -> Vec<String> {
+        let dir = self.root().join("containers");
+        let mut users = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let mentioned = digests_in_json_files(&entry.path())
+                .iter()
+                .any(|d| *d == image.config_digest || *d == image.manifest_digest);
+            if mentioned {
+                users.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        users
+    }
+
     /// Marks a manifest and what it references; false when the blob is not a readable image.
     fn mark_manifest(&self, digest: &Digest, r: &mut Reachable) -> bool {
         r.blobs.insert(digest.clone());

@@ -49,6 +49,15 @@ fn rmi_one(store: &Store, force: bool, name: &str) -> anyhow::Result<()> {
         }
         store.unmount_image(&image)?;
     }
+    if last {
+        let users = store.containers_using(&image);
+        if !users.is_empty() && !force {
+            bail!(
+                "conflict: unable to remove {name}: containers {} use it; remove them first, or use rmi -f",
+                users.join(", ")
+            );
+        }
+    }
     if let Some(tag) = by_tag {
         store.remove_tag(&tag)?;
         println!("Untagged: {tag}");

@@ -35,7 +35,7 @@ pub fn import(store: &Store, args: ImportArgs) -> anyhow::Result<ExitCode> {
 
 /// `rbuild save -o FILE IMAGE...`: writes to a temporary file beside FILE and renames it, so
 /// a failed save leaves no partial archive.
-pub fn save(store: &Store, output: &Path, images: &[String]) -> anyhow::Result<ExitCode> {
+pub fn save(store: &Store, output: Option<&Path>, images: &[String]) -> anyhow::Result<ExitCode> {
     let mut requests: Vec<SaveRequest> = Vec::new();
     for name in images {
         let image = store.resolve_image(name)?;
@@ -55,6 +55,22 @@ pub fn save(store: &Store, output: &Path, images: &[String]) -> anyhow::Result<E
             }),
         }
     }
+    let Some(output) = output else {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            anyhow::bail!(
+                "refusing to write an image archive to a terminal: use -o FILE or redirect stdout"
+            );
+        }
+        let stdout = std::io::stdout().lock();
+        save_images(
+            store,
+            &requests,
+            std::io::BufWriter::with_capacity(1 << 20, stdout),
+        )
+        .context("saving to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    };
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
