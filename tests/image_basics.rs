@@ -202,6 +202,12 @@ fn rmi_refuses_an_image_a_container_uses_and_prune_keeps_it() {
     t.ok(&["system", "prune"]);
     let id_hex = &id[7..];
     assert!(t.path().join("blobs/sha256").join(id_hex).is_file());
+    let blobs = std::fs::read_dir(t.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 3, "config, manifest and layer blob are all kept");
+    let layers = std::fs::read_dir(t.path().join("layers")).unwrap().count();
+    assert_eq!(layers, 1, "the unpacked layer is kept");
     t.ok(&["system", "check"]);
     std::fs::remove_dir_all(&c).unwrap();
     t.ok(&["system", "prune"]);

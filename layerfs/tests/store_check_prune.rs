@@ -80,3 +80,30 @@ fn prune_keeps_blobs_another_live_process_may_be_using() {
     assert_eq!(report.blobs_removed, 1);
     assert!(!t.store.has_blob(&fresh));
 }
+
+#[test]
+fn prune_keeps_an_untagged_image_whose_id_a_container_record_mentions() {
+    let t = TempStore::new();
+    let image = small_image(&t.store, "in use");
+    t.store.set_tag("app", &image.descriptor()).unwrap();
+    let c = t.store.root().join("containers/abc");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("state.json"),
+        format!(r#"{{"image_id":"{}"}}"#, image.id()),
+    )
+    .unwrap();
+    assert_eq!(t.store.containers_using(&image), ["abc"]);
+    t.store
+        .remove_image_entries(&image.manifest_digest)
+        .unwrap();
+    let report = t.store.prune().unwrap();
+    assert_eq!(report.blobs_removed, 0, "{report:?}");
+    assert_eq!(report.layers_removed, 0, "{report:?}");
+    assert!(t.store.has_blob(&image.manifest_digest));
+    assert!(t.store.has_blob(&image.layer_digests()[0]));
+    assert!(t.store.has_layer(&image.diff_ids()[0]));
+    std::fs::remove_dir_all(&c).unwrap();
+    let report = t.store.prune().unwrap();
+    assert_eq!((report.blobs_removed, report.layers_removed), (3, 1));
+}

@@ -29,10 +29,19 @@ impl Store {
             let digest = descriptor_digest(desc)?;
             self.mark_manifest(&digest, &mut r);
         }
+        let mut by_config: Option<Vec<(Digest, Digest)>> = None;
         for dir in ["cache", "containers", "mounts"] {
             for digest in digests_in_json_files(&self.root().join(dir)) {
                 if self.has_blob(&digest) && !self.mark_manifest(&digest, &mut r) {
                     r.blobs.insert(digest.clone());
+                    // An image ID (config digest): keep every manifest built on that config,
+                    // even when no tag names it any more.
+                    let map = by_config.get_or_insert_with(|| self.manifests_by_config());
+                    for (config, manifest) in map.iter() {
+                        if *config == digest {
+                            self.mark_manifest(&manifest.clone(), &mut r);
+                        }
+                    }
                 }
                 if self.has_layer(&digest) {
                     r.layers.insert(digest);
@@ -59,6 +68,30 @@ impl Store {
             }
         }
         users
+    }
+
+    /// (config digest, manifest digest) of every image manifest blob in the store.
+    fn manifests_by_config(&self) -> Vec<(Digest, Digest)> {
+        let mut out = Vec::new();
+        let dir = self.root().join("blobs/sha256");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let small = entry.metadata().is_ok_and(|m| m.len() <= 1 << 20);
+            let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            if !small {
+                continue;
+            }
+            let Ok(data) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            if let Ok(m) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&data) {
+                if let Ok(config) = descriptor_digest(m.config()) {
+                    out.push((config, digest));
+                }
+            }
+        }
+        out
     }
 
     /// Marks a manifest and what it references; false when the blob is not a readable image.

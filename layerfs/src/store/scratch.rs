@@ -21,8 +21,9 @@ impl ScratchDir {
         &self.path
     }
 
-    /// Keeps the directory after the guard is dropped and returns its path. It is still removed
-    /// by the next process if this one dies before moving it out of tmp/.
+    /// Keeps the directory after the guard is dropped and returns its path. It lives in this
+    /// process's session dir, which is removed when the store is dropped (or by the next process
+    /// if this one dies), so move it out (e.g. [`Store::commit_layer_dir`]) to keep it longer.
     pub fn keep(mut self) -> PathBuf {
         self.keep = true;
         self.path.clone()
