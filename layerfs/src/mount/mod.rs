@@ -193,6 +193,8 @@ impl Drop for UnionMount {
 
 /// Mounts `spec` with `driver` (for [`Driver::Auto`]: overlay, else FUSE).
 pub fn mount_union(spec: &MountSpec, driver: Driver) -> Result<UnionMount> {
+    // A FUSE mount left by a killed process fails every access with ENOTCONN; clear it.
+    fuse::detach_stale(&spec.target);
     validate(spec)?;
     match driver {
         Driver::Overlay => overlay::mount(spec),

@@ -134,7 +134,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, EntryShape> {
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).sort_by_file_name().min_depth(1) {
         let entry = entry.expect("walk merged tree");
-        let meta = entry.path().symlink_metadata().expect("lstat merged entry");
+        let meta = entry
+            .path()
+            .symlink_metadata()
+            .unwrap_or_else(|e| panic!("lstat {}: {e}", entry.path().display()));
         let ft = meta.file_type();
         let (kind, content) = if ft.is_dir() {
             ("dir", Vec::new())

@@ -24,8 +24,10 @@ use super::{Driver, MountError, MountSpec};
 use layers::LayerSet;
 use unionfs::UnionFs;
 
-/// File system type shown in /proc/self/mountinfo for our mounts.
+/// File system type shown in /proc/self/mountinfo for our mounts made through fusermount3.
 pub const FSTYPE: &str = "fuse.rbuild";
+/// Source ("fsname") shown in /proc/self/mountinfo for our mounts.
+pub const FSNAME: &str = "rbuild";
 
 /// A live FUSE union mount; dropping it unmounts lazily and stops the serving threads.
 #[derive(Debug)]
@@ -84,7 +86,7 @@ pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
     let root = rustix::process::geteuid().is_root();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName("rbuild".into()),
+        MountOption::FSName(FSNAME.into()),
         MountOption::Subtype("rbuild".into()),
         MountOption::DefaultPermissions,
         MountOption::Exec,
@@ -140,7 +142,10 @@ pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
-        if right.split(' ').next() != Some(FSTYPE) {
+        // Mounted directly the type is plain "fuse"; through fusermount3 it is "fuse.rbuild".
+        let mut fields = right.split(' ');
+        let (fstype, source) = (fields.next(), fields.next());
+        if !matches!(fstype, Some("fuse") | Some(FSTYPE)) || source != Some(FSNAME) {
             continue;
         }
         let Some(point) = left.split(' ').nth(4) else {

@@ -23,7 +23,7 @@ use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
 use super::copyup::{copy_up, get_xattr, list_xattrs};
 use super::inodes::{InodeTable, ROOT_INO};
 use super::layers::{LayerIndex, LayerSet, Resolved};
-use super::whiteout::{is_private_xattr, is_whiteout, make_whiteout, set_opaque};
+use super::whiteout::{is_private_xattr, is_whiteout, make_whiteout, set_opaque, OPAQUE_XATTR};
 
 /// How long the kernel may cache entries and attributes; every change goes through us, so the
 /// cache is only ever stale for changes made to the real dirs behind our back.
@@ -157,11 +157,23 @@ fn remove_whiteout(path: &Path) -> Res<bool> {
 
 /// Removes every whiteout inside the real directory `dir` (recursively).
 fn remove_whiteouts_below(dir: &Path) -> Res<()> {
+    remove_markers_below(dir, false)
+}
+
+/// Removes every whiteout inside the real directory `dir` and, with `opaque`, the opaque
+/// markers of `dir` and every directory below it: what a copy of the merged tree looks like.
+fn remove_markers_below(dir: &Path, opaque: bool) -> Res<()> {
+    if opaque {
+        match rustix::fs::lremovexattr(dir, OPAQUE_XATTR) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(errno(e.into())),
+        }
+    }
     for entry in fs::read_dir(dir).map_err(errno)? {
         let entry = entry.map_err(errno)?;
         let kind = entry.file_type().map_err(errno)?;
         if kind.is_dir() {
-            remove_whiteouts_below(&entry.path())?;
+            remove_markers_below(&entry.path(), opaque)?;
         } else if kind.is_char_device() && is_whiteout(&entry.metadata().map_err(errno)?) {
             fs::remove_file(entry.path()).map_err(errno)?;
         }
@@ -347,7 +359,7 @@ impl UnionFs {
                 self.copy_up_tree(st, &child_rel, &child.dir_layers)?;
             }
         }
-        remove_whiteouts_below(&self.layers.real(upper, rel))
+        Ok(())
     }
 
     /// Re-resolves live inode `ino` after its entry moved or was copied up.
@@ -695,6 +707,9 @@ impl UnionFs {
                         .map_err(errno)?
                         .is_empty()
                     {
+                        self.mark_like_failed_overlay_rename(
+                            &st, upper, parent, name, &src, new_parent, dst,
+                        )?;
                         return Err(Errno::ENOTEMPTY);
                     }
                 }
@@ -722,6 +737,30 @@ impl UnionFs {
         result
     }
 
+    /// overlayfs marks a purely upper directory opaque (it is moving into a merged parent)
+    /// before the upper rename finds a purely upper target non-empty; the marker stays. Doing
+    /// the same keeps the upper dirs of both drivers byte-identical.
+    #[allow(clippy::too_many_arguments)]
+    fn mark_like_failed_overlay_rename(
+        &self,
+        st: &State,
+        upper: LayerIndex,
+        parent: u64,
+        name: &OsStr,
+        src: &Resolved,
+        new_parent: u64,
+        dst: &Resolved,
+    ) -> Res<()> {
+        let pure_upper =
+            |r: &Resolved| r.layer == upper && r.dir_layers.iter().all(|&l| l == upper);
+        let parent_merged = self.dir_info(st, new_parent)?.1.iter().any(|&l| l != upper);
+        if pure_upper(src) && pure_upper(dst) && parent_merged {
+            let src_rel = st.inodes.path(parent).ok_or(Errno::ENOENT)?.join(name);
+            set_opaque(&self.layers.real(upper, &src_rel)).map_err(errno)?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn rename_live(
         &self,
@@ -734,25 +773,35 @@ impl UnionFs {
         dst: Option<&Resolved>,
     ) -> Res<()> {
         let is_dir = src.meta.is_dir();
-        let src_rel = self.ensure_upper(st, src_ino)?;
+        // Opaque rules of overlayfs (redirect_dir=off): a purely upper directory moved into a
+        // merged directory becomes opaque; a merged one (which overlay refuses with EXDEV and
+        // `mv` then recreates) is opaque when a lower layer shows the target name.
+        let make_opaque = is_dir
+            && if src.dir_layers.iter().all(|&l| l == upper) {
+                self.dir_info(st, new_parent)?.1.iter().any(|&l| l != upper)
+            } else {
+                self.lower_positive(st, new_parent, new_name)?
+            };
+        self.ensure_upper(st, src_ino)?;
+        // The name being renamed, not whichever alias a hard-linked inode was found under.
+        let src_rel = st.inodes.path(parent).ok_or(Errno::ENOENT)?.join(name);
         if is_dir && src.dir_layers.iter().any(|&l| l != upper) {
             self.copy_up_tree(st, &src_rel, &src.dir_layers)?;
+            remove_markers_below(&self.layers.real(upper, &src_rel), true)?;
         }
         let dst_dir = self.ensure_upper(st, new_parent)?;
         let dst_real = self.layers.real(upper, &dst_dir.join(new_name));
-        let mut make_opaque = false;
         let mut dst_ino = None;
         match dst {
             Some(dst) => {
                 dst_ino = Some(st.inodes.ino_for((dst.meta.dev(), dst.meta.ino())));
-                if dst.meta.is_dir() {
-                    make_opaque = dst.dir_layers.iter().any(|&l| l != upper);
-                    if dst.layer == upper {
-                        remove_whiteouts_below(&dst_real)?;
-                    }
+                if dst.meta.is_dir() && dst.layer == upper {
+                    remove_whiteouts_below(&dst_real)?;
                 }
             }
-            None => make_opaque = remove_whiteout(&dst_real)? && is_dir,
+            None => {
+                remove_whiteout(&dst_real)?;
+            }
         }
         let src_real = self.layers.real(upper, &src_rel);
         fs::rename(&src_real, &dst_real).map_err(errno)?;
