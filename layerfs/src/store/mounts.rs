@@ -52,6 +52,14 @@ impl Store {
             target: target.clone(),
         };
         let mount = mount_union(&spec, driver).map_err(mount_err)?;
+        if mount.driver() == Driver::Fuse {
+            // A FUSE mount is served by this process and would die with it.
+            drop(mount);
+            return Err(StoreError::Other(format!(
+                "cannot keep {} mounted with the FUSE driver: its server lives only as long as this process; use --storage-driver overlay",
+                target.display()
+            )));
+        }
         let record = MountRecord {
             image_id: image.id().to_string(),
             manifest: image.manifest_digest.to_string(),
