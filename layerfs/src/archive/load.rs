@@ -155,7 +155,7 @@ fn read_contents(store: &Store, input: impl Read) -> Result<Contents> {
                 store.put_blob_from(&mut entry, Some(&expected), Some(size))?
             };
             contents.blobs.insert(path, committed);
-        } else if size <= MAX_SMALL_FILE && !path.ends_with("layer.tar") {
+        } else if size <= MAX_SMALL_FILE && is_metadata_file(&path) {
             let mut data = Vec::with_capacity(size as usize);
             entry
                 .read_to_end(&mut data)
@@ -167,6 +167,12 @@ fn read_contents(store: &Store, input: impl Read) -> Result<Contents> {
         }
     }
     Ok(contents)
+}
+
+/// JSON documents and layout files are read into memory; anything else (layer tars) is stored
+/// as a blob as it streams by.
+fn is_metadata_file(path: &str) -> bool {
+    path.ends_with(".json") || path == "repositories" || path == "oci-layout"
 }
 
 /// The layer media type of a stored blob, from its first bytes.
