@@ -55,6 +55,13 @@ pub struct BuildArgs {
     /// Target platform (only the host's, linux/amd64, is supported).
     #[arg(long, default_value = "linux/amd64")]
     pub platform: String,
+    /// Import build cache entries from this registry reference (repeatable); layers are pulled
+    /// only when a step or the final image needs them.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Export the build's cache entries (and their layers) to this registry reference.
+    #[arg(long = "cache-to")]
+    pub cache_to: Option<String>,
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -129,9 +136,6 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             args.platform
         );
     }
-    if args.pull {
-        bail!("--pull is not supported yet: pull the base image with `rbuild pull NAME` first");
-    }
     let context = args.context.clone();
     if !context.is_dir() {
         bail!(
@@ -178,6 +182,7 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.labels = key_values(&args.labels, "--label")?;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
+    opts.pull = args.pull;
     opts.network = match args.network.as_str() {
         "host" | "default" => Network::Host,
         "none" => Network::None,
@@ -209,10 +214,19 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut line = LineProgress { tty };
     let mut silent = exec::Silent;
     let progress: &mut dyn Progress = if args.quiet { &mut silent } else { &mut line };
+    let shared = rbuild_builder::cache::remote::RemoteCache::for_command(
+        &args.cache_from,
+        args.cache_to.as_deref(),
+        &mut |m| eprintln!("{m}"),
+    );
+    opts.shared_cache = shared.clone().map(|c| c as _);
     let outcome = match exec::build(&store, &opts, progress) {
         Ok(o) => o,
         Err(e) => return Err(build_failure(e, args.quiet)),
     };
+    if let Some(c) = &shared {
+        c.finish(&store, args.cache_to.as_deref(), &mut |m| eprintln!("{m}"));
+    }
     let id = outcome.image_id.to_string();
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --iidfile {}", f.display()))?;

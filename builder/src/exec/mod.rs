@@ -139,6 +139,8 @@ pub struct BuildOptions {
     pub platform: String,
     /// Union filesystem driver.
     pub driver: Driver,
+    /// Registry-shared cache (`--cache-from`/`--cache-to`): extra records, layers on demand.
+    pub shared_cache: Option<std::sync::Arc<dyn crate::cache::shared::SharedCache>>,
 }
 
 impl BuildOptions {
@@ -159,6 +161,7 @@ impl BuildOptions {
             timestamp: None,
             platform: "linux/amd64".into(),
             driver: Driver::Auto,
+            shared_cache: None,
         }
     }
 }
@@ -201,8 +204,8 @@ pub fn build(
         cache_dir
             .join("logs")
             .join(format!("{}-{}.log", started.as_secs(), std::process::id()));
-    preflight(store, &df, &plan)?;
     let mut reporter = Reporter::new(progress, Some(&log_path));
+    let images = resolve_images(store, &df, &plan, opts, &mut reporter)?;
     let filter = load_dockerignore(&opts.context)?;
     let stat_cache = StatCache::load(&BuildContext::stat_cache_path(&cache_dir, &opts.context))
         .unwrap_or_else(|_| StatCache::in_memory());
@@ -219,6 +222,7 @@ pub fn build(
         step_no: 0,
         total: plan.total_steps,
         cached: 0,
+        images,
         reporter: &mut reporter,
     };
     let result = b.run_all();
@@ -229,6 +233,7 @@ pub fn build(
         let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
         labels.extend(opts.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    crate::cache::shared::fetch_missing(store, opts.shared_cache.as_deref(), &state.layers)?;
     let (image_id, manifest_digest) = image::write_image(store, &state, &opts.tags)?;
     reporter.note(&format!("COMMIT {}", opts.tags.join(", ")));
     reporter.note(&format!("--> {}", image_id.short()));
@@ -241,27 +246,22 @@ pub fn build(
     })
 }
 
-/// Checks, before any step runs, that every image the needed stages start from or copy from
-/// is in the store, so a typo fails fast with its Dockerfile line.
-fn preflight(store: &Store, df: &Dockerfile, plan: &Plan) -> Result<(), BuildError> {
+/// Resolves, before any step runs, every image the needed stages start from or copy from: from
+/// the store, or pulled from its registry when it is missing (always with `--pull`). A typo or an
+/// unreachable image fails fast with its Dockerfile line. Returns name -> image ID.
+fn resolve_images(
+    store: &Store,
+    df: &Dockerfile,
+    plan: &Plan,
+    opts: &BuildOptions,
+    reporter: &mut Reporter<'_>,
+) -> Result<BTreeMap<String, Digest>, BuildError> {
     let lex = ShellLex::new(df.directives.escape);
-    let missing = |name: &str, line: usize, instruction: &str| -> Result<(), BuildError> {
-        match store.resolve_image(name) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(BuildError::Step {
-                line,
-                instruction: instruction.to_string(),
-                message: format!(
-                    "image {name:?} is not in the local store ({e}): name an earlier stage, \
-                     or pull the image first with `rbuild pull {name}`"
-                ),
-            }),
-        }
-    };
+    let mut wanted: Vec<(String, usize, String)> = Vec::new();
     for &i in &plan.needed {
         let stage = &df.stages[i];
         if let Base::Image(name) = &plan.bases[i] {
-            missing(name, stage.line, &stage.original)?;
+            wanted.push((name.clone(), stage.line, stage.original.clone()));
         }
         for instr in &stage.instructions {
             if let crate::dockerfile::InstructionKind::Copy(c) = &instr.kind {
@@ -270,12 +270,51 @@ fn preflight(store: &Store, df: &Dockerfile, plan: &Plan) -> Result<(), BuildErr
                     .process_word(from, &plan.global_args)
                     .unwrap_or_else(|_| from.clone());
                 if let plan::FromSource::Image(name) = plan::resolve_from(df, i, &from) {
-                    missing(&name, instr.line, &instr.original)?;
+                    wanted.push((name, instr.line, instr.original.clone()));
                 }
             }
         }
     }
-    Ok(())
+    let mut resolved = BTreeMap::new();
+    for (name, line, instruction) in wanted {
+        if resolved.contains_key(&name) {
+            continue;
+        }
+        let local = store.resolve_image(&name);
+        if let (false, Ok(img)) = (opts.pull, &local) {
+            resolved.insert(name, img.config_digest.clone());
+            continue;
+        }
+        let fail = |message: String| BuildError::Step {
+            line,
+            instruction: instruction.clone(),
+            message,
+        };
+        let reference = rbuild_registry::reference::ImageRef::parse(&name)
+            .map_err(|e| fail(format!("invalid image reference {name:?}: {e}")))?;
+        reporter.note(&format!("pulling {name}"));
+        let options = rbuild_registry::PullOptions {
+            config: rbuild_registry::RegistryConfig::load_default().unwrap_or_default(),
+            ..rbuild_registry::PullOptions::default()
+        };
+        let progress = std::sync::Arc::new(rbuild_registry::NoProgress);
+        match rbuild_registry::pull_blocking(store, &reference, &options, progress) {
+            Ok(pulled) => {
+                resolved.insert(name, pulled.config_digest);
+            }
+            Err(e) => {
+                let why = match local {
+                    Ok(_) => format!("--pull could not refresh image {name:?}: {e}"),
+                    Err(_) => format!(
+                        "image {name:?} is not in the local store and pulling it failed ({e}): \
+                         name an earlier stage, import the image, or check the registry"
+                    ),
+                };
+                return Err(fail(why));
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// The `.dockerignore` of `context`, if it has one.
@@ -323,6 +362,8 @@ struct Builder<'a, 'r> {
     step_no: usize,
     total: usize,
     cached: usize,
+    /// Image name -> ID of every base and `--from` image, resolved (or pulled) up front.
+    images: BTreeMap<String, Digest>,
     reporter: &'a mut Reporter<'r>,
 }
 
@@ -415,7 +456,8 @@ impl Builder<'_, '_> {
         line: usize,
         instruction: &str,
     ) -> Result<(Digest, ImageState), BuildError> {
-        image::load_image(self.store, name).map_err(|e| BuildError::Step {
+        let id = self.images.get(name).map(|d| d.to_string());
+        image::load_image(self.store, id.as_deref().unwrap_or(name)).map_err(|e| BuildError::Step {
             line,
             instruction: instruction.to_string(),
             message: format!(
@@ -430,6 +472,12 @@ impl Builder<'_, '_> {
             .iter()
             .map(|l| {
                 if !self.store.has_layer(&l.diff_id) {
+                    let shared = self.opts.shared_cache.as_deref();
+                    crate::cache::shared::fetch_missing(
+                        self.store,
+                        shared,
+                        std::slice::from_ref(l),
+                    )?;
                     self.store
                         .unpack_layer(&l.digest, &l.diff_id)
                         .map_err(|e| {
