@@ -444,3 +444,30 @@ fn bad_upload_location_is_an_error() {
         "no manifest after a failed push"
     );
 }
+
+#[test]
+fn docker_hub_references_use_a_configured_mirror() {
+    let mirror = FakeRegistry::start();
+    let fx = fixture();
+    for d in fx
+        .image
+        .layer_digests()
+        .into_iter()
+        .chain([fx.image.config_digest.clone()])
+    {
+        mirror.put_blob(d.as_str(), fx.src.store.read_blob(&d).unwrap());
+    }
+    let manifest = fx.src.store.read_blob(&fx.image.manifest_digest).unwrap();
+    mirror.put_manifest("library/app", "1", OCI_MANIFEST, manifest);
+    let creds = tempfile::tempdir().unwrap();
+    let mut opts = pull_options(creds.path());
+    opts.config.registry_mirrors = vec![mirror.url()];
+    let dst = TempStore::new();
+    let r = ImageRef::parse("app:1").unwrap();
+    let pulled = rt()
+        .block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)))
+        .expect("pull via mirror");
+    assert_eq!(pulled.manifest_digest, fx.image.manifest_digest);
+    assert_eq!(pulled.tag.as_deref(), Some("docker.io/library/app:1"));
+    assert!(dst.store.resolve_image("app:1").is_ok(), "tagged as app:1");
+}
