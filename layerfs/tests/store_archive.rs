@@ -85,3 +85,34 @@ fn an_archive_with_a_tampered_blob_is_refused_and_tags_nothing() {
     assert!(!b.store.has_blob(&image.config_digest));
     assert!(b.store.check().unwrap().is_consistent());
 }
+
+#[test]
+fn an_archive_whose_layer_does_not_match_its_diff_id_adds_no_image() {
+    let a = TempStore::new();
+    let image = small_image(&a.store, "original");
+    let other = small_image(&a.store, "other");
+    // A docker-archive whose manifest pairs image's config with other's layer.
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        out.append_data(&mut h, path, data).unwrap();
+    };
+    let config = a.store.read_blob(&image.config_digest).unwrap();
+    let layer = a.store.read_blob(&other.layer_digests()[0]).unwrap();
+    add(&format!("{}.json", image.config_digest.hex()), &config);
+    add("layer0/layer.tar", &layer);
+    let manifest = serde_json::json!([{
+        "Config": format!("{}.json", image.config_digest.hex()),
+        "RepoTags": null,
+        "Layers": ["layer0/layer.tar"],
+    }]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let archive = out.into_inner().unwrap();
+    let b = TempStore::new();
+    let err = load_archive(&b.store, &archive[..]).unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert!(b.store.images_with_tags().unwrap().is_empty());
+    assert!(b.store.check().unwrap().is_consistent());
+}

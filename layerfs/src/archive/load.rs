@@ -80,6 +80,9 @@ pub fn load_archive(store: &Store, input: impl Read) -> Result<Vec<LoadedImage>>
     }
     let mut loaded = Vec::new();
     for (image, names) in images {
+        if names.is_empty() {
+            store.add_untagged(&image.descriptor())?;
+        }
         let mut tags = Vec::new();
         for name in names {
             store.set_tag(&name, &image.descriptor())?;
@@ -235,7 +238,6 @@ fn load_docker(store: &Store, contents: &Contents) -> Result<Vec<(Image, Vec<Str
             .map_err(|e| ArchiveError::Invalid(format!("serialising a manifest: {e}")))?;
         let manifest_digest = store.put_blob(&manifest_bytes)?;
         let image = store.load_image(&manifest_digest)?;
-        store.add_untagged(&image.descriptor())?;
         let mut names = Vec::new();
         for t in entry.repo_tags.unwrap_or_default() {
             names.push(normalize_tag(&t)?);
@@ -280,7 +282,6 @@ fn load_oci(store: &Store, contents: &Contents) -> Result<Vec<(Image, Vec<String
             continue;
         }
         let image = store.load_image(&digest)?;
-        store.add_untagged(&image.descriptor())?;
         let names: Vec<String> = name.into_iter().collect();
         match images
             .iter_mut()
