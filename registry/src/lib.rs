@@ -4,6 +4,7 @@
 //! reqwest directly (see [`client`] for why).
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod blocking;
 pub mod challenge;
 pub mod client;

@@ -84,10 +84,10 @@ pub struct Pushed {
     pub size: u64,
 }
 
-struct BlobJob {
-    digest: Digest,
-    size: u64,
-    mount_from: Option<String>,
+pub(crate) struct BlobJob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) mount_from: Option<String>,
 }
 
 /// Pushes the local image `source` (name, tag or ID) to `dest`.
@@ -171,7 +171,7 @@ pub async fn push(
 }
 
 /// Repositories of the same registry known locally (from tags) to hold each blob.
-fn mount_sources(store: &Store, dest: &ImageRef) -> Result<HashMap<Digest, String>> {
+pub(crate) fn mount_sources(store: &Store, dest: &ImageRef) -> Result<HashMap<Digest, String>> {
     let mut out = HashMap::new();
     for (name, desc) in store.tags().map_err(store_err)? {
         let Ok(r) = ImageRef::parse(&name) else {
@@ -198,7 +198,7 @@ fn mount_sources(store: &Store, dest: &ImageRef) -> Result<HashMap<Digest, Strin
     Ok(out)
 }
 
-async fn push_blob(
+pub(crate) async fn push_blob(
     store: &Store,
     session: &Session,
     job: &BlobJob,

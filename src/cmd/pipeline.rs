@@ -3,6 +3,7 @@
 
 use super::{ExitStatusError, Globals};
 use anyhow::Context;
+use rbuild_builder::cache::remote::RemoteCache;
 use rbuild_builder::exec::{self, BuildOptions, Progress};
 use rbuild_builder::pipeline::{load_plan, run_dag, OutcomeStatus, Plan, PlannedImage};
 use rbuild_layerfs::Store;
@@ -37,6 +38,13 @@ pub struct PipelineArgs {
     /// Ignore the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Import build cache entries from this registry reference (repeatable; added to the
+    /// file's `cache.from`).
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Export the cache entries of all images to this registry reference (overrides `cache.to`).
+    #[arg(long = "cache-to")]
+    pub cache_to: Option<String>,
     /// Build only these images (and what they depend on).
     pub images: Vec<String>,
 }
@@ -72,9 +80,18 @@ pub fn run(g: &Globals, args: PipelineArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    let mut cache_from = args.cache_from.clone();
+    cache_from.extend(plan.cache.from.iter().cloned());
+    let cache_to = args.cache_to.clone().or_else(|| plan.cache.to.clone());
+    let shared =
+        RemoteCache::for_command(&cache_from, cache_to.as_deref(), &mut |m| eprintln!("{m}"));
     let outcomes = run_dag(&plan, args.jobs, |img| {
-        build_one(&store, img, &args, driver, timestamp).map_err(|e| format!("{e:#}"))
+        build_one(&store, img, &args, driver, timestamp, shared.as_ref())
+            .map_err(|e| format!("{e:#}"))
     });
+    if let Some(c) = &shared {
+        c.finish(&store, cache_to.as_deref(), &mut |m| eprintln!("{m}"));
+    }
     print_summary(&plan, &outcomes);
     if let Some(path) = &args.metadata_file {
         let meta: serde_json::Map<String, serde_json::Value> = outcomes
@@ -118,6 +135,7 @@ fn build_one(
     args: &PipelineArgs,
     driver: rbuild_layerfs::mount::Driver,
     timestamp: Option<i64>,
+    shared: Option<&Arc<RemoteCache>>,
 ) -> anyhow::Result<Built> {
     let dockerfile = std::fs::read_to_string(&img.dockerfile)
         .with_context(|| format!("image {:?}: reading {}", img.name, img.dockerfile.display()))?;
@@ -134,6 +152,7 @@ fn build_one(
     opts.no_cache = args.no_cache;
     opts.driver = driver;
     opts.timestamp = timestamp;
+    opts.shared_cache = shared.map(|c| c.clone() as _);
     let mut progress = PrefixedProgress::new(&img.name);
     let outcome = exec::build(store, &opts, &mut progress)?;
     progress.flush();

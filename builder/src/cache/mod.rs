@@ -5,6 +5,9 @@
 //! not owner). The index maps a key to the layer the step produced (if any) and the image state
 //! after the step, so a hit needs no file copy and no mount.
 
+pub mod remote;
+pub mod shared;
+
 use rbuild_layerfs::Digest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -30,6 +33,14 @@ pub enum CacheError {
         key: String,
         /// Cause.
         source: serde_json::Error,
+    },
+    /// The shared (registry) cache could not deliver or take content.
+    #[error("shared build cache {reference}: {message}")]
+    Shared {
+        /// The cache reference involved.
+        reference: String,
+        /// What went wrong and what to do.
+        message: String,
     },
 }
 

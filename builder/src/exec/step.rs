@@ -451,28 +451,18 @@ impl Builder<'_, '_> {
                 .map_err(|e| BuildError::store("encoding the cache record", e))?,
         };
         self.cache.put(&key, &record)?;
+        crate::cache::shared::note_created(self.opts.shared_cache.as_deref(), &key, &record);
         sc.key = key;
         self.reporter.finished(start.elapsed());
         Ok(())
     }
 
     /// The recorded state of `key`, when the record and its layer blob are still there.
+    /// (Checks moved to `cache::shared::usable_record`, which also consults `--cache-from`.)
     fn cache_hit(&self, key: &CacheKey) -> Option<ImageState> {
-        let rec = self.cache.get(key)?;
-        if let Some(l) = &rec.layer {
-            if !self.store.has_blob(&l.digest) {
-                return None;
-            }
-        }
-        let state: ImageState = serde_json::from_value(rec.state).ok()?;
-        if state
-            .layers
-            .iter()
-            .any(|l| !self.store.has_blob(&l.digest) && !self.store.has_layer(&l.diff_id))
-        {
-            return None;
-        }
-        Some(state)
+        let shared = self.opts.shared_cache.as_deref();
+        let rec = crate::cache::shared::usable_record(self.store, &self.cache, shared, key)?;
+        serde_json::from_value(rec.state).ok()
     }
 
     fn prepare_run(

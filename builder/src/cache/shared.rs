@@ -1,0 +1,77 @@
+//! The executor's view of a shared (registry) build cache: extra cache records beyond the local
+//! index, whose layer blobs are fetched only when a step mounts them or the final image needs
+//! them. The executor calls the three functions here; [`super::remote`] implements the trait.
+
+use super::{CacheError, CacheIndex, CacheKey, CacheRecord, LayerRef};
+use crate::exec::image::ImageState;
+use rbuild_layerfs::Store;
+
+/// A source of cache records and layer blobs besides the local store (`--cache-from`), and the
+/// recorder of the entries a build used (`--cache-to`).
+pub trait SharedCache: Send + Sync + std::fmt::Debug {
+    /// The imported record of `key`, if a source has one.
+    fn lookup(&self, key: &CacheKey) -> Option<CacheRecord>;
+    /// Whether the blob of `layer` can be fetched into the store on demand.
+    fn can_fetch(&self, layer: &LayerRef) -> bool;
+    /// Fetches the blob of `layer` into `store` (verified, not unpacked).
+    fn ensure_local(&self, store: &Store, layer: &LayerRef) -> Result<(), CacheError>;
+    /// Notes that the build used or created the entry `key` -> `record`.
+    fn record_used(&self, key: &CacheKey, record: &CacheRecord);
+}
+
+/// The usable record of `key`: the local one when its layers are all at hand, else an imported
+/// one whose missing layers the shared cache can fetch. A hit is noted for export.
+pub fn usable_record(
+    store: &Store,
+    index: &CacheIndex,
+    shared: Option<&dyn SharedCache>,
+    key: &CacheKey,
+) -> Option<CacheRecord> {
+    let at_hand =
+        |l: &LayerRef| store.has_blob(&l.digest) || shared.is_some_and(|s| s.can_fetch(l));
+    let usable = |rec: &CacheRecord| -> bool {
+        if rec.layer.as_ref().is_some_and(|l| !at_hand(l)) {
+            return false;
+        }
+        let Ok(state) = serde_json::from_value::<ImageState>(rec.state.clone()) else {
+            return false;
+        };
+        state
+            .layers
+            .iter()
+            .all(|l| at_hand(l) || store.has_layer(&l.diff_id))
+    };
+    let rec = index
+        .get(key)
+        .filter(usable)
+        .or_else(|| shared?.lookup(key).filter(usable))?;
+    if let Some(s) = shared {
+        s.record_used(key, &rec);
+    }
+    Some(rec)
+}
+
+/// Fetches the blobs of those `layers` that are missing from the store and that the shared cache
+/// can provide (others are left for the caller's usual error).
+pub fn fetch_missing(
+    store: &Store,
+    shared: Option<&dyn SharedCache>,
+    layers: &[LayerRef],
+) -> Result<(), CacheError> {
+    let Some(shared) = shared else {
+        return Ok(());
+    };
+    for l in layers {
+        if !store.has_blob(&l.digest) && shared.can_fetch(l) {
+            shared.ensure_local(store, l)?;
+        }
+    }
+    Ok(())
+}
+
+/// Notes a newly created entry for export (no-op without a shared cache).
+pub fn note_created(shared: Option<&dyn SharedCache>, key: &CacheKey, record: &CacheRecord) {
+    if let Some(s) = shared {
+        s.record_used(key, record);
+    }
+}
