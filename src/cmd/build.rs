@@ -67,18 +67,11 @@ pub struct BuildArgs {
 }
 
 /// Plain-line progress on stdout (the RUN output passes through unchanged).
-struct LineProgress {
-    tty: bool,
-}
+struct LineProgress;
 
 impl Progress for LineProgress {
     fn step(&mut self, n: usize, total: usize, text: &str) {
-        let mut out = std::io::stdout().lock();
-        if self.tty {
-            let _ = writeln!(out, "\x1b[1mSTEP {n}/{total}: {text}\x1b[0m");
-        } else {
-            let _ = writeln!(out, "STEP {n}/{total}: {text}");
-        }
+        let _ = writeln!(std::io::stdout().lock(), "STEP {n}/{total}: {text}");
     }
     fn cached(&mut self) {
         let _ = writeln!(std::io::stdout().lock(), "--> CACHED");
@@ -94,6 +87,71 @@ impl Progress for LineProgress {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(data);
         let _ = out.flush();
+    }
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
+
+/// The live view on a terminal: a spinner with the running step and its time; finished steps
+/// stay as one line each (with CACHED or their time); RUN output scrolls above the spinner.
+struct TtyProgress {
+    bar: Option<indicatif::ProgressBar>,
+    current: String,
+    cached: bool,
+}
+
+impl TtyProgress {
+    fn new() -> TtyProgress {
+        TtyProgress {
+            bar: None,
+            current: String::new(),
+            cached: false,
+        }
+    }
+}
+
+impl Progress for TtyProgress {
+    fn step(&mut self, n: usize, total: usize, text: &str) {
+        self.current = format!("STEP {n}/{total}: {text}");
+        self.cached = false;
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed_precise}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(self.current.clone());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.bar = Some(bar);
+    }
+    fn cached(&mut self) {
+        self.cached = true;
+    }
+    fn finished(&mut self, elapsed: Duration) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let tail = if self.cached {
+            "\x1b[36mCACHED\x1b[0m".to_string()
+        } else {
+            format!("{:.3}s", elapsed.as_secs_f64())
+        };
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "\x1b[1m{}\x1b[0m  {tail}",
+            self.current
+        );
+    }
+    fn output(&mut self, data: &[u8]) {
+        let write = || {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(data);
+            let _ = out.flush();
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
     fn note(&mut self, text: &str) {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
@@ -211,9 +269,14 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         other => bail!("invalid --progress {other:?}: use auto, plain or tty"),
     };
     let store = super::image::open_store(g)?;
-    let mut line = LineProgress { tty };
+    let mut line = LineProgress;
+    let mut live = TtyProgress::new();
     let mut silent = exec::Silent;
-    let progress: &mut dyn Progress = if args.quiet { &mut silent } else { &mut line };
+    let progress: &mut dyn Progress = match (args.quiet, tty) {
+        (true, _) => &mut silent,
+        (false, true) => &mut live,
+        (false, false) => &mut line,
+    };
     let shared = rbuild_builder::cache::remote::RemoteCache::for_command(
         &args.cache_from,
         args.cache_to.as_deref(),

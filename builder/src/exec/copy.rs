@@ -484,7 +484,7 @@ impl Copier<'_> {
             EntryKind::File(_) => {
                 let mut f = File::open(src)?;
                 let dir = self.dir(&parent)?;
-                w.write_file_at(dir, &name, &mut f, a)?;
+                w.copy_file_at(dir, &name, &mut f, a)?;
             }
             EntryKind::Symlink(t) => {
                 let dir = self.dir(&parent)?;

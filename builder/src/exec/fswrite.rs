@@ -204,6 +204,28 @@ impl RootWriter {
         data: &mut dyn io::Read,
         a: Attrs,
     ) -> io::Result<u64> {
+        let mut f = self.create_at(dir, name)?;
+        let n = io::copy(data, &mut f)?;
+        apply_attrs(&f, a)?;
+        Ok(n)
+    }
+
+    /// Copies the host file `src` to `name` in `dir` (in-kernel with copy_file_range when the
+    /// filesystems allow it), replacing whatever was there.
+    pub fn copy_file_at(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        src: &mut File,
+        a: Attrs,
+    ) -> io::Result<u64> {
+        let mut f = self.create_at(dir, name)?;
+        let n = io::copy(src, &mut f)?;
+        apply_attrs(&f, a)?;
+        Ok(n)
+    }
+
+    fn create_at(&self, dir: &OwnedFd, name: &str) -> io::Result<File> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
@@ -214,10 +236,7 @@ impl RootWriter {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut f = File::from(fd);
-        let n = io::copy(data, &mut f)?;
-        apply_attrs(&f, a)?;
-        Ok(n)
+        Ok(File::from(fd))
     }
 
     /// Creates symlink `name` -> `target` in `dir`, replacing whatever was there.
