@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 
 WORK=${BENCH_DIR:-/var/tmp/rbuild-bench-layers}
 SMALL_FILES=${SMALL_FILES:-30000}
-RUNS=${RUNS:-2}
+RUNS=${RUNS:-3}
 for tool in umoci gzip zstd tar python3; do
     command -v "$tool" >/dev/null || { echo "bench/layers: $tool is missing (scripts/install-deps)" >&2; exit 1; }
 done
@@ -28,8 +28,8 @@ BIN=$PWD/target/release/examples/layer_bench
 rm -rf "$WORK"
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
-SEQ=0
-fresh() { SEQ=$((SEQ + 1)); echo "$WORK/run/$SEQ"; }
+# A new, unused path below $WORK/run (works inside command substitutions).
+fresh() { mktemp -u "$WORK/run/XXXXXXXXXX"; }
 mkdir -p "$WORK/run"
 
 declare -A DATA_BYTES FILES
