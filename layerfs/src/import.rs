@@ -28,12 +28,12 @@ pub enum ImportError {
         reason: String,
     },
     /// The source could not be read.
-    #[error("import source {path}: {source}")]
+    #[error("import source {path}: {cause}")]
     Source {
         /// The source path.
         path: String,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -67,7 +67,7 @@ pub fn import_rootfs(
     } else {
         let file = File::open(source).map_err(|e| ImportError::Source {
             path: source_str.clone(),
-            source: e,
+            cause: e,
         })?;
         layer_from_tar(store, BufReader::with_capacity(1 << 20, file), &opts.write)?
     };

@@ -18,12 +18,12 @@ pub enum ArchiveError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Reading or writing the archive failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The archive content is malformed or incomplete.
     #[error("invalid image archive: {0}")]
@@ -35,5 +35,5 @@ pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
     let context = context.into();
-    move |source| ArchiveError::Io { context, source }
+    move |cause| ArchiveError::Io { context, cause }
 }

@@ -11,14 +11,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A filesystem operation failed on a path.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {cause}")]
     Io {
         /// What was being done ("create", "rename", ...).
         action: &'static str,
         /// The path involved.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, so not repeated as a source).
+        cause: io::Error,
     },
     /// Content did not hash to the digest it was announced with; nothing was committed.
     #[error("digest mismatch: expected {expected}, content hashes to {actual}; the blob was discarded (the source is corrupt or was tampered with)")]
@@ -42,12 +42,12 @@ pub enum StoreError {
     #[error("blob {0} is not in the store; pull or load the image again")]
     BlobMissing(Digest),
     /// A JSON document (index, manifest, config) could not be read or written.
-    #[error("invalid {what}: {source}")]
+    #[error("invalid {what}: {cause}")]
     Json {
         /// Which document.
         what: String,
         /// The parse error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// No image matches a name or ID.
     #[error("no such image: {0} (see `rbuild images`)")]
@@ -86,25 +86,25 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, action: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| StoreError::Io {
+        self.map_err(|cause| StoreError::Io {
             action,
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 }
 
 impl StoreError {
     /// Builds a [`StoreError::Json`] naming the document.
-    pub(crate) fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
+    pub(crate) fn json(what: impl Into<String>, cause: serde_json::Error) -> Self {
         StoreError::Json {
             what: what.into(),
-            source,
+            cause,
         }
     }
 
     /// True when this is a "not found" I/O error.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        matches!(self, StoreError::Io { cause, .. } if cause.kind() == io::ErrorKind::NotFound)
     }
 }

@@ -129,7 +129,7 @@ impl Store {
                 StoreError::Io {
                     action: "open blob",
                     path,
-                    source: e,
+                    cause: e,
                 }
             }
         })

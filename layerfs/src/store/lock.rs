@@ -21,7 +21,7 @@ impl StoreLock {
             Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| StoreError::Io {
                 action: "lock",
                 path: path.to_path_buf(),
-                source: errno.into(),
+                cause: errno.into(),
             })?;
         Ok(StoreLock { _flock: flock })
     }
@@ -55,7 +55,7 @@ pub(crate) fn try_lock(file: File, path: &Path) -> Result<Option<Flock<File>>> {
         Err((_, errno)) => Err(StoreError::Io {
             action: "lock",
             path: path.to_path_buf(),
-            source: errno.into(),
+            cause: errno.into(),
         }),
     }
 }

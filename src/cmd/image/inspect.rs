@@ -80,10 +80,11 @@ pub fn inspect(store: &Store, format: Option<&str>, names: &[String]) -> anyhow:
     for name in names {
         match store.resolve_image(name) {
             Ok(image) => docs.push(inspect_json(store, &image)?),
-            Err(e) => {
-                eprintln!("error: {e}");
-                missing.push(name.clone());
+            // Not an image: a container of that name or ID (docker's inspect finds both).
+            Err(_) if crate::cmd::container::inspect_value(store.root(), name).is_some() => {
+                docs.extend(crate::cmd::container::inspect_value(store.root(), name));
             }
+            Err(e) => missing.push(e.to_string()),
         }
     }
     match &template {
@@ -95,7 +96,7 @@ pub fn inspect(store: &Store, format: Option<&str>, names: &[String]) -> anyhow:
         None => println!("{}", serde_json::to_string_pretty(&Value::Array(docs))?),
     }
     if !missing.is_empty() {
-        bail!("no such image: {}", missing.join(", "));
+        bail!("{}", missing.join("; "));
     }
     Ok(ExitCode::SUCCESS)
 }

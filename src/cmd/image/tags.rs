@@ -20,14 +20,13 @@ pub fn rmi(store: &Store, force: bool, images: &[String]) -> anyhow::Result<Exit
     let mut failures = Vec::new();
     for name in images {
         if let Err(e) = rmi_one(store, force, name) {
-            eprintln!("error: {e:#}");
-            failures.push(name.clone());
+            failures.push(format!("{e:#}"));
         }
     }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        bail!("could not remove {}", failures.join(", "))
+        bail!("{}", failures.join("; "))
     }
 }
 
