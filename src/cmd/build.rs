@@ -194,14 +194,31 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             args.platform
         );
     }
-    let context = args.context.clone();
+    // `rbuild build - < Dockerfile`: the Dockerfile comes from stdin and the context is empty.
+    let empty_context = if args.context.as_os_str() == "-" {
+        if args.file.is_some() {
+            bail!("with CONTEXT `-` the Dockerfile is read from stdin: drop -f");
+        }
+        Some(tempfile::tempdir().context("creating an empty build context")?)
+    } else {
+        None
+    };
+    let context = match &empty_context {
+        Some(dir) => dir.path().to_path_buf(),
+        None => args.context.clone(),
+    };
+    let file = if empty_context.is_some() {
+        Some("-".to_string())
+    } else {
+        args.file.clone()
+    };
     if !context.is_dir() {
         bail!(
             "build context {} is not a directory: pass the folder that holds your files",
             context.display()
         );
     }
-    let (dockerfile, dockerfile_name) = match args.file.as_deref() {
+    let (dockerfile, dockerfile_name) = match file.as_deref() {
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()

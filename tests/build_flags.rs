@@ -1,0 +1,132 @@
+//! `rbuild build` flags and the images they give, checked by running them with `rbuild run`:
+//! ENTRYPOINT/CMD as Docker combines them, `-f -`, CONTEXT `-`, `--compression zstd`,
+//! `--platform`, `--label`, and `rbuild -t NAME CONTEXT` without the subcommand.
+
+mod build_support;
+mod common;
+
+use build_support::{build, build_ok, config_json, run_image, run_sh, Context};
+use common::{describe, TestRoot};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn stdout_of(root: &TestRoot, image: &str, args: &[&str]) -> String {
+    let out = run_image(root, image, args);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn entrypoint_and_cmd_combine_as_docker() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let both =
+        Context::new("FROM busybox\nENTRYPOINT [\"/bin/echo\", \"entry\"]\nCMD [\"default\"]\n");
+    build_ok(&root, &both, &["-t", "both"]);
+    assert_eq!(stdout_of(&root, "both", &[]), "entry default\n");
+    assert_eq!(stdout_of(&root, "both", &["given"]), "entry given\n");
+    // ENTRYPOINT set after an inherited CMD drops that CMD.
+    let child = Context::new("FROM both\nENTRYPOINT [\"/bin/echo\", \"child\"]\n");
+    build_ok(&root, &child, &["-t", "child"]);
+    assert_eq!(stdout_of(&root, "child", &[]), "child\n");
+    // Shell forms go through SHELL (default /bin/sh -c).
+    let shell = Context::new("FROM busybox\nENV WHO=shell\nCMD echo hello $WHO\n");
+    build_ok(&root, &shell, &["-t", "shellform"]);
+    assert_eq!(stdout_of(&root, "shellform", &[]), "hello shell\n");
+    assert_eq!(
+        config_json(&root, "shellform")["config"]["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "echo hello $WHO"])
+    );
+}
+
+#[test]
+fn dockerfile_from_stdin_and_stdin_only_context() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN false\n");
+    ctx.write("data.txt", "from context\n");
+    let feed = |args: Vec<String>, text: &str| {
+        let mut child = Command::new(common::rbuild_bin())
+            .args(["--root", &root.root_str(), "build", "-q"])
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rbuild");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    };
+    // -f -: the Dockerfile from stdin, the files from the context.
+    let out = feed(
+        vec![
+            "-f".into(),
+            "-".into(),
+            "-t".into(),
+            "stdin-df".into(),
+            ctx.dir(),
+        ],
+        "FROM busybox\nCOPY data.txt /data.txt\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run_sh(&root, "stdin-df", "cat /data.txt"), "from context\n");
+    // CONTEXT -: no files at all.
+    let out = feed(
+        vec!["-t".into(), "stdin-ctx".into(), "-".into()],
+        "FROM busybox\nRUN echo ok > /ok\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run_sh(&root, "stdin-ctx", "cat /ok"), "ok\n");
+}
+
+#[test]
+fn zstd_layers_labels_platform_and_the_short_form() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN echo zstd > /z\n");
+    // `rbuild -t NAME CONTEXT` is `rbuild build -t NAME CONTEXT`.
+    let out = root.rbuild(&[
+        "-t",
+        "short",
+        "--compression",
+        "zstd",
+        "--label",
+        "a=b",
+        "-q",
+        &ctx.dir(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&["-t"], &out));
+    assert_eq!(stdout_of(&root, "short", &["cat", "/z"]), "zstd\n");
+    let manifest = root.ok(&["inspect", "-f", "{{json .Descriptor}}", "short"]);
+    assert!(!manifest.is_empty());
+    let c = config_json(&root, "short");
+    assert_eq!(c["config"]["Labels"]["a"], "b");
+    let layers = std::fs::read_dir(root.path().join("blobs/sha256"))
+        .expect("blobs")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .map(|d| d.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]))
+                .unwrap_or(false)
+        })
+        .count();
+    assert!(layers >= 1, "no zstd layer blob in the store");
+    let out = build(&root, &ctx, &["--platform", "linux/arm64"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("linux/arm64"));
+    let out = build(&root, &ctx, &["--compression", "lz4"]);
+    assert!(!out.status.success());
+}
