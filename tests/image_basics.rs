@@ -213,3 +213,39 @@ fn rmi_refuses_an_image_a_container_uses_and_prune_keeps_it() {
     t.ok(&["system", "prune"]);
     assert!(!t.path().join("blobs/sha256").join(id_hex).exists());
 }
+
+#[test]
+fn import_reads_a_tar_from_stdin() {
+    let t = TestRoot::new();
+    let src = tempfile::tempdir().unwrap();
+    common::busybox_rootfs(src.path());
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(src.path())
+        .arg(".")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Command::new(common::rbuild_bin())
+        .args(["--root", &t.root_str(), "import", "-", "fromstdin:1"])
+        .stdin(tar.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        t.ok(&["inspect", "-f", "{{.Id}}", "fromstdin:1"]).trim(),
+        id
+    );
+    let mounted = t.ok(&["mount", "fromstdin:1"]);
+    assert!(std::path::Path::new(mounted.trim())
+        .join("etc/passwd")
+        .is_file());
+    t.ok(&["umount", "fromstdin:1"]);
+}
