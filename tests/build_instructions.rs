@@ -234,3 +234,28 @@ fn network_none_leaves_only_loopback() {
     let out = build(&root, &ctx, &["--network", "bogus"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn env_in_one_instruction_sees_the_previous_environment_and_log_is_kept() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nENV A=old\nENV A=new B=$A\nARG A=arg-loses\nRUN echo \"$A $B\" && echo logged-line\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(run_sh(&root, &id, "echo $A $B"), "new old\n");
+    // The full build log is kept in the store, RUN output included.
+    let logs = root.path().join("cache/logs");
+    let found = std::fs::read_dir(&logs)
+        .expect("build logs dir")
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            text.contains("STEP 5/5: RUN") && text.contains("new old\nlogged-line")
+        });
+    assert!(
+        found,
+        "no build log with the RUN output in {}",
+        logs.display()
+    );
+}

@@ -28,6 +28,7 @@ pub(crate) struct CopySpec<'a> {
     checksum: Option<&'a str>,
     add: bool,
     unpack: bool,
+    parents: bool,
     excludes: &'a [String],
 }
 
@@ -42,6 +43,7 @@ impl<'a> CopySpec<'a> {
             checksum: None,
             add: false,
             unpack: false,
+            parents: c.parents,
             excludes: &c.excludes,
         }
     }
@@ -56,6 +58,7 @@ impl<'a> CopySpec<'a> {
             checksum: a.checksum.as_deref(),
             add: true,
             unpack: a.unpack != Some(false),
+            parents: false,
             excludes: &a.excludes,
         }
     }
@@ -105,6 +108,12 @@ impl Builder<'_, '_> {
             instruction: instr.original.clone(),
             message: m,
         };
+        if spec.parents {
+            return Err(err(
+                "--parents is not supported by rbuild yet: name the destination dirs explicitly"
+                    .into(),
+            ));
+        }
         if !spec.excludes.is_empty() {
             return Err(err(
                 "--exclude is not supported by rbuild yet: use .dockerignore".into(),

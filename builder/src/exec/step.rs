@@ -212,13 +212,12 @@ impl Builder<'_, '_> {
                 Work::Meta(Box::new(|_| {}))
             }
             InstructionKind::Env(kvs) => {
+                // As Docker: every value of one ENV sees the environment from before it
+                // (`ENV a=bye b=$a` sets b to the old a).
                 let mut pairs = Vec::new();
-                let mut env_now = env.clone();
                 for kv in kvs {
-                    let k = self.expand(instr, &kv.key, &env_now)?;
-                    let v = self.expand(instr, &kv.value, &env_now)?;
-                    env_now.retain(|(ek, _)| *ek != k);
-                    env_now.insert(0, (k.clone(), v.clone()));
+                    let k = self.expand(instr, &kv.key, &env)?;
+                    let v = self.expand(instr, &kv.value, &env)?;
                     key.part(&k).part(&v);
                     pairs.push((k, v));
                 }
