@@ -368,3 +368,22 @@ fn a_pipeline_shares_its_cache_through_the_registry() {
     );
     assert_consistent(&second);
 }
+
+#[test]
+fn exports_from_several_builds_merge_into_one_cache() {
+    let reg = TestRegistry::start();
+    let base = publish_base(&reg);
+    let cache = format!("{}/team/cache", reg.host());
+    let one = Context::new(&format!("FROM {base}\nRUN {STAMP}\n"));
+    let two = Context::new(&format!("FROM {base}\nRUN {STAMP} && echo two >> /t\n"));
+    let (id1, _, _) = build_ok(&fresh_root(&base), &one, &["--cache-to", &cache]);
+    let (id2, _, err) = build_ok(&fresh_root(&base), &two, &["--cache-to", &cache]);
+    assert!(err.contains("cache: exported 2 entries"), "{err}");
+    let reader = fresh_root(&base);
+    for (ctx, id) in [(&one, &id1), (&two, &id2)] {
+        let (got, out, _) = build_ok(&reader, ctx, &["--cache-from", &cache]);
+        assert!(steps(&out, "").iter().all(|(_, c)| *c), "{out}");
+        assert_eq!(&got, id);
+    }
+    assert_consistent(&reader);
+}
