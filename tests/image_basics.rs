@@ -43,6 +43,23 @@ fn import_then_list_inspect_history_and_check() {
     assert_eq!(doc[0]["Os"], "linux");
     assert_eq!(doc[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
 
+    t.ok(&["tag", "busybox", "team/app:1.0"]);
+    let refs = |f: &str| {
+        t.ok(&[
+            "images",
+            "--filter",
+            f,
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+    };
+    assert_eq!(refs("reference=team/*").trim(), "team/app:1.0");
+    assert_eq!(refs("reference=busy*").trim(), "busybox:latest");
+    assert_eq!(refs("dangling=true").trim(), "");
+    assert_eq!(refs("label=nothing").trim(), "");
+    let err = t.fails(&["images", "--filter", "bogus=1"]);
+    assert!(err.contains("unsupported filter"), "{err}");
+
     let history = t.ok(&["history", "busybox"]);
     assert!(history.contains("Imported from"), "{history}");
 

@@ -6,7 +6,7 @@ mod list;
 mod mount;
 mod system;
 mod tags;
-mod template;
+pub(crate) mod template;
 mod transfer;
 
 use super::Globals;
@@ -130,6 +130,9 @@ pub struct ImagesArgs {
     /// Output format: table, json, or a Go template.
     #[arg(long)]
     pub format: Option<String>,
+    /// Filter: dangling=true|false, reference=PATTERN (`*` wildcards), label=KEY[=VALUE].
+    #[arg(short, long)]
+    pub filter: Vec<String>,
     /// Only images of this repository (name or name:tag).
     pub repository: Option<String>,
 }

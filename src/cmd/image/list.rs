@@ -46,6 +46,11 @@ pub fn images(store: &Store, args: ImagesArgs) -> anyhow::Result<ExitCode> {
         let (repo, tag) = split_tag(&norm);
         (repo.to_string(), explicit_tag.then(|| tag.to_string()))
     });
+    let filters = args
+        .filter
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     let mut seen_ids = Vec::new();
     for (image, tags) in &listed {
@@ -65,6 +70,9 @@ pub fn images(store: &Store, args: ImagesArgs) -> anyhow::Result<ExitCode> {
                 if *want_repo != repo || want_tag.as_ref().is_some_and(|t| *t != tag) {
                     continue;
                 }
+            }
+            if !filters.iter().all(|f| f.matches(image, tags, &repo, &tag)) {
+                continue;
             }
             if args.quiet {
                 if !seen_ids.contains(image.id()) {
@@ -132,6 +140,73 @@ pub fn images(store: &Store, args: ImagesArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `--filter KEY=VALUE` of `rbuild images`.
+enum Filter {
+    Dangling(bool),
+    Reference(String),
+    Label(String, Option<String>),
+}
+
+impl Filter {
+    fn parse(text: &str) -> anyhow::Result<Filter> {
+        let (key, value) = text
+            .split_once('=')
+            .with_context(|| format!("--filter {text:?}: expected KEY=VALUE"))?;
+        Ok(match key {
+            "dangling" => match value {
+                "true" | "1" => Filter::Dangling(true),
+                "false" | "0" => Filter::Dangling(false),
+                _ => anyhow::bail!("--filter dangling={value}: use true or false"),
+            },
+            "reference" => Filter::Reference(value.to_string()),
+            "label" => match value.split_once('=') {
+                Some((k, v)) => Filter::Label(k.to_string(), Some(v.to_string())),
+                None => Filter::Label(value.to_string(), None),
+            },
+            _ => anyhow::bail!(
+                "--filter {key}: unsupported filter; use dangling, reference or label"
+            ),
+        })
+    }
+
+    fn matches(&self, image: &Image, tags: &[String], repo: &str, tag: &str) -> bool {
+        match self {
+            Filter::Dangling(want) => tags.is_empty() == *want,
+            Filter::Reference(pattern) => {
+                !tags.is_empty()
+                    && (glob_match(pattern, repo) || glob_match(pattern, &format!("{repo}:{tag}")))
+            }
+            Filter::Label(key, value) => {
+                let labels = image
+                    .config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.labels().clone())
+                    .unwrap_or_default();
+                match (labels.get(key), value) {
+                    (Some(v), Some(want)) => v == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+            }
+        }
+    }
+}
+
+/// Shell-style matching with `*` (any run of characters except `/`) and `?`.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && t[0] != b'/' && go(p, &t[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
 }
 
 fn header_json() -> serde_json::Value {
@@ -240,5 +315,9 @@ mod tests {
         assert_eq!(human_duration(90), "About a minute");
         assert_eq!(human_duration(7200), "2 hours");
         assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20 +0000 UTC");
+        assert!(glob_match("busy*", "busybox"));
+        assert!(glob_match("*/app:1.?", "team/app:1.0"));
+        assert!(!glob_match("*", "team/app"));
+        assert!(!glob_match("busy", "busybox"));
     }
 }
