@@ -1,8 +1,9 @@
 //! The content store at `$RBUILD_ROOT`: an OCI image layout (oci-layout, index.json,
 //! blobs/sha256) plus unpacked layers, build cache, containers and tmp space.
 //!
-//! One job per file: [`ingest`](self) of blobs, the store [`lock`](StoreLock), tags in
-//! index.json, sessions and the cleanup of incomplete work, scratch dirs, check, prune, df.
+//! One job per file: verified blob ingest, the store-wide lock, tags in index.json, name
+//! normalisation, process sessions and the cleanup of incomplete work, scratch dirs, image
+//! mounts, reachability, and the check, prune and df maintenance commands.
 
 mod check;
 mod df;

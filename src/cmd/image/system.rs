@@ -31,23 +31,23 @@ pub fn df(store: &Store) -> anyhow::Result<ExitCode> {
         vec![
             "Containers".into(),
             u.containers.to_string(),
-            "0".into(),
+            "-".into(),
             human_size(u.containers_bytes),
-            "0B".into(),
+            "-".into(),
         ],
         vec![
             "Build Cache".into(),
             "-".into(),
             "-".into(),
             human_size(u.cache_bytes),
-            "0B".into(),
+            "-".into(),
         ],
         vec![
             "Temporary".into(),
             "-".into(),
             "-".into(),
             human_size(u.tmp_bytes),
-            "0B".into(),
+            "-".into(),
         ],
     ]);
     Ok(ExitCode::SUCCESS)
