@@ -39,11 +39,13 @@ PY
 BYTES=$(du -sb "$SRC" | cut -f1)
 
 now() { date +%s.%N; }
-# best TIME CMD...: runs CMD $RUNS times (with PREP before each if set) and prints the best time.
+# best PREP CMD...: runs CMD $RUNS times (shell code PREP before each, untimed) and prints the
+# best time.
 best() {
-    local best_t=""
+    local prep=$1 best_t=""
+    shift
     for _ in $(seq "$RUNS"); do
-        [ -n "${PREP:-}" ] && eval "$PREP"
+        eval "$prep"
         local t0 t1
         t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
         best_t=$(python3 -c "a='$best_t'; b=$t1-$t0; print(b if a=='' else min(float(a), b))")
@@ -54,7 +56,7 @@ mbps() { python3 -c "print(f'{$BYTES/1e6/$1:.1f}')"; }
 ratio() { python3 -c "print(f'{$2/$1:.2f}')"; }
 
 STORE=$WORK/store
-PREP="rm -rf $STORE" t_import=$(best "$RB" --root "$STORE" import "$SRC" bench:1)
+t_import=$(best "rm -rf $STORE" "$RB" --root "$STORE" import "$SRC" bench:1)
 "$RB" --root "$STORE" import "$SRC" bench:1 >/dev/null
 
 umoci_import() {
@@ -63,15 +65,15 @@ umoci_import() {
     umoci new --image "$WORK/umoci-layout:t"
     umoci insert --image "$WORK/umoci-layout:t" "$SRC" /
 }
-t_umoci_import=$(best umoci_import)
+t_umoci_import=$(best : umoci_import)
 
-t_save=$(best "$RB" --root "$STORE" save -o "$WORK/rbuild.tar" bench:1)
-PREP="rm -f $WORK/skopeo.tar" t_skopeo_save=$(best skopeo copy -q "oci:$STORE:bench:1" "docker-archive:$WORK/skopeo.tar:bench:1")
+t_save=$(best : "$RB" --root "$STORE" save -o "$WORK/rbuild.tar" bench:1)
+t_skopeo_save=$(best "rm -f $WORK/skopeo.tar" skopeo copy -q "oci:$STORE:bench:1" "docker-archive:$WORK/skopeo.tar:bench:1")
 
-PREP="rm -rf $WORK/store2" t_load=$(best "$RB" --root "$WORK/store2" load -i "$WORK/rbuild.tar")
-PREP="rm -rf $WORK/skopeo-oci" t_skopeo_load=$(best skopeo copy -q "docker-archive:$WORK/rbuild.tar" "oci:$WORK/skopeo-oci:bench:1")
+t_load=$(best "rm -rf $WORK/store2" "$RB" --root "$WORK/store2" load -i "$WORK/rbuild.tar")
+t_skopeo_load=$(best "rm -rf $WORK/skopeo-oci" skopeo copy -q "docker-archive:$WORK/rbuild.tar" "oci:$WORK/skopeo-oci:bench:1")
 
-t_check=$(best "$RB" --root "$STORE" system check)
+t_check=$(best : "$RB" --root "$STORE" system check)
 BLOB_BYTES=$(du -sb "$STORE/blobs" | cut -f1)
 
 printf '%-8s %10s %10s %12s %10s %s\n' step rbuild_s peer_s rbuild_MB/s speedup peer
