@@ -47,7 +47,9 @@ best() {
     for _ in $(seq "$RUNS"); do
         eval "$prep"
         local t0 t1
-        t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+        t0=$(now)
+        "$@" >/dev/null 2>"$WORK/stderr" || { echo "bench/store: $* failed:" >&2; cat "$WORK/stderr" >&2; exit 1; }
+        t1=$(now)
         best_t=$(python3 -c "a='$best_t'; b=$t1-$t0; print(b if a=='' else min(float(a), b))")
     done
     echo "$best_t"
