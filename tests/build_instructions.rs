@@ -9,9 +9,11 @@ use common::TestRoot;
 use std::io::{Read, Write};
 
 use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 
-/// Serves `body` for every request on 127.0.0.1 (a dynamic port) and returns the URL base.
-fn serve(body: Vec<u8>) -> String {
+/// Serves the current `body` for every request on 127.0.0.1 (a dynamic port); returns the URL
+/// base. The body can be changed between requests.
+fn serve_shared(body: Arc<Mutex<Vec<u8>>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -19,6 +21,7 @@ fn serve(body: Vec<u8>) -> String {
             let Ok(mut s) = stream else { continue };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
+            let body = body.lock().map(|b| b.clone()).unwrap_or_default();
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -28,6 +31,10 @@ fn serve(body: Vec<u8>) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+fn serve(body: Vec<u8>) -> String {
+    serve_shared(Arc::new(Mutex::new(body)))
 }
 
 /// Makes `DIR/NAME` with `content` and packs it with the system's tar, compressed by `flag`
@@ -257,5 +264,32 @@ fn env_in_one_instruction_sees_the_previous_environment_and_log_is_kept() {
         found,
         "no build log with the RUN output in {}",
         logs.display()
+    );
+}
+
+#[test]
+fn add_url_is_keyed_by_content_and_checked_against_checksum() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let body = Arc::new(Mutex::new(b"version 1\n".to_vec()));
+    let url = serve_shared(body.clone());
+    let ctx = Context::new(&format!("FROM busybox\nADD {url}/v.txt /v.txt\n"));
+    let (id1, _) = build_ok(&root, &ctx, &[]);
+    let (id1b, out) = build_ok(&root, &ctx, &[]);
+    assert_eq!(id1, id1b, "{out}");
+    *body.lock().unwrap() = b"version 2\n".to_vec();
+    let (id2, _) = build_ok(&root, &ctx, &[]);
+    assert_ne!(id1, id2);
+    assert_eq!(run_sh(&root, &id2, "cat /v.txt"), "version 2\n");
+    let wrong = Context::new(&format!(
+        "FROM busybox\nADD --checksum=sha256:{} {url}/v.txt /v.txt\n",
+        "0".repeat(64)
+    ));
+    let out = build(&root, &wrong, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("checksum"),
+        "{err}"
     );
 }

@@ -70,6 +70,8 @@ pub(crate) enum Item {
     Context(SourceTree),
     /// Inline heredoc content.
     Inline { name: String, content: Vec<u8> },
+    /// A URL with a `--checksum`, downloaded only when the step runs.
+    Url { url: String, checksum: String },
     /// A downloaded URL, kept in a scratch dir until the copy.
     Download {
         name: String,
@@ -206,8 +208,22 @@ impl Builder<'_, '_> {
                                     "COPY cannot fetch {p}: use ADD for URLs"
                                 )));
                             }
-                            let item = self.download(instr, &p, spec.checksum)?;
-                            items.push(item);
+                            key.part("url").part(&p);
+                            match spec.checksum {
+                                // The checksum names the content: no download before a hit.
+                                Some(sum) => {
+                                    key.part(sum);
+                                    items.push(Item::Url {
+                                        url: p.clone(),
+                                        checksum: sum.to_string(),
+                                    });
+                                }
+                                None => {
+                                    let (item, digest) = self.download(instr, &p, None)?;
+                                    key.part(&digest);
+                                    items.push(item);
+                                }
+                            }
                             continue;
                         }
                         for tree in self.ctx.select(&p).map_err(|e| err(e.to_string()))? {
@@ -241,7 +257,7 @@ impl Builder<'_, '_> {
         instr: &Instruction,
         url: &str,
         checksum: Option<&str>,
-    ) -> Result<Item, BuildError> {
+    ) -> Result<(Item, String), BuildError> {
         let err = |m: String| BuildError::Step {
             line: instr.line,
             instruction: instr.original.clone(),
@@ -280,11 +296,14 @@ impl Builder<'_, '_> {
             .filter(|n| !n.is_empty() && !n.contains(':'))
             .unwrap_or("download")
             .to_string();
-        Ok(Item::Download {
-            name,
-            path,
-            _dir: dir,
-        })
+        Ok((
+            Item::Download {
+                name,
+                path,
+                _dir: dir,
+            },
+            digest,
+        ))
     }
 
     /// Performs a prepared COPY/ADD into the mounted rootfs at `root`.
@@ -361,6 +380,18 @@ impl Builder<'_, '_> {
                 Item::Inline { name, content } => copier
                     .single_file(name, &mut &content[..], 0o644, None)
                     .map_err(|e| err(format!("writing {name}: {e}")))?,
+                Item::Url { url, checksum } => {
+                    let (item, _) = self.download(instr, url, Some(checksum))?;
+                    if let Item::Download { name, path, .. } = &item {
+                        let mut f = File::open(path).map_err(|source| BuildError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        copier
+                            .single_file(name, &mut f, 0o600, None)
+                            .map_err(|e| err(format!("writing {name}: {e}")))?
+                    }
+                }
                 Item::Download { name, path, .. } => {
                     let mut f = File::open(path).map_err(|source| BuildError::Io {
                         path: path.clone(),
