@@ -154,6 +154,35 @@ fn parse_ref(reference: &str) -> Result<ImageRef, CacheError> {
     })
 }
 
+/// The diff ID (sha256 of the uncompressed tar) of a stored layer blob, whatever its
+/// compression (gzip, zstd or none, told by its magic bytes).
+fn diff_id_of_blob(store: &Store, digest: &Digest) -> std::io::Result<Digest> {
+    use sha2::Digest as _;
+    use std::io::{BufRead, BufReader, Read};
+    let file = store
+        .open_blob(digest)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut input = BufReader::new(file);
+    let head = input.fill_buf()?;
+    let mut reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
+    } else {
+        Box::new(input)
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest::from_hasher(hasher))
+}
+
 /// What an export did.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
@@ -419,6 +448,20 @@ impl SharedCache for RemoteCache {
                     layer.digest
                 ),
             })?;
+        let diff_id = diff_id_of_blob(store, &layer.digest).map_err(|e| CacheError::Shared {
+            reference: repo.reference().to_string(),
+            message: format!("reading layer {}: {e}", layer.digest),
+        })?;
+        if diff_id != layer.diff_id {
+            return Err(CacheError::Shared {
+                reference: repo.reference().to_string(),
+                message: format!(
+                    "layer {} unpacks to {diff_id}, but the cache says {}: the cache is \
+                     corrupt; build with --no-cache and export it again",
+                    layer.digest, layer.diff_id
+                ),
+            });
+        }
         if let Ok(mut f) = self.fetched.lock() {
             f.push(layer.clone());
         }
@@ -486,6 +529,25 @@ mod tests {
         assert_eq!(parsed.blobs, vec![layer(1).digest, layer(2).digest]);
         let back: CacheArtifact = serde_json::from_slice(&config).unwrap();
         assert_eq!(back.entries.len(), 2);
+    }
+
+    #[test]
+    fn diff_ids_of_gzip_zstd_and_plain_blobs() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let content = b"pretend this is a tar stream".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&content).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&content[..], 3).unwrap();
+        for blob in [gz, zst, content.clone()] {
+            let digest = store.put_blob(&blob).unwrap();
+            assert_eq!(
+                diff_id_of_blob(&store, &digest).unwrap(),
+                Digest::of_bytes(&content)
+            );
+        }
     }
 
     #[test]

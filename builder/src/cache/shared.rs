@@ -75,3 +75,89 @@ pub fn note_created(shared: Option<&dyn SharedCache>, key: &CacheKey, record: &C
         s.record_used(key, record);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::KeyBuilder;
+    use rbuild_layerfs::Digest;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Fake {
+        records: HashMap<CacheKey, CacheRecord>,
+        fetchable: Vec<Digest>,
+        used: Mutex<Vec<CacheKey>>,
+    }
+
+    impl SharedCache for Fake {
+        fn lookup(&self, key: &CacheKey) -> Option<CacheRecord> {
+            self.records.get(key).cloned()
+        }
+        fn can_fetch(&self, layer: &LayerRef) -> bool {
+            self.fetchable.contains(&layer.digest)
+        }
+        fn ensure_local(&self, _: &Store, layer: &LayerRef) -> Result<(), CacheError> {
+            Err(CacheError::Shared {
+                reference: "fake".into(),
+                message: format!("not fetching {}", layer.digest),
+            })
+        }
+        fn record_used(&self, key: &CacheKey, _: &CacheRecord) {
+            self.used.lock().unwrap().push(key.clone());
+        }
+    }
+
+    fn layer(n: u8) -> LayerRef {
+        LayerRef {
+            diff_id: Digest::of_bytes(&[n, n]),
+            digest: Digest::of_bytes(&[n]),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        }
+    }
+
+    fn record(l: LayerRef, tag: &str) -> CacheRecord {
+        CacheRecord {
+            layer: Some(l.clone()),
+            state: serde_json::json!({
+                "config": {"architecture": "amd64", "os": "linux", "author": tag,
+                           "rootfs": {"type": "layers", "diff_ids": [l.diff_id.as_str()]}},
+                "layers": [l],
+            }),
+        }
+    }
+
+    #[test]
+    fn imported_records_count_when_their_layers_can_be_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let index = CacheIndex::new(&dir.path().join("cache"));
+        let key = KeyBuilder::base("a", "b");
+        let other = KeyBuilder::base("c", "d");
+        let mut fake = Fake {
+            fetchable: vec![layer(1).digest],
+            ..Fake::default()
+        };
+        fake.records.insert(key.clone(), record(layer(1), "remote"));
+        fake.records
+            .insert(other.clone(), record(layer(2), "unfetchable"));
+        let shared: Option<&dyn SharedCache> = Some(&fake);
+        // Without the shared cache nothing is known.
+        assert!(usable_record(&store, &index, None, &key).is_none());
+        let hit = usable_record(&store, &index, shared, &key).unwrap();
+        assert_eq!(hit.state["config"]["author"], "remote");
+        // A record whose layer nobody can provide is a miss.
+        assert!(usable_record(&store, &index, shared, &other).is_none());
+        // A local record with a missing blob gives way to a usable imported one.
+        index.put(&key, &record(layer(3), "local")).unwrap();
+        let hit = usable_record(&store, &index, shared, &key).unwrap();
+        assert_eq!(hit.state["config"]["author"], "remote");
+        assert_eq!(*fake.used.lock().unwrap(), vec![key.clone(), key]);
+        // fetch_missing asks only for what can be fetched and is missing.
+        let err = fetch_missing(&store, shared, &[layer(2), layer(1)]).unwrap_err();
+        assert!(err.to_string().contains(layer(1).digest.as_str()), "{err}");
+        fetch_missing(&store, shared, &[layer(2)]).unwrap();
+    }
+}
