@@ -303,3 +303,46 @@ fn empty_upper_dir_gives_an_empty_layer() {
     assert_eq!(blob, vec![0u8; 1024]);
     assert_eq!(info.diff_id, Digest::of_bytes(&[0u8; 1024]));
 }
+
+/// A sink that fails after `left` bytes.
+struct FailingSink {
+    left: usize,
+}
+
+impl std::io::Write for FailingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn write_errors_are_reported_not_hung_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    std::fs::create_dir(&upper).unwrap();
+    for i in 0..64 {
+        std::fs::write(upper.join(format!("f{i}")), vec![i as u8; 100_000]).unwrap();
+    }
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let opts = WriteOptions {
+            compression,
+            mtime_clamp: None,
+        };
+        let err = write_layer(&upper, &opts, FailingSink { left: 100 }).unwrap_err();
+        assert!(
+            err.to_string().contains("disk full"),
+            "{compression:?}: {err}"
+        );
+    }
+    let missing = tmp.path().join("missing");
+    let err = write_layer(&missing, &WriteOptions::default(), std::io::sink()).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}

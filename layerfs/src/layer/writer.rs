@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use tar::{EntryType, Header};
 use walkdir::WalkDir;
@@ -16,10 +17,13 @@ use super::whiteout::{
     OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER, WHITEOUT_PREFIX,
 };
 use super::{xattr, Compression, LayerError, LayerInfo, Result, WriteOptions};
-use crate::digest::HashingWriter;
+use crate::digest::{Digest, HashingWriter};
 
 /// Buffer between the tar builder and the hashers/compressor: large writes keep both fast.
 const STREAM_BUFFER: usize = 1 << 20;
+
+/// Tar chunks in flight between the tar thread and the compressor.
+const CHANNEL_DEPTH: usize = 4;
 
 /// zstd level used for layers (zstd's own default).
 const ZSTD_LEVEL: i32 = 3;
@@ -30,15 +34,53 @@ const ZSTD_LEVEL: i32 = 3;
 /// names, overlay whiteouts become `.wh.<name>` files, opaque directories get a `.wh..wh..opq`
 /// marker, hard links inside the upper dir are kept as links, `security.capability` and other
 /// xattrs are kept as PAX `SCHILY.xattr.*` records, and overlay's own xattrs are dropped.
+///
+/// Two threads share the work: one walks the upper dir and produces the tar stream (hashing it
+/// into the diff_id), the calling thread compresses it, hashes the blob and writes `out`, so
+/// the compressor, which is the slowest stage, never waits for file I/O.
 pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result<LayerInfo> {
-    let blob = HashingWriter::new(out);
-    let compressor = Compressor::new(opts.compression, blob).map_err(LayerError::Stream)?;
-    let tar_stream = HashingWriter::new(compressor);
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let mtime_clamp = opts.mtime_clamp;
+    let (produced, consumed) = std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name("layer-tar".into())
+            .spawn_scoped(scope, move || produce_tar(upper, mtime_clamp, tx));
+        let producer = match producer {
+            Ok(handle) => handle,
+            Err(e) => {
+                return (
+                    Err(LayerError::Stream(e)),
+                    Err(LayerError::Stream(io::Error::other("no tar thread"))),
+                )
+            }
+        };
+        let consumed = compress_stream(rx, opts.compression, out);
+        let produced = producer.join().unwrap_or_else(|_| {
+            Err(LayerError::Stream(io::Error::other(
+                "the layer tar thread panicked",
+            )))
+        });
+        (produced, consumed)
+    });
+    // A failed consumer stops the producer (its sends fail), so the consumer's error is the
+    // root cause; a failed producer just ends the stream early, so its error wins otherwise.
+    let (digest, size) = consumed?;
+    let diff_id = produced?;
+    Ok(LayerInfo {
+        diff_id,
+        digest,
+        size,
+        media_type: opts.compression.media_type().to_string(),
+    })
+}
 
+/// Walks `upper` and writes the tar stream into `tx` in chunks; returns its sha256.
+fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) -> Result<Digest> {
+    let tar_stream = HashingWriter::new(ChannelWriter { tx });
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
     let mut writer = EntryWriter {
         upper,
-        mtime_clamp: opts.mtime_clamp,
+        mtime_clamp,
         hard_links: HashMap::new(),
     };
     let walk = WalkDir::new(upper)
@@ -55,21 +97,46 @@ pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result
             .map_err(|e| LayerError::io(entry.path(), e.into()))?;
         writer.append(&mut builder, entry.path(), &md)?;
     }
-
     let buffered = builder.into_inner().map_err(LayerError::Stream)?;
     let tar_stream = buffered
         .into_inner()
         .map_err(|e| LayerError::Stream(e.into_error()))?;
-    let (compressor, diff_id, _) = tar_stream.finish();
+    let (_, diff_id, _) = tar_stream.finish();
+    Ok(diff_id)
+}
+
+/// Compresses the chunks from `rx` into `out`; returns the blob's digest and size.
+fn compress_stream(
+    rx: Receiver<Vec<u8>>,
+    compression: Compression,
+    out: impl Write,
+) -> Result<(Digest, u64)> {
+    let blob = HashingWriter::new(out);
+    let mut compressor = Compressor::new(compression, blob).map_err(LayerError::Stream)?;
+    for chunk in rx {
+        compressor.write_all(&chunk).map_err(LayerError::Stream)?;
+    }
     let blob = compressor.finish().map_err(LayerError::Stream)?;
     let (mut out, digest, size) = blob.finish();
     out.flush().map_err(LayerError::Stream)?;
-    Ok(LayerInfo {
-        diff_id,
-        digest,
-        size,
-        media_type: opts.compression.media_type().to_string(),
-    })
+    Ok((digest, size))
+}
+
+/// Hands each write to the compressing thread.
+struct ChannelWriter {
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.send(buf.to_vec()).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the layer compressor stopped")
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The compression stage of the pipeline.
