@@ -387,3 +387,33 @@ fn exports_from_several_builds_merge_into_one_cache() {
     }
     assert_consistent(&reader);
 }
+
+#[test]
+fn exporting_to_another_repository_mounts_layers_that_were_never_fetched() {
+    let reg = TestRegistry::start();
+    let base = publish_base(&reg);
+    let main = format!("{}/team/cache-main", reg.host());
+    let branch = format!("{}/team/cache-branch", reg.host());
+    let ctx = Context::new(&format!(
+        "FROM {base} AS stamp\nRUN {STAMP}\nFROM {base}\nCOPY --from=stamp /t /t\n"
+    ));
+    let (id1, _, _) = build_ok(&fresh_root(&base), &ctx, &["--cache-to", &main]);
+
+    // All hits: the COPY needs no mount, so the stamp stage's layer is never fetched; the export
+    // to another repository of the registry mounts it from the imported one.
+    let second = fresh_root(&base);
+    let (id2, out, err) = build_ok(
+        &second,
+        &ctx,
+        &["--cache-from", &main, "--cache-to", &branch],
+    );
+    assert_eq!(id1, id2);
+    assert!(steps(&out, "").iter().all(|(_, c)| *c), "{out}");
+    let final_layers = layer_digests(&second, &id2);
+    assert_eq!(fetched(&err), vec![final_layers[1].clone()], "{err}");
+    assert!(err.contains("cache: exported 2 entries"), "{err}");
+
+    let (id3, out, _) = build_ok(&fresh_root(&base), &ctx, &["--cache-from", &branch]);
+    assert_eq!(id1, id3);
+    assert!(steps(&out, "").iter().all(|(_, c)| *c), "{out}");
+}

@@ -273,6 +273,40 @@ impl ArtifactRepo {
         ))
     }
 
+    /// Mounts blob `digest` from repository `from` of the same registry; false when the
+    /// registry would not (the upload session it opened instead is cancelled).
+    pub fn mount_blob(&self, digest: &Digest, from: &str) -> Result<bool> {
+        let session = &self.session;
+        self.block_on(async move {
+            session.add_pull_scope(from).await?;
+            let url = session.repo_url(&format!("blobs/uploads/?mount={digest}&from={from}"))?;
+            let resp = session
+                .send(Method::POST, url, |r| r.header(CONTENT_LENGTH, 0))
+                .await?;
+            match resp.status() {
+                StatusCode::CREATED => Ok(true),
+                StatusCode::ACCEPTED => {
+                    let loc = resp
+                        .headers()
+                        .get(LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| session.resolve_location(l).ok());
+                    if let Some(url) = loc {
+                        let _ = session.send(Method::DELETE, url, |r| r).await;
+                    }
+                    Ok(false)
+                }
+                _ => Err(status_error(
+                    resp,
+                    "POST",
+                    &format!("mount of {digest} from {from}"),
+                    session.repository(),
+                )
+                .await),
+            }
+        })
+    }
+
     /// Pushes a small blob from memory (unless the repository has it); returns its digest.
     pub fn push_bytes(&self, data: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(data);

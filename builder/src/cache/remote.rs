@@ -2,8 +2,10 @@
 //!
 //! A cache is an OCI artifact in a repository: an image manifest whose `artifactType` and config
 //! media type are [`CACHE_MEDIA_TYPE`], whose config blob is a [`CacheArtifact`] (cache key ->
-//! layer and image state after the step), and whose layers are every layer blob the entries
-//! name, so the registry keeps them and pushes can skip or cross-mount them.
+//! layer and image state after the step), and whose layers are the layer blobs the steps
+//! produced, so the registry keeps them and pushes can skip or cross-mount them. Base image
+//! layers are not in the artifact: a cache key includes the base image ID, so whoever hits an
+//! entry has that base image (and its layers) in the store already.
 //!
 //! Import reads only the manifest and the config: entries become a [`SharedCache`] view for the
 //! build, and a layer blob is downloaded only when the executor mounts it or writes the final
@@ -11,7 +13,6 @@
 
 use super::shared::SharedCache;
 use super::{CacheError, CacheKey, CacheRecord, LayerRef};
-use crate::exec::image::ImageState;
 use rbuild_layerfs::{Digest, Store};
 use rbuild_registry::artifact::{ArtifactOptions, ArtifactRepo, FetchedManifest};
 use rbuild_registry::media::OCI_MANIFEST;
@@ -36,15 +37,14 @@ pub struct CacheArtifact {
 }
 
 impl CacheArtifact {
-    /// Every layer the entries name (the step's own and those of the image state), each once.
+    /// Every layer a step of the entries produced, each once (base image layers are not
+    /// included; see the module docs).
     pub fn layers(&self) -> Vec<LayerRef> {
         let mut seen = HashMap::new();
         let mut out = Vec::new();
-        for rec in self.entries.values() {
-            for l in record_layers(rec) {
-                if seen.insert(l.digest.clone(), ()).is_none() {
-                    out.push(l);
-                }
+        for l in self.entries.values().filter_map(|r| r.layer.as_ref()) {
+            if seen.insert(l.digest.clone(), ()).is_none() {
+                out.push(l.clone());
             }
         }
         out
@@ -76,19 +76,6 @@ impl CacheArtifact {
         });
         serde_json::to_vec(&doc).unwrap_or_default()
     }
-}
-
-/// The layers one record needs: its state's layers plus its own.
-fn record_layers(rec: &CacheRecord) -> Vec<LayerRef> {
-    let mut out: Vec<LayerRef> = serde_json::from_value::<ImageState>(rec.state.clone())
-        .map(|s| s.layers)
-        .unwrap_or_default();
-    if let Some(l) = &rec.layer {
-        if !out.iter().any(|o| o.digest == l.digest) {
-            out.push(l.clone());
-        }
-    }
-    out
 }
 
 /// A parsed cache manifest: its config descriptor and the blobs it keeps.
@@ -207,6 +194,8 @@ pub struct RemoteCache {
     blobs: HashMap<Digest, usize>,
     used: Mutex<BTreeMap<String, CacheRecord>>,
     fetched: Mutex<Vec<LayerRef>>,
+    /// One gate per blob being fetched, so parallel builds download it once.
+    inflight: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     options: ArtifactOptions,
 }
 
@@ -220,6 +209,7 @@ impl RemoteCache {
             blobs: HashMap::new(),
             used: Mutex::new(BTreeMap::new()),
             fetched: Mutex::new(Vec::new()),
+            inflight: Mutex::new(HashMap::new()),
             options: options.clone(),
         };
         let mut warnings = Vec::new();
@@ -301,6 +291,21 @@ impl RemoteCache {
     /// After the builds: reports the layers fetched and exports to `to` (a failed export is a
     /// warning: the images are built). Messages go to `notes`.
     pub fn finish(&self, store: &Store, to: Option<&str>, notes: &mut dyn FnMut(String)) {
+        if let Some(to) = to {
+            match self.export(store, to) {
+                Ok(r) => {
+                    for w in &r.warnings {
+                        notes(format!("warning: cache-to {to}: {w}"));
+                    }
+                    notes(format!(
+                        "cache: exported {} entries to {} ({}, {} layer blob(s) pushed)",
+                        r.entries, r.reference, r.digest, r.blobs_pushed
+                    ));
+                }
+                Err(e) => notes(format!("warning: {e}; the cache was not exported")),
+            }
+        }
+        // Listed last, so that blobs an export had to download are counted too.
         let fetched = self.fetched();
         if !fetched.is_empty() {
             let list: Vec<&str> = fetched.iter().map(|l| l.digest.as_str()).collect();
@@ -309,19 +314,6 @@ impl RemoteCache {
                 fetched.len(),
                 list.join(" ")
             ));
-        }
-        let Some(to) = to else { return };
-        match self.export(store, to) {
-            Ok(r) => {
-                for w in &r.warnings {
-                    notes(format!("warning: cache-to {to}: {w}"));
-                }
-                notes(format!(
-                    "cache: exported {} entries to {} ({}, {} layer blob(s) pushed)",
-                    r.entries, r.reference, r.digest, r.blobs_pushed
-                ));
-            }
-            Err(e) => notes(format!("warning: {e}; the cache was not exported")),
         }
     }
 
@@ -370,8 +362,17 @@ impl RemoteCache {
             if there {
                 continue;
             }
-            if !store.has_blob(&l.digest) && self.can_fetch(&l) {
-                self.ensure_local(store, &l)?;
+            if !store.has_blob(&l.digest) {
+                if let Some(src) = self.source_of(&l) {
+                    let r = src.reference();
+                    if r.registry() == dest.registry()
+                        && repo.mount_blob(&l.digest, r.repository()).unwrap_or(false)
+                    {
+                        pushed += 1;
+                        continue;
+                    }
+                    self.ensure_local(store, &l)?;
+                }
             }
             if !store.has_blob(&l.digest) {
                 missing.push(l.digest.clone());
@@ -389,9 +390,9 @@ impl RemoteCache {
         if !missing.is_empty() {
             let before = artifact.entries.len();
             artifact.entries.retain(|_, rec| {
-                record_layers(rec)
-                    .iter()
-                    .all(|l| !missing.contains(&l.digest))
+                rec.layer
+                    .as_ref()
+                    .is_none_or(|l| !missing.contains(&l.digest))
             });
             warnings.push(format!(
                 "{} entries left out: their layers ({}) are neither in the store nor in the \
@@ -421,6 +422,13 @@ impl RemoteCache {
     }
 }
 
+impl RemoteCache {
+    /// The imported source that holds the blob of `layer`.
+    fn source_of(&self, layer: &LayerRef) -> Option<&ArtifactRepo> {
+        self.blobs.get(&layer.digest).map(|&i| &self.sources[i])
+    }
+}
+
 impl SharedCache for RemoteCache {
     fn lookup(&self, key: &CacheKey) -> Option<CacheRecord> {
         self.entries.get(key).cloned()
@@ -431,10 +439,16 @@ impl SharedCache for RemoteCache {
     }
 
     fn ensure_local(&self, store: &Store, layer: &LayerRef) -> Result<(), CacheError> {
+        let gate = self
+            .inflight
+            .lock()
+            .map(|mut m| m.entry(layer.digest.clone()).or_default().clone())
+            .ok();
+        let _fetching = gate.as_ref().map(|g| g.lock());
         if store.has_blob(&layer.digest) {
             return Ok(());
         }
-        let Some(repo) = self.blobs.get(&layer.digest).map(|&i| &self.sources[i]) else {
+        let Some(repo) = self.source_of(layer) else {
             return Err(CacheError::Shared {
                 reference: "--cache-from".into(),
                 message: format!("no source has layer {}", layer.digest),
@@ -511,11 +525,26 @@ mod tests {
             "sha256:02".into(),
             CacheRecord {
                 layer: None,
-                state: state(vec![layer(1)]),
+                state: state(vec![layer(1), layer(2)]),
             },
         );
+        a.entries.insert(
+            "sha256:03".into(),
+            CacheRecord {
+                layer: Some(layer(3)),
+                state: state(vec![layer(1), layer(2), layer(3)]),
+            },
+        );
+        a.entries.insert(
+            "sha256:04".into(),
+            CacheRecord {
+                layer: Some(layer(2)),
+                state: state(vec![layer(1), layer(2)]),
+            },
+        );
+        // Step layers only (layer 1 is the base), each once.
         let layers = a.layers();
-        assert_eq!(layers.len(), 2, "{layers:?}");
+        assert_eq!(layers, vec![layer(2), layer(3)]);
         let config = serde_json::to_vec(&a).unwrap();
         let m = a.manifest(&config);
         let parsed = parse_manifest(&FetchedManifest {
@@ -526,9 +555,9 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.config_digest, Digest::of_bytes(&config));
         assert_eq!(parsed.config_size, config.len() as u64);
-        assert_eq!(parsed.blobs, vec![layer(1).digest, layer(2).digest]);
+        assert_eq!(parsed.blobs, vec![layer(2).digest, layer(3).digest]);
         let back: CacheArtifact = serde_json::from_slice(&config).unwrap();
-        assert_eq!(back.entries.len(), 2);
+        assert_eq!(back.entries.len(), 4);
     }
 
     #[test]
