@@ -25,9 +25,10 @@ use super::inodes::{InodeTable, ROOT_INO};
 use super::layers::{LayerIndex, LayerSet, Resolved};
 use super::whiteout::{is_private_xattr, is_whiteout, make_whiteout, set_opaque, OPAQUE_XATTR};
 
-/// How long the kernel may cache entries and attributes; every change goes through us, so the
-/// cache is only ever stale for changes made to the real dirs behind our back.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache entries (also negative ones) and attributes. Every change goes
+/// through this mount, and the kernel updates its cache from our replies, so the cache is only
+/// stale for changes made to the real dirs behind our back, which the design rules out.
+const TTL: Duration = Duration::from_secs(60);
 
 /// An open regular file.
 struct OpenFile {
@@ -282,10 +283,30 @@ impl UnionFs {
         path: &Path,
     ) -> Res<FileAttr> {
         let meta = lstat(path)?;
-        let key = (meta.dev(), meta.ino());
-        st.inodes.unbind_key(key);
-        let resolved = self.resolve(st, parent, name)?.ok_or(Errno::EIO)?;
-        Ok(self.remember(st, parent, name, &resolved, true).1)
+        Ok(self.remember_created(st, parent, name, meta))
+    }
+
+    /// Records a freshly created upper entry with metadata `meta` under a new inode number.
+    /// A new entry is always purely upper: anything below it was hidden or it would exist.
+    fn remember_created(
+        &self,
+        st: &mut State,
+        parent: u64,
+        name: &OsStr,
+        meta: Metadata,
+    ) -> FileAttr {
+        let upper = self.layers.upper().unwrap_or(0);
+        st.inodes.unbind_key((meta.dev(), meta.ino()));
+        let resolved = Resolved {
+            layer: upper,
+            dir_layers: if meta.is_dir() {
+                vec![upper]
+            } else {
+                Vec::new()
+            },
+            meta,
+        };
+        self.remember(st, parent, name, &resolved, true).1
     }
 
     /// Makes sure inode `ino` exists in the upper dir (copying it up with its parents if needed)
@@ -436,9 +457,23 @@ impl UnionFs {
         options.custom_flags(
             flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) & !libc::O_NOATIME,
         );
-        let file = Arc::new(options.open(&path).map_err(errno)?);
+        let file = options.open(&path).map_err(errno)?;
+        Ok(self.register_handle(st, ino, layer, file, backing_open))
+    }
+
+    /// Makes an open real file a FUSE file handle, passed through to the kernel when possible.
+    fn register_handle(
+        &self,
+        st: &mut State,
+        ino: u64,
+        layer: LayerIndex,
+        file: File,
+        backing_open: &dyn Fn(&File) -> io::Result<BackingId>,
+    ) -> (u64, FopenFlags, Option<Arc<BackingId>>) {
+        let file = Arc::new(file);
         let fh = Self::next_fh(st);
-        let mut fopen = FopenFlags::empty();
+        // No flush requests: data never lingers in this process, and locks are kernel-local.
+        let mut fopen = FopenFlags::FOPEN_NOFLUSH;
         let mut backing = None;
         if self.passthrough.load(Ordering::Relaxed) {
             match st.backing.get(&ino) {
@@ -458,8 +493,15 @@ impl UnionFs {
                         backing = Some(id);
                     }
                     Err(err) => {
-                        tracing::debug!("fuse passthrough unavailable: {err}");
-                        self.passthrough.store(false, Ordering::Relaxed);
+                        // Unsupported for good (no privilege, old kernel) or for this file only
+                        // (e.g. a backing file on a stacked filesystem): serve it ourselves.
+                        if matches!(
+                            err.raw_os_error(),
+                            Some(libc::EPERM) | Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)
+                        ) {
+                            tracing::debug!("fuse passthrough unavailable: {err}");
+                            self.passthrough.store(false, Ordering::Relaxed);
+                        }
                     }
                 },
             }
@@ -474,7 +516,7 @@ impl UnionFs {
                 _backing: backing.clone(),
             },
         );
-        Ok((fh, fopen, backing))
+        (fh, fopen, backing)
     }
 
     fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
@@ -840,13 +882,14 @@ impl UnionFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        flags: i32,
+        _flags: i32,
         backing_open: &dyn Fn(&File) -> io::Result<BackingId>,
     ) -> Res<(FileAttr, u64, FopenFlags, Option<Arc<BackingId>>)> {
         let mut st = self.lock();
         let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode & !umask & 0o7777)
@@ -855,13 +898,14 @@ impl UnionFs {
         if uid != 0 || gid != 0 {
             std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(errno)?;
         }
-        // Creation by root ignores the umask-free mode bits above 0o777 only through the umask.
+        // The daemon's own umask applied at creation; set the caller's bits exactly.
         file.set_permissions(fs::Permissions::from_mode(mode & !umask & 0o7777))
             .map_err(errno)?;
-        drop(file);
-        let attr = self.remember_new(&mut st, parent, name, &path)?;
+        let meta = file.metadata().map_err(errno)?;
+        let attr = self.remember_created(&mut st, parent, name, meta);
+        let upper = self.upper()?;
         let (fh, fopen, backing) =
-            self.open_file(&mut st, attr.ino.0, flags & !libc::O_TRUNC, backing_open)?;
+            self.register_handle(&mut st, attr.ino.0, upper, file, backing_open);
         Ok((attr, fh, fopen, backing))
     }
 
@@ -900,6 +944,27 @@ impl UnionFs {
     }
 }
 
+/// Attributes of a cached miss: node id 0.
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
     if size == 0 {
         reply.size(data.len() as u32);
@@ -921,6 +986,8 @@ impl Filesystem for UnionFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            // Node id 0 makes the kernel cache the miss (a negative dentry) for TTL.
+            Err(Errno::ENOENT) => reply.entry(&TTL, &negative_entry(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
