@@ -41,6 +41,11 @@ pub fn restore_signals(old: &SigSet) {
 pub enum ChildStdio {
     /// Keep the parent's.
     Inherit,
+    /// stdin from /dev/null, stdout+stderr inherited.
+    NullStdin {
+        /// /dev/null.
+        null: OwnedFd,
+    },
     /// stdin from /dev/null, stdout+stderr to a log file.
     Log {
         /// /dev/null.
@@ -68,6 +73,10 @@ pub struct PtyMaster {
 pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyMaster>)> {
     match stdio {
         Stdio::Inherit => Ok((ChildStdio::Inherit, None)),
+        Stdio::NullStdin => {
+            let null = std::fs::File::open("/dev/null").at("/dev/null")?;
+            Ok((ChildStdio::NullStdin { null: null.into() }, None))
+        }
         Stdio::Log(path) => {
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -141,6 +150,7 @@ pub fn apply_stdio(stdio: &ChildStdio) -> Result<()> {
     };
     match stdio {
         ChildStdio::Inherit => Ok(()),
+        ChildStdio::NullStdin { null } => dup(null, 0),
         ChildStdio::Log { null, log } => {
             dup(null, 0)?;
             dup(log, 1)?;
@@ -262,10 +272,13 @@ pub unsafe fn fork_intermediate(
         unsafe { libc::_exit(code) };
     }
     let _ = nix::unistd::write(pid_w, &b.to_ne_bytes());
-    // SAFETY: closing our copies so the parent sees EOF when the container process execs.
+    // SAFETY: the intermediate only waits from here on: close every fd above stderr (the pipes
+    // included, so the parent sees EOF when the container process execs, and nothing the
+    // caller opened stays held by this long-lived process).
     unsafe {
         libc::close(pid_w.as_raw_fd());
         libc::close(err_w.as_raw_fd());
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
     let (code, _) = exit_code(wait_blocking(b));
     // SAFETY: as above.

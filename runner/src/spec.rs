@@ -67,6 +67,8 @@ pub enum Stdio {
     /// The caller's own stdin, stdout and stderr.
     #[default]
     Inherit,
+    /// stdin from /dev/null, stdout and stderr inherited (docker run without -i).
+    NullStdin,
     /// stdin from /dev/null, stdout and stderr appended to this file.
     Log(PathBuf),
     /// A new pseudo-terminal, relayed to the caller's stdin/stdout (`-t`); with `log` set, the

@@ -1,0 +1,287 @@
+//! ps, stop, kill, rm and exec.
+
+use super::state::{self, ContainerState, Status};
+use crate::cmd::image::open_store;
+use crate::cmd::{ExitStatusError, Globals};
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::Signal;
+use rbuild_runner::{ProcessSpec, RunnerError, Stdio};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// "3 seconds ago"-style age of an RFC 3339 time.
+pub fn ago(rfc3339: &str) -> String {
+    let Some(t) = rbuild_layerfs::image::parse_rfc3339(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(t);
+    let s = (now - t).max(0);
+    match s {
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=3599 => format!("{} minutes", s / 60),
+        3600..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn status_text(c: &ContainerState) -> String {
+    match c.effective_status() {
+        Status::Created => "Created".into(),
+        Status::Running => format!(
+            "Up {}",
+            c.started_at.as_deref().map(ago).unwrap_or_default()
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            c.exit_code.unwrap_or(-1),
+            c.finished_at.as_deref().map(ago).unwrap_or_default()
+        ),
+    }
+}
+
+/// `rbuild ps`.
+pub fn ps(g: &Globals, all: bool, quiet: bool) -> anyhow::Result<ExitCode> {
+    let root = g.store_root();
+    let list: Vec<ContainerState> = state::list(&root)?
+        .into_iter()
+        .filter(|c| all || c.effective_status() == Status::Running)
+        .collect();
+    if quiet {
+        for c in &list {
+            println!("{}", c.short_id());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<14}{:<20}{:<24}{:<16}{:<28}NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    );
+    for c in &list {
+        let mut cmd = format!("\"{}\"", c.config.args.join(" "));
+        if cmd.len() > 22 {
+            cmd = format!(
+                "{}…\"",
+                &cmd[..cmd.char_indices().nth(19).map(|x| x.0).unwrap_or(19)]
+            );
+        }
+        println!(
+            "{:<14}{:<20}{:<24}{:<16}{:<28}{}",
+            c.short_id(),
+            c.image,
+            cmd,
+            format!("{} ago", ago(&c.created)),
+            status_text(c),
+            c.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses "TERM", "SIGTERM", "15".
+pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| anyhow!("invalid signal {s}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow!("invalid signal {s}: use a name like TERM or a number"))
+}
+
+/// Waits until the container's monitor has finished (state written, mounts released).
+fn wait_stopped(root: &Path, c: &ContainerState, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running = c.pid > 0 && state::pid_alive(c.pid);
+        let monitoring = c.monitor_pid > 0
+            && c.monitor_pid != std::process::id() as i32
+            && state::pid_alive(c.monitor_pid)
+            && c.reload(root).is_ok_and(|s| s.status == Status::Running);
+        if !running && !monitoring {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Makes sure nothing of a stopped container is left running or mounted; fixes its record if
+/// its monitor died.
+fn reap(root: &Path, c: &ContainerState) {
+    if let Some(cg) = &c.cgroup {
+        let _ = cg.destroy();
+    }
+    let merged = c.dir(root).join("merged");
+    let _ = rbuild_layerfs::mount::unmount_target(&merged);
+    if let Ok(mut s) = c.reload(root) {
+        if s.status == Status::Running {
+            s.status = Status::Exited;
+            s.exit_code = s.exit_code.or(Some(137));
+            s.finished_at = Some(state::now());
+            s.pid = 0;
+            s.cgroup = None;
+            let _ = s.save(root);
+        }
+    }
+}
+
+/// Stops one container: `signal`, then SIGKILL after `grace`.
+fn stop_one(root: &Path, c: &ContainerState, grace: Duration) -> anyhow::Result<()> {
+    if c.is_running() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGTERM);
+        if !wait_stopped(root, c, grace) {
+            if let Some(cg) = &c.cgroup {
+                cg.signal_all(Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+            if !wait_stopped(root, c, Duration::from_secs(10)) {
+                bail!("container {} did not stop after SIGKILL", c.name);
+            }
+        }
+    }
+    reap(root, c);
+    Ok(())
+}
+
+/// `rbuild stop`.
+pub fn stop(g: &Globals, secs: u64, names: &[String]) -> anyhow::Result<ExitCode> {
+    let root = g.store_root();
+    for name in names {
+        let c = state::find(&root, name)?;
+        stop_one(&root, &c, Duration::from_secs(secs))?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild kill`.
+pub fn kill(g: &Globals, signal: &str, names: &[String]) -> anyhow::Result<ExitCode> {
+    let root = g.store_root();
+    let sig = parse_signal(signal)?;
+    for name in names {
+        let c = state::find(&root, name)?;
+        if !c.is_running() {
+            bail!("cannot kill container {name}: it is not running");
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), sig)
+            .with_context(|| format!("signalling container {name}"))?;
+        if sig == Signal::SIGKILL {
+            wait_stopped(&root, &c, Duration::from_secs(10));
+        }
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild rm`.
+pub fn rm(g: &Globals, force: bool, names: &[String]) -> anyhow::Result<ExitCode> {
+    let root = g.store_root();
+    for name in names {
+        let c = state::find(&root, name)?;
+        if c.is_running() {
+            if !force {
+                bail!("cannot remove running container {name}: stop it first, or use rm -f");
+            }
+            if let Some(cg) = &c.cgroup {
+                cg.signal_all(Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+            wait_stopped(&root, &c, Duration::from_secs(10));
+        }
+        reap(&root, &c);
+        let dir = c.dir(&root);
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .with_context(|| format!("removing {}", dir.display()))?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `rbuild exec`.
+#[derive(Debug)]
+pub struct ExecArgs {
+    /// -i
+    pub interactive: bool,
+    /// -t
+    pub tty: bool,
+    /// -d
+    pub detach: bool,
+    /// -e
+    pub env: Vec<String>,
+    /// -u
+    pub user: Option<String>,
+    /// -w
+    pub workdir: Option<String>,
+    /// Container.
+    pub container: String,
+    /// Command.
+    pub command: Vec<String>,
+}
+
+/// `rbuild exec`: joins the container's namespaces and cgroup.
+pub fn exec(g: &Globals, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(g)?;
+    let c = state::find(store.root(), &a.container)?;
+    if !c.is_running() {
+        bail!("container {} is not running: start it first", a.container);
+    }
+    let mut env = c.config.env.clone();
+    super::run::merge_env(&mut env, &a.env);
+    let process = ProcessSpec {
+        args: a.command.clone(),
+        env,
+        cwd: a.workdir.clone().unwrap_or_else(|| c.config.cwd.clone()),
+        user: a.user.clone().unwrap_or_else(|| c.config.user.clone()),
+    };
+    let stdio = if a.detach {
+        Stdio::Log(c.dir(store.root()).join("log"))
+    } else if a.tty {
+        Stdio::Pty { log: None }
+    } else if a.interactive {
+        Stdio::Inherit
+    } else {
+        Stdio::NullStdin
+    };
+    let result = if a.detach {
+        rbuild_runner::spawn_exec(c.pid, c.cgroup.as_ref(), &process, &stdio).map(|r| {
+            // The process keeps running in the container's pid namespace; we do not wait.
+            std::mem::forget(r);
+            rbuild_runner::ExitStatus {
+                code: 0,
+                signal: None,
+                oom_killed: false,
+            }
+        })
+    } else {
+        rbuild_runner::exec(c.pid, c.cgroup.as_ref(), &process, &stdio)
+    };
+    match result {
+        Ok(status) => Ok(ExitCode::from(status.code.clamp(0, 255) as u8)),
+        Err(RunnerError::Exec { code, message }) => Err(anyhow!(ExitStatusError {
+            code: code as u8,
+            message,
+        })),
+        Err(e) => Err(anyhow!(ExitStatusError {
+            code: 126,
+            message: format!("exec in container {}: {e}", a.container),
+        })),
+    }
+}

@@ -1,0 +1,245 @@
+//! Starting a container: mount its root filesystem (its own upper dir over the image's layers),
+//! run it in a sandbox, record its state, wait, clean up. Detached containers get a monitor
+//! process that does the waiting.
+
+use super::state::{ContainerState, Status};
+use crate::cmd::image::open_store;
+use crate::cmd::{ExitStatusError, Globals};
+use anyhow::{anyhow, Context};
+use rbuild_layerfs::mount::{mount_union, Driver, MountSpec};
+use rbuild_layerfs::{Digest, Store};
+use rbuild_runner::{Network, ProcessSpec, RunnerError, SandboxSpec, Stdio};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Where the container's stdio goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// This terminal; rbuild waits and exits with the container's code.
+    Foreground,
+    /// The container's log; a monitor process waits.
+    Detached,
+}
+
+/// Exit code docker uses when the container could not be started.
+const START_FAILED: u8 = 125;
+
+/// Starts `st` and either waits for it (foreground) or returns once it runs (detached).
+pub fn start_container(
+    g: &Globals,
+    store: &Store,
+    st: ContainerState,
+    attach: Attach,
+) -> anyhow::Result<ExitCode> {
+    match attach {
+        Attach::Foreground => {
+            let auto_remove = st.config.auto_remove;
+            match supervise(g, store.root(), st, attach, None) {
+                Ok(status) => {
+                    if status.oom_killed {
+                        eprintln!("killed: out of memory");
+                    }
+                    Ok(ExitCode::from(status.code.clamp(0, 255) as u8))
+                }
+                Err(e) => Err(start_error(e, auto_remove)),
+            }
+        }
+        Attach::Detached => {
+            let id = st.id.clone();
+            detach(g, store.root(), st)?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn start_error(e: anyhow::Error, _auto_remove: bool) -> anyhow::Error {
+    let code = match e.downcast_ref::<RunnerError>() {
+        Some(RunnerError::Exec { code, .. }) => *code as u8,
+        _ => START_FAILED,
+    };
+    anyhow!(ExitStatusError {
+        code,
+        message: format!("{e:#}"),
+    })
+}
+
+/// Forks the monitor and waits until the container runs (or failed to start).
+fn detach(g: &Globals, store_root: &Path, st: ContainerState) -> anyhow::Result<()> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: the CLI is single-threaded here; the child only runs the monitor and exits.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            let code = match supervise(g, store_root, st, Attach::Detached, Some(w)) {
+                Ok(_) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: leave the forked monitor without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(w);
+            let mut msg = String::new();
+            std::fs::File::from(r).read_to_string(&mut msg)?;
+            match msg.split_once('\t') {
+                Some(("ok", _)) => Ok(()),
+                Some((code, m)) => Err(anyhow!(ExitStatusError {
+                    code: code.parse().unwrap_or(START_FAILED),
+                    message: m.to_string(),
+                })),
+                None => Err(anyhow!(ExitStatusError {
+                    code: START_FAILED,
+                    message: "the container monitor exited before the container started".into(),
+                })),
+            }
+        }
+    }
+}
+
+fn notify(ready: &mut Option<OwnedFd>, code: &str, message: &str) {
+    if let Some(fd) = ready.take() {
+        let _ = std::fs::File::from(fd).write_all(format!("{code}\t{message}").as_bytes());
+    }
+}
+
+/// Mounts, runs and waits for the container, keeping state.json current.
+fn supervise(
+    g: &Globals,
+    store_root: &Path,
+    mut st: ContainerState,
+    attach: Attach,
+    mut ready: Option<OwnedFd>,
+) -> anyhow::Result<rbuild_runner::ExitStatus> {
+    let result = run_and_wait(g, store_root, &mut st, attach, &mut ready);
+    if let Err(e) = &result {
+        let code = match e.downcast_ref::<RunnerError>() {
+            Some(RunnerError::Exec { code, .. }) => *code,
+            _ => START_FAILED as i32,
+        };
+        st.status = Status::Exited;
+        st.exit_code = Some(code);
+        st.error = Some(format!("{e:#}"));
+        st.finished_at = Some(super::state::now());
+        st.pid = 0;
+        st.cgroup = None;
+        notify(&mut ready, &code.to_string(), &format!("{e:#}"));
+    }
+    let _ = st.save(store_root);
+    if st.config.auto_remove {
+        let _ = std::fs::remove_dir_all(st.dir(store_root));
+    }
+    result
+}
+
+fn run_and_wait(
+    g: &Globals,
+    store_root: &Path,
+    st: &mut ContainerState,
+    attach: Attach,
+    ready: &mut Option<OwnedFd>,
+) -> anyhow::Result<rbuild_runner::ExitStatus> {
+    let store = open_store(g)?;
+    let manifest: Digest = st
+        .manifest
+        .parse()
+        .context("container record: manifest digest")?;
+    let image = store
+        .load_image(&manifest)
+        .with_context(|| format!("loading image {} of container {}", st.image, st.name))?;
+    let layers = store.image_layer_dirs(&image)?;
+    let dir = st.dir(store_root);
+    let driver: Driver = st
+        .driver
+        .parse()
+        .with_context(|| format!("--storage-driver {}", st.driver))?;
+    let merged = dir.join("merged");
+    std::fs::create_dir_all(&merged)?;
+    let mount = mount_union(
+        &MountSpec {
+            layers,
+            upper: Some(dir.join("upper")),
+            work: Some(dir.join("work")),
+            target: merged.clone(),
+        },
+        driver,
+    )
+    .with_context(|| format!("mounting the root filesystem of container {}", st.name))?;
+    let log = dir.join("log");
+    let stdio = match (attach, st.config.tty) {
+        (Attach::Foreground, true) => Stdio::Pty { log: None },
+        (Attach::Foreground, false) if st.config.interactive => Stdio::Inherit,
+        (Attach::Foreground, false) => Stdio::NullStdin,
+        (Attach::Detached, true) => Stdio::Pty { log: Some(log) },
+        (Attach::Detached, false) => Stdio::Log(log),
+    };
+    let sandbox = SandboxSpec {
+        rootfs: merged,
+        hostname: st.config.hostname.clone(),
+        network: if st.config.network == "host" {
+            Network::Host
+        } else {
+            Network::None
+        },
+        mounts: st.config.mounts.iter().map(Into::into).collect(),
+        readonly_rootfs: st.config.readonly,
+        limits: (&st.config.limits).into(),
+        cgroup_name: Some(format!("rbuild-{}", st.short_id())),
+        stdio,
+    };
+    let process = ProcessSpec {
+        args: st.config.args.clone(),
+        env: st.config.env.clone(),
+        cwd: st.config.cwd.clone(),
+        user: st.config.user.clone(),
+    };
+    let running = rbuild_runner::spawn(&sandbox, &process)?;
+    st.status = Status::Running;
+    st.pid = running.init_pid();
+    st.monitor_pid = std::process::id() as i32;
+    st.cgroup = running.cgroup().cloned();
+    st.started_at = Some(super::state::now());
+    st.finished_at = None;
+    st.exit_code = None;
+    st.oom_killed = false;
+    st.error = None;
+    st.save(store_root)?;
+    notify(ready, "ok", "");
+    let status = running.wait()?;
+    st.status = Status::Exited;
+    st.exit_code = Some(status.code);
+    st.oom_killed = status.oom_killed;
+    st.finished_at = Some(super::state::now());
+    st.pid = 0;
+    st.cgroup = None;
+    drop(mount);
+    Ok(status)
+}
+
+/// `rbuild start`: starts each stopped container in the background.
+pub fn start_many(g: &Globals, names: &[String]) -> anyhow::Result<ExitCode> {
+    let store = open_store(g)?;
+    for name in names {
+        let st = super::state::find(store.root(), name)?;
+        if st.is_running() {
+            println!("{name}");
+            continue;
+        }
+        detach(g, store.root(), st)?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
