@@ -2,6 +2,8 @@
 # Store benchmark: rbuild import / save / load / system check next to their nearest peers on
 # the same data in the same run, best of $RUNS:
 #   import  rbuild import DIR         vs  umoci insert (DIR -> new layer in an OCI layout)
+#           (rbuild also unpacks the layer into layers/; gzip is single-threaded, umoci's pgzip
+#           uses every core, so a zstd row shows the cost without gzip)
 #   save    rbuild save -o X.tar      vs  skopeo copy oci:STORE:name docker-archive:X.tar
 #   load    rbuild load -i X.tar      vs  skopeo copy docker-archive:X.tar oci:DIR:name
 #           (rbuild also unpacks and verifies every layer; skopeo only copies blobs)
@@ -60,6 +62,7 @@ ratio() { python3 -c "print(f'{$2/$1:.2f}')"; }
 STORE=$WORK/store
 t_import=$(best "rm -rf $STORE" "$RB" --root "$STORE" import "$SRC" bench:1)
 "$RB" --root "$STORE" import "$SRC" bench:1 >/dev/null
+t_import_zstd=$(best "rm -rf $WORK/store-zstd" "$RB" --root "$WORK/store-zstd" import --compression zstd "$SRC" bench:1)
 
 umoci_import() {
     rm -rf "$WORK/umoci-layout"
@@ -80,6 +83,7 @@ BLOB_BYTES=$(du -sb "$STORE/blobs" | cut -f1)
 
 printf '%-8s %10s %10s %12s %10s %s\n' step rbuild_s peer_s rbuild_MB/s speedup peer
 printf '%-8s %10.3f %10.3f %12s %10s %s\n' import "$t_import" "$t_umoci_import" "$(mbps "$t_import")" "$(ratio "$t_import" "$t_umoci_import")" "umoci insert"
+printf '%-8s %10.3f %10.3f %12s %10s %s\n' import-z "$t_import_zstd" "$t_umoci_import" "$(mbps "$t_import_zstd")" "$(ratio "$t_import_zstd" "$t_umoci_import")" "umoci insert (gzip); rbuild with --compression zstd"
 printf '%-8s %10.3f %10.3f %12s %10s %s\n' save "$t_save" "$t_skopeo_save" "$(mbps "$t_save")" "$(ratio "$t_save" "$t_skopeo_save")" "skopeo copy oci: -> docker-archive:"
 printf '%-8s %10.3f %10.3f %12s %10s %s\n' load "$t_load" "$t_skopeo_load" "$(mbps "$t_load")" "$(ratio "$t_load" "$t_skopeo_load")" "skopeo copy docker-archive: -> oci: (no unpack)"
 printf '%-8s %10.3f %10s %12s\n' check "$t_check" - "$(python3 -c "print(f'{$BLOB_BYTES/1e6/$t_check:.1f}')")"
