@@ -1,0 +1,74 @@
+//! `rbuild commit`: a container's changes become exactly one new layer.
+
+mod common;
+
+use common::TestRoot;
+
+#[test]
+fn commit_records_exactly_the_deleted_and_added_files() {
+    let root = TestRoot::new();
+    root.import_busybox("bb");
+    root.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "bb",
+        "sh",
+        "-c",
+        "rm /etc/group; mkdir -p /srv/new; echo data > /srv/new/file; echo more >> /etc/passwd",
+    ]);
+    let id = root
+        .ok(&["commit", "c1", "committed:v1"])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let v: serde_json::Value =
+        serde_json::from_str(&root.ok(&["inspect", "committed:v1"])).unwrap();
+    let layers = v[0]["RootFS"]["Layers"].as_array().unwrap().clone();
+    let base: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", "bb"])).unwrap();
+    let base_layers = base[0]["RootFS"]["Layers"].as_array().unwrap().clone();
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    assert_eq!(layers[..base_layers.len()], base_layers[..]);
+    // The new layer, unpacked in the store, holds only the changes.
+    let diff_id = layers.last().unwrap().as_str().unwrap();
+    let dir = root
+        .path()
+        .join("layers")
+        .join(diff_id.trim_start_matches("sha256:"));
+    let mut entries: Vec<String> = walkdir::WalkDir::new(&dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            "etc",
+            "etc/group",
+            "etc/passwd",
+            "srv",
+            "srv/new",
+            "srv/new/file"
+        ],
+        "{entries:?}"
+    );
+    // A container of the new image sees the changes.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "committed:v1",
+        "sh",
+        "-c",
+        "cat /srv/new/file; test -e /etc/group || echo no-group; tail -n 1 /etc/passwd",
+    ]);
+    assert_eq!(out, "data\nno-group\nmore\n");
+    root.ok(&["rm", "c1"]);
+}

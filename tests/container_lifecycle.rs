@@ -1,0 +1,132 @@
+//! Detached containers: exec, logs, top, stats, stop, start, kill, rm, and nothing left behind.
+
+mod common;
+
+use common::TestRoot;
+use std::path::PathBuf;
+
+/// Mount points below `dir`.
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let canon = dir.canonicalize().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| std::path::Path::new(m).starts_with(&canon))
+        .map(str::to_string)
+        .collect()
+}
+
+fn inspect(root: &TestRoot, name: &str, field: &str) -> String {
+    root.ok(&["container-inspect", "-f", field, name])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn detach_exec_stop_rm_leaves_nothing_behind() {
+    let root = TestRoot::new();
+    root.import_busybox("bb");
+    let id = root
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "--pids-limit",
+            "50",
+            "bb",
+            "sh",
+            "-c",
+            "echo hello-log; exec tail -f /dev/null",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert_eq!(inspect(&root, "svc", "{{.State.Status}}"), "running");
+    let pid: i32 = inspect(&root, "svc", "{{.State.Pid}}").parse().unwrap();
+    let cgroups: Vec<PathBuf> = {
+        let v: serde_json::Value =
+            serde_json::from_str(&root.ok(&["container-inspect", "svc"])).unwrap();
+        v[0]["Cgroup"]["dirs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| PathBuf::from(d[1].as_str().unwrap()))
+            .collect()
+    };
+    assert!(!cgroups.is_empty());
+    assert!(cgroups.iter().all(|d| d.exists()));
+    assert_eq!(
+        mounts_below(root.path()).len(),
+        1,
+        "the container's root filesystem"
+    );
+    // exec joins the namespaces: same hostname, pid 1 is the container's process.
+    let out = root.ok(&[
+        "exec",
+        "svc",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], &id[..12]);
+    assert_eq!(lines[1].trim(), "tail -f /dev/null");
+    assert_ne!(lines[2], "1");
+    let out = root.rbuild(&["exec", "svc", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    // the exec'd process was in the container's cgroup: pids.max is the container's
+    let out = root.ok(&["exec", "svc", "cat", "/proc/self/cgroup"]);
+    assert!(out.contains(&format!("rbuild-{}", &id[..12])), "{out}");
+    assert!(root.ok(&["ps"]).contains("svc"));
+    assert!(root.ok(&["top", "svc"]).contains("tail -f /dev/null"));
+    let stats = root.ok(&["stats", "--no-stream", "svc"]);
+    assert!(stats.lines().nth(1).unwrap().contains("svc"), "{stats}");
+    assert!(root.ok(&["logs", "svc"]).contains("hello-log"));
+    root.ok(&["stop", "-t", "1", "svc"]);
+    assert_eq!(inspect(&root, "svc", "{{.State.Status}}"), "exited");
+    assert_eq!(inspect(&root, "svc", "{{.State.ExitCode}}"), "137");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(mounts_below(root.path()).is_empty());
+    assert!(cgroups.iter().all(|d| !d.exists()));
+    // start again, then rm -f a running container.
+    root.ok(&["start", "svc"]);
+    assert_eq!(inspect(&root, "svc", "{{.State.Status}}"), "running");
+    let pid2: i32 = inspect(&root, "svc", "{{.State.Pid}}").parse().unwrap();
+    let err = root.fails(&["rm", "svc"]);
+    assert!(err.contains("stop it first"), "{err}");
+    root.ok(&["rm", "-f", "svc"]);
+    assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists());
+    assert!(mounts_below(root.path()).is_empty());
+    assert!(cgroups.iter().all(|d| !d.exists()));
+    assert!(!root.path().join("containers").join(&id).exists());
+    assert_eq!(root.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn kill_sends_the_signal_and_detached_rm_cleans_up() {
+    let root = TestRoot::new();
+    root.import_busybox("bb");
+    root.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "k",
+        "bb",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 1; done",
+    ]);
+    // pid 1 with a TERM handler: the signal reaches it.
+    root.ok(&["kill", "-s", "TERM", "k"]);
+    for _ in 0..500 {
+        if root.ok(&["ps", "-aq"]).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(root.ok(&["ps", "-aq"]), "", "--rm removed the container");
+    assert!(mounts_below(root.path()).is_empty());
+}
