@@ -417,3 +417,71 @@ fn exporting_to_another_repository_mounts_layers_that_were_never_fetched() {
     assert_eq!(id1, id3);
     assert!(steps(&out, "").iter().all(|(_, c)| *c), "{out}");
 }
+
+/// Runs rbuild with a store root and a Docker config dir (credentials) of its own.
+fn rb_with_config(root: &TestRoot, docker_config: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(common::rbuild_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .env("RBUILD_CONFIG", docker_config.join("no-rbuild-config.json"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rbuild")
+}
+
+#[test]
+fn a_cache_behind_basic_auth_uses_the_saved_credentials() {
+    let reg = TestRegistry::start_with_auth("alice", "wonderland");
+    let host = reg.host().to_string();
+    let with_creds = tempfile::tempdir().unwrap();
+    let without = tempfile::tempdir().unwrap();
+    let auth = "YWxpY2U6d29uZGVybGFuZA=="; // alice:wonderland
+    fs::write(
+        with_creds.path().join("config.json"),
+        format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    let ok = |root: &TestRoot, args: &[&str]| -> (String, String) {
+        let out = rb_with_config(root, with_creds.path(), args);
+        assert!(out.status.success(), "{}", describe(args, &out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let base = format!("{host}/lib/busybox:1");
+    let seed = TestRoot::new();
+    seed.import_busybox(&base);
+    ok(&seed, &["push", &base]);
+    let ctx = Context::new(&format!("FROM {base}\nRUN {STAMP}\n"));
+    let dir = ctx.dir();
+    let cache = format!("{host}/team/cache");
+    let (_, err) = ok(&seed, &["build", "--cache-to", &cache, &dir]);
+    assert!(err.contains("cache: exported 1 entries"), "{err}");
+
+    let fresh = || {
+        let r = TestRoot::new();
+        ok(&r, &["pull", &base]);
+        r
+    };
+    let (out, _) = ok(
+        &fresh(),
+        &["build", "--progress", "plain", "--cache-from", &cache, &dir],
+    );
+    assert!(steps(&out, "").iter().all(|(_, c)| *c), "{out}");
+
+    // Without credentials the cache is not readable: a warning, and the step runs.
+    let r = fresh();
+    let args = ["build", "--progress", "plain", "--cache-from", &cache, &dir];
+    let out = rb_with_config(&r, without.path(), &args);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("warning: cache-from {cache}:")) && err.contains("rbuild login"),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(steps(&out, "").iter().all(|(_, c)| !c), "{out}");
+}
