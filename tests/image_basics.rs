@@ -60,6 +60,15 @@ fn import_then_list_inspect_history_and_check() {
     let err = t.fails(&["images", "--filter", "bogus=1"]);
     assert!(err.contains("unsupported filter"), "{err}");
 
+    // Docker's `image` group spellings.
+    assert_eq!(t.ok(&["image", "ls", "-q", "busybox"]).trim(), &id[7..19]);
+    assert_eq!(
+        t.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+            .trim(),
+        id
+    );
+    t.ok(&["image", "rm", "team/app:1.0"]);
+
     let history = t.ok(&["history", "busybox"]);
     assert!(history.contains("Imported from"), "{history}");
 

@@ -88,6 +88,12 @@ pub enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Docker's `image` command group: ls, rm, inspect, history, tag, save, load, import, prune.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: ImageGroupCommand,
+    },
     /// Store maintenance: df, prune, check.
     System {
         /// What to do.
@@ -137,6 +143,105 @@ pub struct ImagesArgs {
     pub repository: Option<String>,
 }
 
+/// `rbuild image ...`: the docker spellings of the image commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageGroupCommand {
+    /// List images (same as `rbuild images`).
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove images (same as `rbuild rmi`).
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove an image with several tags or a mounted image too.
+        #[arg(short, long)]
+        force: bool,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show image details (same as `rbuild inspect`).
+    Inspect {
+        /// Go template, e.g. '{{.Id}}'.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image (same as `rbuild history`).
+    History {
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only show image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Image (name, tag or ID).
+        image: String,
+    },
+    /// Give an image another name (same as `rbuild tag`).
+    Tag {
+        /// Existing image (name, tag or ID).
+        source: String,
+        /// New name[:tag].
+        target: String,
+    },
+    /// Write images to a tar (same as `rbuild save`).
+    Save {
+        /// Output file (default: stdout, when it is not a terminal).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Images (names, tags or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tar (same as `rbuild load`).
+    Load {
+        /// Input file (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Print only the loaded image names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create a base image from a root filesystem (same as `rbuild import`).
+    Import(ImportArgs),
+    /// Remove dangling images and unreferenced data (same as `rbuild system prune`).
+    Prune {
+        /// Do not prompt (rbuild never prompts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+impl From<ImageGroupCommand> for ImageCommand {
+    fn from(c: ImageGroupCommand) -> ImageCommand {
+        match c {
+            ImageGroupCommand::Ls(args) => ImageCommand::Images(args),
+            ImageGroupCommand::Rm { force, images } => ImageCommand::Rmi { force, images },
+            ImageGroupCommand::Inspect { format, images } => {
+                ImageCommand::Inspect { format, images }
+            }
+            ImageGroupCommand::History {
+                no_trunc,
+                quiet,
+                image,
+            } => ImageCommand::History {
+                no_trunc,
+                quiet,
+                image,
+            },
+            ImageGroupCommand::Tag { source, target } => ImageCommand::Tag { source, target },
+            ImageGroupCommand::Save { output, images } => ImageCommand::Save { output, images },
+            ImageGroupCommand::Load { input, quiet } => ImageCommand::Load { input, quiet },
+            ImageGroupCommand::Import(args) => ImageCommand::Import(args),
+            ImageGroupCommand::Prune { force } => ImageCommand::System {
+                command: SystemCommand::Prune { force },
+            },
+        }
+    }
+}
+
 /// `rbuild system ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum SystemCommand {
@@ -160,6 +265,10 @@ pub(crate) fn open_store(g: &Globals) -> anyhow::Result<Store> {
 
 /// Runs one of these commands.
 pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    if let ImageCommand::Image { command } = cmd {
+        // The `image` group only re-spells the other commands.
+        return run(g, command.into());
+    }
     let store = open_store(g)?;
     match cmd {
         ImageCommand::Import(args) => transfer::import(&store, args),
@@ -178,6 +287,7 @@ pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::Load { input, quiet } => transfer::load(&store, input.as_deref(), quiet),
         ImageCommand::Mount { image } => mount::mount(g, &store, image.as_deref()),
         ImageCommand::Umount { images } => mount::umount(&store, &images),
+        ImageCommand::Image { command } => run(g, command.into()),
         ImageCommand::System { command } => match command {
             SystemCommand::Df => system::df(&store),
             SystemCommand::Prune { force: _ } => system::prune(&store),
