@@ -33,8 +33,23 @@ pub struct CacheArtifact {
     /// Format version (1).
     pub version: u32,
     /// Cache key (`sha256:...`) -> what the step produced.
-    pub entries: BTreeMap<String, CacheRecord>,
+    pub entries: BTreeMap<String, ArtifactEntry>,
 }
+
+/// One entry of a cache artifact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    /// What the step produced.
+    #[serde(flatten)]
+    pub record: CacheRecord,
+    /// When a build last exported it (seconds since the epoch): the oldest go first when the
+    /// artifact grows past [`MAX_ENTRIES`].
+    #[serde(default)]
+    pub exported: u64,
+}
+
+/// Most entries an artifact keeps (bounds the config blob and the manifest's layer list).
+pub const MAX_ENTRIES: usize = 5000;
 
 impl CacheArtifact {
     /// Every layer a step of the entries produced, each once (base image layers are not
@@ -42,12 +57,34 @@ impl CacheArtifact {
     pub fn layers(&self) -> Vec<LayerRef> {
         let mut seen = HashMap::new();
         let mut out = Vec::new();
-        for l in self.entries.values().filter_map(|r| r.layer.as_ref()) {
+        for l in self
+            .entries
+            .values()
+            .filter_map(|e| e.record.layer.as_ref())
+        {
             if seen.insert(l.digest.clone(), ()).is_none() {
                 out.push(l.clone());
             }
         }
         out
+    }
+
+    /// Drops the least recently exported entries beyond `max`; returns how many.
+    pub fn keep_newest(&mut self, max: usize) -> usize {
+        let excess = self.entries.len().saturating_sub(max);
+        if excess == 0 {
+            return 0;
+        }
+        let mut by_age: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .map(|(k, e)| (e.exported, k.clone()))
+            .collect();
+        by_age.sort();
+        for (_, k) in by_age.into_iter().take(excess) {
+            self.entries.remove(&k);
+        }
+        excess
     }
 
     /// The OCI image manifest of this artifact, given its encoded config blob.
@@ -246,7 +283,7 @@ impl RemoteCache {
             for (k, rec) in artifact.entries {
                 match Digest::parse(&k) {
                     Ok(d) => {
-                        cache.entries.entry(CacheKey(d)).or_insert(rec);
+                        cache.entries.entry(CacheKey(d)).or_insert(rec.record);
                     }
                     Err(_) => bad += 1,
                 }
@@ -351,7 +388,26 @@ impl RemoteCache {
             }
         };
         artifact.version = 1;
-        artifact.entries.extend(self.used());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        artifact
+            .entries
+            .extend(self.used().into_iter().map(|(k, record)| {
+                (
+                    k,
+                    ArtifactEntry {
+                        record,
+                        exported: now,
+                    },
+                )
+            }));
+        let dropped = artifact.keep_newest(MAX_ENTRIES);
+        if dropped > 0 {
+            warnings.push(format!(
+                "{dropped} least recently exported entries dropped (at most {MAX_ENTRIES} are kept)"
+            ));
+        }
         let mounts = repo.mount_sources(store).unwrap_or_default();
         let mut pushed = 0;
         let mut missing = Vec::new();
@@ -389,8 +445,9 @@ impl RemoteCache {
         }
         if !missing.is_empty() {
             let before = artifact.entries.len();
-            artifact.entries.retain(|_, rec| {
-                rec.layer
+            artifact.entries.retain(|_, e| {
+                e.record
+                    .layer
                     .as_ref()
                     .is_none_or(|l| !missing.contains(&l.digest))
             });
@@ -502,6 +559,33 @@ mod tests {
         }
     }
 
+    fn entry(record: CacheRecord) -> ArtifactEntry {
+        ArtifactEntry {
+            record,
+            exported: 0,
+        }
+    }
+
+    #[test]
+    fn the_least_recently_exported_entries_go_first() {
+        let mut a = CacheArtifact::default();
+        for (k, t) in [("a", 30), ("b", 10), ("c", 20), ("d", 40)] {
+            let mut e = entry(CacheRecord {
+                layer: None,
+                state: serde_json::Value::Null,
+            });
+            e.exported = t;
+            a.entries.insert(k.into(), e);
+        }
+        assert_eq!(a.keep_newest(10), 0);
+        assert_eq!(a.keep_newest(2), 2);
+        assert_eq!(a.entries.keys().collect::<Vec<_>>(), ["a", "d"]);
+        // The timestamp travels with the flattened record.
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["entries"]["d"]["exported"], 40);
+        assert!(json["entries"]["d"].get("layer").is_some());
+    }
+
     #[test]
     fn manifest_lists_each_layer_once_and_names_the_cache_type() {
         let state = |ls: Vec<LayerRef>| {
@@ -516,31 +600,31 @@ mod tests {
         };
         a.entries.insert(
             "sha256:01".into(),
-            CacheRecord {
+            entry(CacheRecord {
                 layer: Some(layer(2)),
                 state: state(vec![layer(1), layer(2)]),
-            },
+            }),
         );
         a.entries.insert(
             "sha256:02".into(),
-            CacheRecord {
+            entry(CacheRecord {
                 layer: None,
                 state: state(vec![layer(1), layer(2)]),
-            },
+            }),
         );
         a.entries.insert(
             "sha256:03".into(),
-            CacheRecord {
+            entry(CacheRecord {
                 layer: Some(layer(3)),
                 state: state(vec![layer(1), layer(2), layer(3)]),
-            },
+            }),
         );
         a.entries.insert(
             "sha256:04".into(),
-            CacheRecord {
+            entry(CacheRecord {
                 layer: Some(layer(2)),
                 state: state(vec![layer(1), layer(2)]),
-            },
+            }),
         );
         // Step layers only (layer 1 is the base), each once.
         let layers = a.layers();
