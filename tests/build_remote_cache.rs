@@ -485,3 +485,39 @@ fn a_cache_behind_basic_auth_uses_the_saved_credentials() {
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(steps(&out, "").iter().all(|(_, c)| !c), "{out}");
 }
+
+#[test]
+fn a_copy_from_a_remote_cached_stage_fetches_that_stage_layer_to_read_it() {
+    let reg = TestRegistry::start();
+    let base = publish_base(&reg);
+    let cache = format!("{}/team/cache", reg.host());
+    let stage = format!("FROM {base} AS stamp\nRUN {STAMP}\n");
+    let first = fresh_root(&base);
+    let (_, _, _) = build_ok(
+        &first,
+        &Context::new(&format!("{stage}FROM {base}\nCOPY --from=stamp /t /t\n")),
+        &["-t", "one", "--cache-to", &cache],
+    );
+    let stamp = file_in_image(&first, "one", "/t");
+
+    // The stage is a remote hit; the COPY (to another path) misses and reads the stage's tree.
+    let second = fresh_root(&base);
+    let (id, out, err) = build_ok(
+        &second,
+        &Context::new(&format!(
+            "{stage}FROM {base}\nCOPY --from=stamp /t /copied\n"
+        )),
+        &["-t", "two", "--cache-from", &cache],
+    );
+    let s = steps(&out, "");
+    assert_eq!(
+        s.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        [true, false],
+        "{out}"
+    );
+    // Fetched: the stage's layer (to read /t); the COPY layer was made here.
+    assert_eq!(fetched(&err).len(), 1, "{err}");
+    assert!(!layer_digests(&second, &id).contains(&fetched(&err)[0]));
+    assert_eq!(file_in_image(&second, "two", "/copied"), stamp);
+    assert_consistent(&second);
+}
