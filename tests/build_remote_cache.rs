@@ -168,6 +168,10 @@ fn a_fresh_store_reuses_the_registry_cache_without_running_any_step() {
     assert_eq!(new.len(), 3, "RUN, RUN, COPY layers: {layers:?}");
     assert_eq!(file_in_image(&second, "app", "/t"), stamp);
     assert_consistent(&second);
+    // The imported entries were kept locally: the next build needs no --cache-from.
+    let (id3, out3, _) = build_ok(&second, &ctx, &["-t", "app"]);
+    assert!(steps(&out3, "").iter().all(|(_, c)| *c), "{out3}");
+    assert_eq!(id3, id1);
 }
 
 #[test]

@@ -20,7 +20,8 @@ pub trait SharedCache: Send + Sync + std::fmt::Debug {
 }
 
 /// The usable record of `key`: the local one when its layers are all at hand, else an imported
-/// one whose missing layers the shared cache can fetch. A hit is noted for export.
+/// one whose missing layers the shared cache can fetch (then also written to the local index).
+/// A hit is noted for export.
 pub fn usable_record(
     store: &Store,
     index: &CacheIndex,
@@ -41,10 +42,16 @@ pub fn usable_record(
             .iter()
             .all(|l| at_hand(l) || store.has_layer(&l.diff_id))
     };
-    let rec = index
-        .get(key)
-        .filter(usable)
-        .or_else(|| shared?.lookup(key).filter(usable))?;
+    let rec = match index.get(key).filter(usable) {
+        Some(local) => local,
+        None => {
+            let imported = shared?.lookup(key).filter(usable)?;
+            // Kept locally too, so later builds in this store hit without --cache-from (the
+            // record counts once its layer blobs are here). Best effort: a miss is no error.
+            let _ = index.put(key, &imported);
+            imported
+        }
+    };
     if let Some(s) = shared {
         s.record_used(key, &rec);
     }
@@ -148,6 +155,8 @@ mod tests {
         assert!(usable_record(&store, &index, None, &key).is_none());
         let hit = usable_record(&store, &index, shared, &key).unwrap();
         assert_eq!(hit.state["config"]["author"], "remote");
+        // ... and is kept in the local index.
+        assert_eq!(index.get(&key).unwrap().state["config"]["author"], "remote");
         // A record whose layer nobody can provide is a miss.
         assert!(usable_record(&store, &index, shared, &other).is_none());
         // A local record with a missing blob gives way to a usable imported one.
