@@ -275,3 +275,27 @@ fn import_reads_a_tar_from_stdin() {
         .is_file());
     t.ok(&["umount", "fromstdin:1"]);
 }
+
+#[test]
+fn system_check_exits_1_naming_a_corrupt_blob() {
+    let t = TestRoot::new();
+    let id = t.import_busybox("busybox");
+    let config = t.path().join("blobs/sha256").join(&id[7..]);
+    let mut data = std::fs::read(&config).unwrap();
+    data[0] ^= 0x20;
+    std::fs::write(&config, data).unwrap();
+    let out = t.rbuild(&["system", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        common::describe(&["system", "check"], &out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("blob {id}: content hashes to")),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("problem(s)"), "{stderr}");
+}
