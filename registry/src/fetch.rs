@@ -15,6 +15,8 @@ pub enum BlobSink {
     Memory(Vec<u8>),
     /// Sent chunk by chunk to a consumer (layers: ingest and extraction).
     Channel(tokio::sync::mpsc::Sender<Bytes>),
+    /// Every chunk sent to several consumers (shared, not copied), which run in parallel.
+    Fanout(Vec<tokio::sync::mpsc::Sender<Bytes>>),
 }
 
 impl BlobSink {
@@ -28,6 +30,23 @@ impl BlobSink {
                 .send(chunk)
                 .await
                 .map_err(|_| RegistryError::BadContent("the layer consumer stopped early".into())),
+            BlobSink::Fanout(txs) => {
+                for tx in txs.iter() {
+                    tx.send(chunk.clone()).await.map_err(|_| {
+                        RegistryError::BadContent("the layer consumer stopped early".into())
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a consumer has gone away (it failed and dropped its receiver).
+    pub fn consumer_gone(&self) -> bool {
+        match self {
+            BlobSink::Memory(_) => false,
+            BlobSink::Channel(tx) => tx.is_closed(),
+            BlobSink::Fanout(txs) => txs.iter().any(|t| t.is_closed()),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::media::{
 use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::ImageRef;
-use crate::unpack::{consume_layer, LayerJob};
+use crate::unpack::{apply_chunks, commit_layer, ingest_chunks, LayerJob};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use rbuild_layerfs::{Digest, Store};
@@ -398,31 +398,55 @@ async fn pull_layer(
         progress.blob_done(&job.digest, "Pull complete");
         return Ok(());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let consumer = {
+    // The blob is written and hashed on one thread while it is unpacked on another.
+    let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(64);
+    let ingester = {
         let (store, job) = (store.clone(), job.clone());
-        tokio::task::spawn_blocking(move || consume_layer(&store, &job, rx, !have_layer))
+        tokio::task::spawn_blocking(move || ingest_chunks(&store, &job, ingest_rx))
     };
-    let mut sink = BlobSink::Channel(tx);
+    let mut senders = vec![ingest_tx];
+    let applier = if have_layer {
+        None
+    } else {
+        let (apply_tx, apply_rx) = tokio::sync::mpsc::channel(64);
+        senders.push(apply_tx);
+        let (store, job) = (store.clone(), job.clone());
+        Some(tokio::task::spawn_blocking(move || {
+            apply_chunks(&store, &job, apply_rx)
+        }))
+    };
+    let mut sink = BlobSink::Fanout(senders);
     let req = BlobRequest {
         digest: &job.digest,
         size: job.size,
         urls: &job.urls,
     };
     let downloaded = fetch_blob(session, &req, &mut sink, progress.as_ref()).await;
-    let consumer_gone = matches!(&sink, BlobSink::Channel(tx) if tx.is_closed());
-    drop(sink); // end of stream for the consumer
-    let consumed = consumer
-        .await
-        .map_err(|e| RegistryError::BadContent(format!("layer task failed: {e}")))?;
-    match (downloaded, consumed) {
-        (Ok(_), Ok(())) => {}
-        // The consumer stopped first (bad content): its error is the cause.
+    let consumer_gone = sink.consumer_gone();
+    drop(sink); // end of stream for the consumers
+    let task_failed =
+        |e: tokio::task::JoinError| RegistryError::BadContent(format!("layer task failed: {e}"));
+    let ingested = ingester.await.map_err(task_failed)?;
+    let applied = match applier {
+        Some(a) => a.await.map_err(task_failed)?.map(Some),
+        None => Ok(None),
+    };
+    let consumed = match (ingested, applied) {
+        (Ok(ingest), Ok(applied)) => Ok((ingest, applied)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (ingest, applied) = match (downloaded, consumed) {
+        (Ok(_), Ok(parts)) => parts,
+        // A consumer stopped first (bad content): its error is the cause.
         (Err(_), Err(c)) if consumer_gone => return Err(c),
-        // Otherwise a download error explains the consumer's (it saw a short stream).
+        // Otherwise a download error explains the consumers' (they saw a short stream).
         (Err(d), _) => return Err(d),
         (Ok(_), Err(c)) => return Err(c),
-    }
+    };
+    let (store, job2) = (store.clone(), job.clone());
+    tokio::task::spawn_blocking(move || commit_layer(&store, &job2, ingest, applied))
+        .await
+        .map_err(task_failed)??;
     progress.blob_done(&job.digest, "Pull complete");
     Ok(())
 }

@@ -7,9 +7,10 @@ use crate::media::LayerEncoding;
 use crate::pull::store_err;
 use bytes::Bytes;
 use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
-use rbuild_layerfs::store::Ingest;
+use rbuild_layerfs::store::{Ingest, ScratchDir};
 use rbuild_layerfs::{Digest, Store};
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use tokio::sync::mpsc::Receiver;
 
 /// One layer to pull.
@@ -27,36 +28,17 @@ pub struct LayerJob {
     pub urls: Vec<String>,
 }
 
-/// A reader over the downloaded chunks that writes each chunk to the ingest as it passes.
-struct TeeReader<'a> {
+/// A reader over the downloaded chunks.
+struct ChunkReader {
     rx: Receiver<Bytes>,
-    ingest: &'a mut Ingest,
     current: Bytes,
-    first: bool,
-    encoding: LayerEncoding,
-    digest: &'a Digest,
 }
 
-impl Read for TeeReader<'_> {
+impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    if self.first && !chunk.is_empty() {
-                        self.first = false;
-                        if !self.encoding.matches_magic(&chunk) {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "layer {} content is not {:?} as its media type says",
-                                    self.digest, self.encoding
-                                ),
-                            ));
-                        }
-                    }
-                    self.ingest.write_all(&chunk)?;
-                    self.current = chunk;
-                }
+                Some(chunk) => self.current = chunk,
                 None => return Ok(0),
             }
         }
@@ -67,50 +49,72 @@ impl Read for TeeReader<'_> {
     }
 }
 
-/// Consumes a layer's chunks: ingest (and, if `apply`, unpack into a scratch dir) while they
-/// arrive, then verify and commit the blob and the unpacked layer.
-pub fn consume_layer(
+/// Writes a layer's chunks into a store ingest (hashing them) as they arrive, checking that the
+/// first bytes match the compression the media type announces. The ingest is not committed yet.
+pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> Result<Ingest> {
+    let mut ingest = store.ingest().map_err(store_err)?;
+    let mut first = true;
+    while let Some(chunk) = rx.blocking_recv() {
+        if first && !chunk.is_empty() {
+            first = false;
+            if !job.encoding.matches_magic(&chunk) {
+                return Err(RegistryError::BadContent(format!(
+                    "layer {} content is not {:?} as its media type says",
+                    job.digest, job.encoding
+                )));
+            }
+        }
+        ingest
+            .write_all(&chunk)
+            .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
+    }
+    Ok(ingest)
+}
+
+/// An unpacked, diff_id-verified layer waiting in a scratch dir.
+pub struct AppliedLayer {
+    _scratch: ScratchDir,
+    dir: PathBuf,
+}
+
+/// Unpacks a layer's chunks into a scratch dir as they arrive and checks the diff_id.
+pub fn apply_chunks(store: &Store, job: &LayerJob, rx: Receiver<Bytes>) -> Result<AppliedLayer> {
+    let scratch = store.scratch_dir("pull").map_err(store_err)?;
+    let dir = scratch.path().join("layer");
+    let mut reader = ChunkReader {
+        rx,
+        current: Bytes::new(),
+    };
+    let stats = apply_layer(&mut reader, &dir, &ApplyLimits::default())
+        .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
+    // Drain what the applier did not need so the sender never blocks on this consumer.
+    io::copy(&mut reader, &mut io::sink())
+        .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
+    if stats.diff_id != job.diff_id {
+        return Err(RegistryError::BadContent(format!(
+            "layer {} unpacks to diff_id {}, the config says {}",
+            job.digest, stats.diff_id, job.diff_id
+        )));
+    }
+    Ok(AppliedLayer {
+        _scratch: scratch,
+        dir,
+    })
+}
+
+/// Verifies and commits the blob (digest and size), then the unpacked layer.
+pub fn commit_layer(
     store: &Store,
     job: &LayerJob,
-    rx: Receiver<Bytes>,
-    apply: bool,
+    ingest: Ingest,
+    applied: Option<AppliedLayer>,
 ) -> Result<()> {
-    let mut ingest = store.ingest().map_err(store_err)?;
-    let mut reader = TeeReader {
-        rx,
-        ingest: &mut ingest,
-        current: Bytes::new(),
-        first: true,
-        encoding: job.encoding,
-        digest: &job.digest,
-    };
-    let scratch = if apply {
-        let scratch = store.scratch_dir("pull").map_err(store_err)?;
-        let dest = scratch.path().join("layer");
-        let stats = apply_layer(&mut reader, &dest, &ApplyLimits::default())
-            .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
-        // Drain what the applier did not need (tar padding) so the whole blob is hashed.
-        io::copy(&mut reader, &mut io::sink())
-            .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
-        if stats.diff_id != job.diff_id {
-            return Err(RegistryError::BadContent(format!(
-                "layer {} unpacks to diff_id {}, the config says {}",
-                job.digest, stats.diff_id, job.diff_id
-            )));
-        }
-        Some((scratch, dest))
-    } else {
-        io::copy(&mut reader, &mut io::sink())
-            .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
-        None
-    };
-    drop(reader);
     ingest
         .commit(Some(&job.digest), Some(job.size))
         .map_err(store_err)?;
-    if let Some((_scratch, dest)) = scratch {
+    if let Some(layer) = applied {
         store
-            .commit_layer_dir(&dest, &job.diff_id)
+            .commit_layer_dir(&layer.dir, &job.diff_id)
             .map_err(store_err)?;
     }
     Ok(())
