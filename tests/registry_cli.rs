@@ -302,3 +302,83 @@ fn push_again_after_kill_9_in_the_middle() {
         Some(32 << 20)
     );
 }
+
+#[test]
+fn credential_helper_is_used_for_get_store_and_erase() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = TestRegistry::start_with_auth("alice", "wonderland");
+    let dc = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("helper.log");
+    let helper = bin.path().join("docker-credential-rbtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\necho \"$1 $input\" >> {log}\ncase $1 in\n  get) echo '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"wonderland\"}}' ;;\nesac\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dc.path().join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"rbtest"}}}}"#, registry.host()),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let src = TestRoot::new();
+    let name = format!("{}/helped/bb:1", registry.host());
+    src.import_busybox(&name);
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(rbuild_bin());
+        cmd.arg("--root")
+            .arg(src.path())
+            .args(args)
+            .env("DOCKER_CONFIG", dc.path())
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(args, &out));
+    };
+    run(&["push", "-q", &name], None);
+    run(
+        &["login", "-u", "alice", "--password-stdin", registry.host()],
+        Some("wonderland\n"),
+    );
+    run(&["logout", registry.host()], None);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.lines().any(|l| l.starts_with("get ")), "{calls}");
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("store ") && l.contains("wonderland")),
+        "{calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with(&format!("erase {}", registry.host()))),
+        "{calls}"
+    );
+    let config = std::fs::read_to_string(dc.path().join("config.json")).unwrap();
+    assert!(
+        !config.contains("wonderland"),
+        "the helper, not the file, holds the secret"
+    );
+}
