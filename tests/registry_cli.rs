@@ -130,7 +130,7 @@ fn push_pull_round_trip_read_by_skopeo_and_umoci() {
 }
 
 #[test]
-fn pull_an_image_skopeo_copied_from_an_oci_layout() {
+fn an_image_skopeo_copied_from_an_oci_layout_is_pulled_and_run() {
     let registry = TestRegistry::start();
     let dc = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -194,6 +194,9 @@ fn pull_an_image_skopeo_copied_from_an_oci_layout() {
         &["inspect", "-f", "{{json .Config.Cmd}}", &name],
     );
     assert_eq!(cmd.trim(), r#"["cat","/etc/motd"]"#);
+    // And it runs: the image's CMD prints the file.
+    let out = ok(&dst, dc.path(), &["run", "--rm", &name]);
+    assert_eq!(out, "made by umoci\n");
 }
 
 #[test]
