@@ -476,3 +476,35 @@ fn destination_with_content_is_refused() {
     assert!(matches!(err, LayerError::DestNotEmpty(_)), "{err}");
     assert_eq!(std::fs::read(arena.dest.join("precious")).unwrap(), b"keep");
 }
+
+#[test]
+fn truncated_or_corrupt_blobs_fail_cleanly() {
+    let mut tar = RawTar::new();
+    for i in 0..50 {
+        tar.file(format!("f{i}").as_bytes(), &[b'x'; 3000]);
+    }
+    let tar = tar.finish();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    for (what, blob) in [
+        ("truncated gzip", gz[..gz.len() / 2].to_vec()),
+        ("truncated zstd", zst[..zst.len() / 2].to_vec()),
+        ("truncated tar", tar[..tar.len() / 3 + 100].to_vec()),
+        ("gzip with a flipped byte", {
+            let mut b = gz.clone();
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+            b
+        }),
+    ] {
+        let arena = Arena::new();
+        let err = arena.apply(&blob).expect_err(what);
+        assert!(
+            matches!(err, LayerError::Stream(_) | LayerError::BadEntry { .. }),
+            "{what}: {err}"
+        );
+        assert!(!arena.dest.exists(), "{what}: partial output left");
+    }
+}
