@@ -547,3 +547,28 @@ pub fn clip(s: &str) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(300).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_retry_after_is_capped() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+        assert_eq!(p.delay(0, None), Duration::from_millis(100));
+        assert_eq!(p.delay(2, None), Duration::from_millis(400));
+        assert_eq!(p.delay(10, None), Duration::from_secs(2));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(2)
+        );
+    }
+}

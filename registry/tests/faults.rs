@@ -471,3 +471,76 @@ fn docker_hub_references_use_a_configured_mirror() {
     assert_eq!(pulled.tag.as_deref(), Some("docker.io/library/app:1"));
     assert!(dst.store.resolve_image("app:1").is_ok(), "tagged as app:1");
 }
+
+#[test]
+fn cross_repo_mount_answered_202_falls_back_to_upload() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    // A local tag of another repository on the same registry names the same blobs.
+    let base = format!("{}/lib/base:1", fake.host());
+    fx.src.store.set_tag(&base, &fx.image.descriptor()).unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/app:2", fake.host())).unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &push_options(creds.path()),
+        Arc::new(NoProgress),
+    ))
+    .expect("push falls back to an upload");
+    let seen = fake.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "POST" && s.path.ends_with("/blobs/uploads/")),
+        "mount attempted: {seen:?}"
+    );
+    let s = fake.state();
+    for d in fx.image.layer_digests() {
+        assert!(
+            s.blobs.contains_key(d.as_str()),
+            "{d} uploaded after the 202"
+        );
+    }
+    assert!(s.manifests.contains_key("lib/app:2"));
+}
+
+#[test]
+fn insecure_endpoint_falls_back_from_https_to_http() {
+    use rbuild_registry::config::Endpoint;
+    use rbuild_registry::{Access, Session};
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let endpoint = Endpoint {
+        base_url: format!("https://{}", fake.host()),
+        skip_tls_verify: true,
+        http_fallback: true,
+    };
+    let session = rt()
+        .block_on(Session::connect(
+            &endpoint,
+            &fake.host(),
+            "lib/app",
+            Access::Pull,
+            None,
+            &fast_client(),
+        ))
+        .expect("connect falls back to plain HTTP");
+    assert!(session.url("/v2/").unwrap().as_str().starts_with("http://"));
+    let strict = Endpoint {
+        base_url: format!("https://{}", fake.host()),
+        skip_tls_verify: false,
+        http_fallback: false,
+    };
+    assert!(rt()
+        .block_on(Session::connect(
+            &strict,
+            &fake.host(),
+            "lib/app",
+            Access::Pull,
+            None,
+            &fast_client()
+        ))
+        .is_err());
+}
