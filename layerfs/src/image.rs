@@ -163,11 +163,17 @@ impl Store {
     }
 
     /// Every image in the index with its tags (dangling images have none), in index order.
+    /// Entries whose manifest or config cannot be read are skipped with a warning (`system
+    /// check` names them).
     pub fn list_images(&self) -> Result<Vec<(Image, Vec<String>)>> {
         let mut out = Vec::new();
         for (desc, tags) in self.images_with_tags()? {
-            let digest = descriptor_digest(&desc)?;
-            out.push((self.load_image(&digest)?, tags));
+            match descriptor_digest(&desc).and_then(|d| self.load_image(&d)) {
+                Ok(image) => out.push((image, tags)),
+                Err(e) => {
+                    tracing::warn!(digest = %desc.digest(), error = %e, "skipping unreadable image")
+                }
+            }
         }
         Ok(out)
     }
@@ -197,8 +203,13 @@ impl Store {
         }
         let mut matches: Vec<Image> = Vec::new();
         for (desc, _) in &entries {
-            let manifest_digest = descriptor_digest(desc)?;
-            let image = self.load_image(&manifest_digest)?;
+            let Ok(manifest_digest) = descriptor_digest(desc) else {
+                continue;
+            };
+            // An unreadable image cannot be the one asked for; `system check` reports it.
+            let Ok(image) = self.load_image(&manifest_digest) else {
+                continue;
+            };
             let id_match = image.config_digest.hex().starts_with(hex)
                 || (hex.len() == 64 && manifest_digest.hex() == hex);
             if id_match
