@@ -245,7 +245,7 @@ fn import_reads_a_tar_from_stdin() {
     let t = TestRoot::new();
     let src = tempfile::tempdir().unwrap();
     common::busybox_rootfs(src.path());
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-cf")
         .arg("-")
         .arg("-C")
@@ -256,9 +256,10 @@ fn import_reads_a_tar_from_stdin() {
         .unwrap();
     let out = Command::new(common::rbuild_bin())
         .args(["--root", &t.root_str(), "import", "-", "fromstdin:1"])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(tar.wait().unwrap().success());
     assert!(
         out.status.success(),
         "{}",
@@ -298,4 +299,9 @@ fn system_check_exits_1_naming_a_corrupt_blob() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("problem(s)"), "{stderr}");
+    // The broken image can still be untagged, and prune then clears its blobs.
+    let out = t.ok(&["rmi", "busybox"]);
+    assert!(out.contains("Untagged: busybox:latest"), "{out}");
+    t.ok(&["system", "prune"]);
+    t.ok(&["system", "check"]);
 }

@@ -31,7 +31,24 @@ pub fn rmi(store: &Store, force: bool, images: &[String]) -> anyhow::Result<Exit
 }
 
 fn rmi_one(store: &Store, force: bool, name: &str) -> anyhow::Result<()> {
-    let image = store.resolve_image(name)?;
+    let image = match store.resolve_image(name) {
+        Ok(image) => image,
+        Err(e) => {
+            // A tag whose image is unreadable (see `system check`) can still be removed.
+            let tag = normalize_tag(name).ok();
+            let tagged = tag.as_ref().is_some_and(|t| {
+                store
+                    .tags()
+                    .is_ok_and(|all| all.iter().any(|(n, _)| n == t))
+            });
+            if let (true, Some(tag)) = (tagged, tag) {
+                store.remove_tag(&tag)?;
+                println!("Untagged: {tag}");
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    };
     let tags: Vec<String> = store
         .images_with_tags()?
         .into_iter()
