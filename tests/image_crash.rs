@@ -126,3 +126,61 @@ fn two_concurrent_imports_to_the_same_tag_leave_one_complete_image() {
     t.ok(&["umount", "shared:tag"]);
     t.ok(&["system", "check"]);
 }
+
+#[test]
+fn kill_9_of_load_at_random_moments_leaves_a_consistent_store() {
+    let source = TestRoot::new();
+    let src = tempfile::tempdir().unwrap();
+    small_rootfs(src.path());
+    assert!(spawn_import(source.path(), src.path(), "app:1")
+        .wait()
+        .unwrap()
+        .success());
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("app.tar");
+    source.ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+
+    let t = TestRoot::new();
+    let spawn_load = || {
+        Command::new(rbuild_bin())
+            .arg("--root")
+            .arg(t.path())
+            .args(["load", "-i"])
+            .arg(&archive)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rbuild load")
+    };
+    let start = Instant::now();
+    assert!(spawn_load().wait().unwrap().success());
+    let full = start.elapsed().max(Duration::from_millis(20));
+    t.ok(&["rmi", "app:1"]);
+    t.ok(&["system", "prune"]);
+
+    let mut rng = rand::rng();
+    for round in 0..10 {
+        let delay = full.mul_f64(rng.random_range(0.0..1.0));
+        let mut child = Killer(spawn_load());
+        std::thread::sleep(delay);
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+        drop(child);
+        let args = ["system", "check"];
+        let out = t.rbuild(&args);
+        assert!(
+            out.status.success(),
+            "round {round} (killed after {delay:?}):\n{}",
+            describe(&args, &out)
+        );
+        // Whatever the kill left, a tag only ever names a complete image.
+        if t.rbuild(&["inspect", "app:1"]).status.success() {
+            let mounted = t.ok(&["mount", "app:1"]);
+            assert!(Path::new(mounted.trim()).join("etc/passwd").is_file());
+            t.ok(&["umount", "app:1"]);
+        }
+    }
+    assert!(spawn_load().wait().unwrap().success());
+    t.ok(&["inspect", "app:1"]);
+    t.ok(&["system", "check"]);
+}
