@@ -36,41 +36,59 @@ impl Store {
     }
 
     /// Mounts the image read-only and leaves it mounted; returns the mount point. Mounting an
-    /// image that is already mounted returns the existing mount point.
+    /// image that is already mounted returns the existing mount point. The record is written
+    /// before the mount, so a process killed in between leaves a stale record (dropped by
+    /// [`Store::image_mounts`]) rather than an unrecorded mount.
     pub fn mount_image(&self, image: &Image, driver: Driver) -> Result<PathBuf> {
         let layers = self.image_layer_dirs(image)?;
         let _lock = self.lock()?;
         let (record_path, target) = self.mount_paths(image);
+        let write_record = |driver: Driver| -> Result<()> {
+            let record = MountRecord {
+                image_id: image.id().to_string(),
+                manifest: image.manifest_digest.to_string(),
+                layers: image.diff_ids().iter().map(|d| d.to_string()).collect(),
+                target: target.clone(),
+                driver: driver.to_string(),
+            };
+            let data = serde_json::to_vec_pretty(&record)
+                .map_err(|e| StoreError::json("mount record", e))?;
+            let tmp = self.session_dir().join(format!("mount-{}", random_hex(6)));
+            atomic_write(&tmp, &record_path, &data)
+        };
         if is_mount_point(&target) {
+            if !record_path.exists() {
+                write_record(driver)?;
+            }
             return Ok(target);
         }
         ensure_dir(&target, 0o755)?;
+        write_record(driver)?;
         let spec = MountSpec {
             layers,
             upper: None,
             work: None,
             target: target.clone(),
         };
-        let mount = mount_union(&spec, driver).map_err(mount_err)?;
+        let mount = match mount_union(&spec, driver) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = remove_any(&record_path);
+                return Err(mount_err(e));
+            }
+        };
         if mount.driver() == Driver::Fuse {
             // A FUSE mount is served by this process and would die with it.
             drop(mount);
+            let _ = remove_any(&record_path);
             return Err(StoreError::Other(format!(
                 "cannot keep {} mounted with the FUSE driver: its server lives only as long as this process; use --storage-driver overlay",
                 target.display()
             )));
         }
-        let record = MountRecord {
-            image_id: image.id().to_string(),
-            manifest: image.manifest_digest.to_string(),
-            layers: image.diff_ids().iter().map(|d| d.to_string()).collect(),
-            target: target.clone(),
-            driver: mount.driver().to_string(),
-        };
-        let data =
-            serde_json::to_vec_pretty(&record).map_err(|e| StoreError::json("mount record", e))?;
-        let tmp = self.session_dir().join(format!("mount-{}", random_hex(6)));
-        atomic_write(&tmp, &record_path, &data)?;
+        if mount.driver() != driver {
+            write_record(mount.driver())?;
+        }
         Ok(mount.persist())
     }
 
