@@ -25,7 +25,7 @@ RB="$PWD/target/release/rbuild --root $WORK/rbuild"
 
 cleanup() {
     # Unmount anything a peer left below WORK, then remove it.
-    grep -o " $WORK[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $WORK[^ ]*" /proc/self/mountinfo 2>/dev/null || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 cleanup
