@@ -53,8 +53,25 @@ pub fn images(store: &Store, args: ImagesArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     let mut seen_ids = Vec::new();
+    let mut layer_sizes: std::collections::HashMap<rbuild_layerfs::Digest, u64> =
+        std::collections::HashMap::new();
     for (image, tags) in &listed {
-        let size = store.image_size(image);
+        // Images share base layers: measure each layer once.
+        let size = (0..image.manifest.layers().len())
+            .map(|i| {
+                let key = image.diff_ids().get(i).cloned();
+                match key.as_ref().and_then(|k| layer_sizes.get(k)) {
+                    Some(s) => *s,
+                    None => {
+                        let s = store.layer_size(image, i);
+                        if let Some(k) = key {
+                            layer_sizes.insert(k, s);
+                        }
+                        s
+                    }
+                }
+            })
+            .sum();
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
