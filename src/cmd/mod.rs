@@ -65,7 +65,7 @@ impl Globals {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Image management commands.
     #[command(flatten)]
     Image(image::ImageCommand),
@@ -83,7 +83,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.globals;
     match cli.command {
-        Command::Build(args) => build::run(&g, args),
+        Command::Build(args) => build::run(&g, *args),
         Command::Image(c) => image::run(&g, c),
         Command::Container(c) => container::run(&g, c),
         Command::Registry(c) => registry::run(&g, c),
