@@ -223,3 +223,60 @@ fn volumes_and_read_only_rootfs() {
         "ok\n"
     );
 }
+
+#[test]
+fn sigterm_to_rbuild_reaches_pid_1() {
+    let root = TestRoot::new();
+    root.import_busybox("bb");
+    let ready = root.path().join("ready");
+    let vol = format!("{}:/out", root.path().display());
+    let mut child = std::process::Command::new(common::rbuild_bin())
+        .args([
+            "--root",
+            &root.root_str(),
+            "run",
+            "--rm",
+            "-v",
+            &vol,
+            "bb",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; touch /out/ready; while true; do sleep 1; done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..1000 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(ready.exists(), "container did not start");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42));
+}
+
+#[test]
+fn tty_gives_the_process_a_terminal() {
+    let root = TestRoot::new();
+    root.import_busybox("bb");
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "-t",
+        "bb",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo is-a-tty; stty size",
+    ]);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("24 80"), "default window size: {out:?}");
+    let out = root.ok(&["run", "--rm", "bb", "sh", "-c", "[ -t 1 ] || echo no-tty"]);
+    assert_eq!(out, "no-tty\n");
+}

@@ -231,7 +231,7 @@ pub fn run(g: &Globals, a: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         Attach::Foreground
     };
-    start_container(g, &store, st, attach)
+    start_container(&store, st, attach)
 }
 
 #[cfg(test)]

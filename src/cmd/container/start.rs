@@ -11,7 +11,6 @@ use rbuild_layerfs::{Digest, Store};
 use rbuild_runner::{Network, ProcessSpec, RunnerError, SandboxSpec, Stdio};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 use std::process::ExitCode;
 
 /// Where the container's stdio goes.
@@ -28,7 +27,6 @@ const START_FAILED: u8 = 125;
 
 /// Starts `st` and either waits for it (foreground) or returns once it runs (detached).
 pub fn start_container(
-    g: &Globals,
     store: &Store,
     st: ContainerState,
     attach: Attach,
@@ -36,7 +34,7 @@ pub fn start_container(
     match attach {
         Attach::Foreground => {
             let auto_remove = st.config.auto_remove;
-            match supervise(g, store.root(), st, attach, None) {
+            match supervise(store, st, attach, None) {
                 Ok(status) => {
                     if status.oom_killed {
                         eprintln!("killed: out of memory");
@@ -48,7 +46,7 @@ pub fn start_container(
         }
         Attach::Detached => {
             let id = st.id.clone();
-            detach(g, store.root(), st)?;
+            detach(store, st)?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -67,7 +65,7 @@ fn start_error(e: anyhow::Error, _auto_remove: bool) -> anyhow::Error {
 }
 
 /// Forks the monitor and waits until the container runs (or failed to start).
-fn detach(g: &Globals, store_root: &Path, st: ContainerState) -> anyhow::Result<()> {
+fn detach(store: &Store, st: ContainerState) -> anyhow::Result<()> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: the CLI is single-threaded here; the child only runs the monitor and exits.
     match unsafe { nix::unistd::fork() }.context("fork")? {
@@ -84,7 +82,7 @@ fn detach(g: &Globals, store_root: &Path, st: ContainerState) -> anyhow::Result<
                     unsafe { libc::dup2(null.as_raw_fd(), fd) };
                 }
             }
-            let code = match supervise(g, store_root, st, Attach::Detached, Some(w)) {
+            let code = match supervise(store, st, Attach::Detached, Some(w)) {
                 Ok(_) => 0,
                 Err(_) => 1,
             };
@@ -118,13 +116,13 @@ fn notify(ready: &mut Option<OwnedFd>, code: &str, message: &str) {
 
 /// Mounts, runs and waits for the container, keeping state.json current.
 fn supervise(
-    g: &Globals,
-    store_root: &Path,
+    store: &Store,
     mut st: ContainerState,
     attach: Attach,
     mut ready: Option<OwnedFd>,
 ) -> anyhow::Result<rbuild_runner::ExitStatus> {
-    let result = run_and_wait(g, store_root, &mut st, attach, &mut ready);
+    let store_root = store.root();
+    let result = run_and_wait(store, &mut st, attach, &mut ready);
     if let Err(e) = &result {
         let code = match e.downcast_ref::<RunnerError>() {
             Some(RunnerError::Exec { code, .. }) => *code,
@@ -146,13 +144,12 @@ fn supervise(
 }
 
 fn run_and_wait(
-    g: &Globals,
-    store_root: &Path,
+    store: &Store,
     st: &mut ContainerState,
     attach: Attach,
     ready: &mut Option<OwnedFd>,
 ) -> anyhow::Result<rbuild_runner::ExitStatus> {
-    let store = open_store(g)?;
+    let store_root = store.root();
     let manifest: Digest = st
         .manifest
         .parse()
@@ -238,7 +235,7 @@ pub fn start_many(g: &Globals, names: &[String]) -> anyhow::Result<ExitCode> {
             println!("{name}");
             continue;
         }
-        detach(g, store.root(), st)?;
+        detach(&store, st)?;
         println!("{name}");
     }
     Ok(ExitCode::SUCCESS)
