@@ -90,8 +90,11 @@ pub struct ContextEntry {
 /// One source of an ADD/COPY after glob expansion, with the content of everything below it.
 #[derive(Debug, Clone)]
 pub struct SourceTree {
-    /// Context-relative path of the source (`""` for the context root).
+    /// Context-relative path of the source (`""` for the context root); for a source that is a
+    /// symlink, the path it resolves to inside the context.
     pub rel: String,
+    /// The source's own file name (what a file source is called at a directory destination).
+    pub name: String,
     /// Entries, the source itself first, then its contents in sorted order.
     pub entries: Vec<ContextEntry>,
     /// Hash over path, kind, mode and content of every entry (not mtime, not owner).
@@ -206,6 +209,24 @@ impl BuildContext {
             if self.is_excluded(&clean) && !self.has_exceptions() {
                 return Err(not_found());
             }
+            // As BuildKit: symlinks on the way to a source (and the source itself) are followed
+            // inside the context, never out of it.
+            let resolved = self.resolve_in_context(&clean).ok_or_else(not_found)?;
+            if resolved != clean {
+                if self.is_excluded(&resolved) && !self.has_exceptions() {
+                    return Err(not_found());
+                }
+                let mut trees = vec![self.tree(&resolved)?];
+                let name = clean.rsplit('/').next().unwrap_or(&clean).to_string();
+                for t in &mut trees {
+                    t.name = name.clone();
+                }
+                trees.retain(|t| !t.entries.is_empty());
+                if trees.is_empty() {
+                    return Err(not_found());
+                }
+                return Ok(trees);
+            }
             match fs::symlink_metadata(self.host_path(&clean)) {
                 Ok(_) => vec![clean],
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
@@ -229,6 +250,49 @@ impl BuildContext {
             return Err(not_found());
         }
         Ok(out)
+    }
+
+    /// Resolves every symlink in `rel` with the context as the root (absolute targets start at
+    /// the context, `..` cannot leave it), so no source can reach a file outside the context;
+    /// `None` when a link dangles or loops.
+    fn resolve_in_context(&self, rel: &str) -> Option<String> {
+        let mut todo: Vec<String> = rel
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        todo.reverse();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(comp) = todo.pop() {
+            match comp.as_str() {
+                "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            done.push(comp);
+            let host = self.host_path(&done.join("/"));
+            let meta = fs::symlink_metadata(&host).ok()?;
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = fs::read_link(&host).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for c in target.split('/').filter(|c| !c.is_empty()).rev() {
+                    todo.push(c.to_string());
+                }
+            }
+        }
+        Some(done.join("/"))
     }
 
     fn glob(&self, pattern: &str, source: &str) -> Result<Vec<String>, ContextError> {
@@ -328,6 +392,7 @@ impl BuildContext {
         }
         Ok(SourceTree {
             rel: rel.to_string(),
+            name: rel.rsplit('/').next().unwrap_or(rel).to_string(),
             entries,
             digest: Digest::from_hasher(hasher),
         })
@@ -495,5 +560,20 @@ mod tests {
         let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
         assert_ne!(ctx.select("src").unwrap()[0].digest, before);
         assert_eq!(clean_rel("../../x/./y"), "x/y");
+        // Symlinks are followed inside the context only.
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("src/sub", dir.path().join("sublink")).unwrap();
+        std::os::unix::fs::symlink("/top.txt", dir.path().join("abs")).unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        assert!(ctx.select("out/secret").is_err());
+        let t = ctx.select("sublink/b.txt").unwrap();
+        assert_eq!(
+            (t[0].rel.as_str(), t[0].name.as_str()),
+            ("src/sub/b.txt", "b.txt")
+        );
+        let t = ctx.select("abs").unwrap();
+        assert_eq!((t[0].rel.as_str(), t[0].name.as_str()), ("top.txt", "abs"));
     }
 }

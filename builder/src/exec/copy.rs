@@ -504,7 +504,7 @@ impl Copier<'_> {
                 return Ok(());
             }
         }
-        let name = tree.rel.rsplit('/').next().unwrap_or(&tree.rel).to_string();
+        let name = tree.name.clone();
         let target = self.file_target(&name, multi);
         self.entry(&src_root, &target, top)
     }
