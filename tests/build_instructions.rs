@@ -167,13 +167,13 @@ RUN ["/bin/sh", "-c", "echo exec-form > /exec.txt"]
     let out = run_sh(
         &root,
         &id,
-        "stat -c '%U:%G %a' /opt/app/bin/tool; cat /opt/app/lib/data.txt /opt/single; \
+        "stat -c '%U:%G %a' /opt/app/bin/tool; stat -c %U /opt/app; cat /opt/app/lib/data.txt /opt/single; \
          ls /docs; cat /unpacked/pkg/readme.txt /plain/p.txt /downloads/remote.txt /etc/motd \
          /from-heredoc /exec.txt; stat -c %a /downloads/remote.txt",
     );
     assert_eq!(
         out,
-        "nobody:nogroup 750\ndata\ntop\na.md\nb.md\nfrom the archive\nplain\nremote file\n\
+        "nobody:nogroup 750\nnobody\ndata\ntop\na.md\nb.md\nfrom the archive\nplain\nremote file\n\
          hello  heredoc\none\ntwo\nexec-form\n600\n"
     );
 }

@@ -445,7 +445,14 @@ impl Copier<'_> {
 
     fn dir(&mut self, path: &str) -> std::io::Result<&OwnedFd> {
         if !self.dirs.contains_key(path) {
-            let fd = self.writer.ensure_dir(path, None)?;
+            // Directories this copy creates belong to the --chown owner (as BuildKit).
+            let created = self.owner.map(|(uid, gid)| Attrs {
+                uid,
+                gid,
+                mode: 0o755,
+                mtime: None,
+            });
+            let fd = self.writer.ensure_dir(path, created)?;
             self.dirs.insert(path.to_string(), fd);
         }
         Ok(&self.dirs[path])
