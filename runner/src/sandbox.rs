@@ -88,6 +88,9 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     running.pty = pty;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
+    // The parent moves the container process into its cgroup while it sets up its mounts (a
+    // cgroup migration waits for an RCU grace period); "go" says it is done.
+    let (go_r, go_w) = process::pipe()?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -111,13 +114,18 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     let child = || -> (i32, String) {
         process::restore_signals(&old);
         let r = (|| -> Result<()> {
-            if let Some(cg) = &cgroup {
-                cg.add_process(0)?;
-            }
+            // SAFETY: closing this process's copy of the parent's end.
+            unsafe { libc::close(go_w.as_raw_fd()) };
             process::apply_stdio(&child_stdio)?;
             rootfs::setup(&LinuxSyscall, sandbox)?;
             if sandbox.network == Network::None {
                 crate::net::loopback_up()?;
+            }
+            let mut go = [0u8; 1];
+            if cgroup.is_some() && !matches!(nix::unistd::read(&go_r, &mut go), Ok(1)) {
+                return Err(RunnerError::Setup(
+                    "the parent did not place the process in its cgroup".into(),
+                ));
             }
             Ok(())
         })();
@@ -129,12 +137,21 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     };
     // SAFETY: the child only runs the prepared closures and exits or execs.
     running.outer = unsafe { process::fork_intermediate(&pid_w, &err_w, setup, child)? };
-    drop((pid_w, err_w, child_stdio));
+    drop((pid_w, err_w, child_stdio, go_r));
     let pid = process::read_pid(pid_r);
-    let failure = process::read_failure(err_r);
     if let Some(pid) = pid {
         running.init = pid;
+        if let Some(cg) = &running.cgroup {
+            if let Err(e) = cg.add_process(pid) {
+                drop(go_w);
+                running.finish();
+                return Err(e);
+            }
+        }
+        let _ = nix::unistd::write(&go_w, b"g");
     }
+    drop(go_w);
+    let failure = process::read_failure(err_r);
     if let Some((code, message)) = failure {
         running.finish();
         return Err(process::failure_error(code, message));
