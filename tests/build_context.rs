@@ -1,0 +1,77 @@
+//! The build context as COPY sees it: `.dockerignore` with Docker's semantics (names anchored at
+//! the root, `*` not crossing `/`, `**`, `!` re-inclusion, the Dockerfile and .dockerignore
+//! themselves excludable), globs in sources, and symlinks that cannot leave the context.
+
+mod build_support;
+mod common;
+
+use build_support::{build, build_ok, run_sh, Context};
+use common::TestRoot;
+
+#[test]
+fn dockerignore_semantics_decide_what_copy_sees() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nCOPY . /ctx/\n");
+    ctx.write(
+        ".dockerignore",
+        "# comment\ndocs\n*/*.tmp\n**/*.bak\nsecrets/\n!secrets/public.txt\nDockerfile\n.dockerignore\n",
+    );
+    for f in [
+        "docs/a.md",
+        "sub/docs/kept.md",
+        "top.tmp",
+        "sub/x.tmp",
+        "sub/deeper/y.tmp",
+        "a.bak",
+        "sub/deeper/b.bak",
+        "secrets/key",
+        "secrets/public.txt",
+        "keep.txt",
+    ] {
+        ctx.write(f, f);
+    }
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "cd /ctx && find . -type f | sort"),
+        "./keep.txt\n./secrets/public.txt\n./sub/deeper/y.tmp\n./sub/docs/kept.md\n./top.tmp\n"
+    );
+    // An excluded source named directly is "not found", like Docker.
+    let direct = Context::new("FROM busybox\nCOPY secrets/key /key\n");
+    direct.write(".dockerignore", "secrets\n");
+    direct.write("secrets/key", "k");
+    let out = build(&root, &direct, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secrets/key"));
+}
+
+#[test]
+fn glob_sources_and_symlinks_stay_in_the_context() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let outside = tempfile::tempdir().expect("outside dir");
+    std::fs::write(outside.path().join("host-secret"), "host").expect("write");
+    let ctx = Context::new(
+        "FROM busybox\nCOPY src/*.c /c/\nCOPY src/?.h /h/\nCOPY link.txt /linked/\nCOPY dirlink/inner.txt /inner.txt\n",
+    );
+    ctx.write("src/a.c", "a");
+    ctx.write("src/b.c", "b");
+    ctx.write("src/x.h", "x");
+    ctx.write("src/long.h", "long");
+    ctx.write("real/inner.txt", "inner\n");
+    ctx.write("target.txt", "target\n");
+    std::os::unix::fs::symlink("target.txt", ctx.path().join("link.txt")).expect("symlink");
+    std::os::unix::fs::symlink("/real", ctx.path().join("dirlink")).expect("symlink");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "ls /c; ls /h; cat /linked/link.txt /inner.txt"),
+        "a.c\nb.c\nx.h\ntarget\ninner\n"
+    );
+    let escape = Context::new("FROM busybox\nCOPY out/host-secret /s\n");
+    std::os::unix::fs::symlink(outside.path(), escape.path().join("out")).expect("symlink");
+    let out = build(&root, &escape, &[]);
+    assert!(
+        !out.status.success(),
+        "a context symlink reached a host file"
+    );
+}
