@@ -143,16 +143,6 @@ impl InodeTable {
             .find_map(|(parent, name)| self.path(*parent).map(|p| p.join(name)))
     }
 
-    /// The live child inode of `parent` named `name`, if one is known.
-    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.nodes.iter().find_map(|(ino, node)| {
-            node.aliases
-                .iter()
-                .any(|(p, n)| *p == parent && n == name)
-                .then_some(*ino)
-        })
-    }
-
     /// Removes the alias (`parent`, `name`) from whichever node carries it.
     pub fn drop_alias(&mut self, ino: u64, parent: u64, name: &OsStr) {
         if let Some(node) = self.nodes.get_mut(&ino) {

@@ -137,6 +137,8 @@ pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
+    // mountinfo shows canonical paths.
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut detached = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -152,7 +154,7 @@ pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
             continue;
         };
         let point = PathBuf::from(unescape_mountinfo(point));
-        if point.starts_with(dir) && detach_stale(&point) {
+        if point.starts_with(&dir) && detach_stale(&point) {
             detached.push(point);
         }
     }
