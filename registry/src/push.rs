@@ -17,7 +17,10 @@ use rbuild_layerfs::{Digest, Store};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, Response, StatusCode, Url};
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Which manifest format to push.
@@ -55,7 +58,8 @@ pub struct PushOptions {
     pub credentials: CredentialStore,
     /// Retry and timeout settings.
     pub client: ClientOptions,
-    /// Bytes per upload request (PATCH).
+    /// Bytes per upload request (PATCH); the default sends the whole blob in one streamed
+    /// request (what the reference registry ingests fastest).
     pub chunk_size: u64,
     /// Blobs uploaded at once.
     pub jobs: usize,
@@ -69,7 +73,7 @@ impl Default for PushOptions {
             config: RegistryConfig::default(),
             credentials: CredentialStore::from_env(),
             client: ClientOptions::default(),
-            chunk_size: 64 << 20,
+            chunk_size: u64::MAX,
             jobs: 4,
         }
     }
@@ -287,19 +291,41 @@ fn next_offset(resp: &Response) -> Option<u64> {
     Some(end + 1)
 }
 
-async fn read_chunk(
-    file: &mut tokio::fs::File,
-    offset: u64,
-    len: u64,
-    digest: &Digest,
-) -> Result<Bytes> {
-    let io = |e| RegistryError::io(format!("read blob {digest}"), e);
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(io)?;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf).await.map_err(io)?;
-    Ok(Bytes::from(buf))
+/// A request body streaming `len` bytes of the file at `path` from `offset`, counting what was
+/// sent in `sent`. The file is read in 1 MiB pieces, never whole.
+fn file_body(path: PathBuf, offset: u64, len: u64, sent: Arc<AtomicU64>) -> reqwest::Body {
+    type State = (Option<tokio::fs::File>, u64, u64);
+    let stream =
+        futures_util::stream::unfold((None, offset, len) as State, move |(file, pos, left)| {
+            let (path, sent) = (path.clone(), sent.clone());
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let fail = |e: std::io::Error| Some((Err(e), (None, pos, 0)));
+                let mut file = match file {
+                    Some(f) => f,
+                    None => {
+                        let mut f = match tokio::fs::File::open(&path).await {
+                            Ok(f) => f,
+                            Err(e) => return fail(e),
+                        };
+                        if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)).await {
+                            return fail(e);
+                        }
+                        f
+                    }
+                };
+                let n = left.min(1 << 20);
+                let mut buf = vec![0u8; n as usize];
+                if let Err(e) = file.read_exact(&mut buf).await {
+                    return fail(e);
+                }
+                sent.fetch_add(n, Ordering::Relaxed);
+                Some((Ok(Bytes::from(buf)), (Some(file), pos + n, left - n)))
+            }
+        });
+    reqwest::Body::wrap_stream(stream)
 }
 
 async fn upload(
@@ -311,29 +337,54 @@ async fn upload(
     progress: &dyn Progress,
 ) -> Result<()> {
     let path = store.blob_path(&job.digest);
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| RegistryError::io(format!("open blob {}", path.display()), e))?;
+    if !path.exists() {
+        return Err(RegistryError::io(
+            format!("open blob {}", path.display()),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
     let mut offset = 0u64;
     let mut failures = 0u32;
     let attempts = session.retry_policy().attempts.max(1);
     while offset < job.size {
         let len = chunk.max(1).min(job.size - offset);
-        let body = read_chunk(&mut file, offset, len, &job.digest).await?;
         let range = format!("{}-{}", offset, offset + len - 1);
-        let result = session
-            .send_once(Method::PATCH, location.clone(), |r| {
-                r.header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_RANGE, range.as_str())
-                    .header(CONTENT_LENGTH, len)
-                    .body(body.clone())
-            })
-            .await;
+        let sent = Arc::new(AtomicU64::new(0));
+        // The body can be sent once; a re-sent request (after a new token) gets an empty body,
+        // fails on its length, and the upload resumes from what the registry has.
+        let body = Mutex::new(Some(file_body(path.clone(), offset, len, sent.clone())));
+        let patch = session.send_once(Method::PATCH, location.clone(), |r| {
+            let body = body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| reqwest::Body::from(Vec::new()));
+            r.header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, range.as_str())
+                .header(CONTENT_LENGTH, len)
+                .body(body)
+        });
+        tokio::pin!(patch);
+        let mut reported = 0u64;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        let result = loop {
+            tokio::select! {
+                r = &mut patch => break r,
+                _ = tick.tick() => {
+                    let now = sent.load(Ordering::Relaxed);
+                    progress.blob_advanced(&job.digest, now.saturating_sub(reported));
+                    reported = now;
+                }
+            }
+        };
         match result {
             Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                 let new_offset = next_offset(&resp).unwrap_or(offset + len);
                 location = location_of(session, &resp).unwrap_or(location);
-                progress.blob_advanced(&job.digest, new_offset.saturating_sub(offset));
+                progress.blob_advanced(
+                    &job.digest,
+                    new_offset.saturating_sub(offset).saturating_sub(reported),
+                );
                 offset = new_offset;
                 continue;
             }
@@ -369,7 +420,6 @@ async fn upload(
         if status.status() == StatusCode::NO_CONTENT || status.status().is_success() {
             let have = next_offset(&status).unwrap_or(0);
             location = location_of(session, &status).unwrap_or(location);
-            progress.blob_advanced(&job.digest, have.saturating_sub(offset));
             offset = have;
         } else {
             // The upload session is gone: start a new one from the beginning.

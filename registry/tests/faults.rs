@@ -396,30 +396,36 @@ fn index_resolves_to_the_wanted_platform() {
 
 #[test]
 fn upload_resumes_from_the_registry_offset_after_a_failed_chunk() {
-    let fake = FakeRegistry::start();
-    let fx = fixture();
-    fake.state().faults.fail_patches = 1;
-    let creds = tempfile::tempdir().unwrap();
-    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-    let mut opts = push_options(creds.path());
-    opts.chunk_size = 64 << 10;
-    opts.jobs = 1;
-    rt().block_on(push(
-        &fx.src.store,
-        "app:1",
-        &dest,
-        &opts,
-        Arc::new(NoProgress),
-    ))
-    .expect("push resumes");
-    let s = fake.state();
-    for d in fx.image.layer_digests() {
-        assert_eq!(
-            s.blobs.get(d.as_str()).map(|b| b.to_vec()),
-            Some(fx.src.store.read_blob(&d).unwrap())
-        );
+    // Small chunks, and the default: the whole blob streamed in one request.
+    for chunk in [Some(64 << 10), None] {
+        let fake = FakeRegistry::start();
+        let fx = fixture();
+        fake.state().faults.fail_patches = 1;
+        let creds = tempfile::tempdir().unwrap();
+        let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+        let mut opts = push_options(creds.path());
+        if let Some(c) = chunk {
+            opts.chunk_size = c;
+        }
+        opts.jobs = 1;
+        rt().block_on(push(
+            &fx.src.store,
+            "app:1",
+            &dest,
+            &opts,
+            Arc::new(NoProgress),
+        ))
+        .expect("push resumes");
+        let s = fake.state();
+        assert_eq!(s.faults.fail_patches, 0, "a PATCH failed");
+        for d in fx.image.layer_digests() {
+            assert_eq!(
+                s.blobs.get(d.as_str()).map(|b| b.to_vec()),
+                Some(fx.src.store.read_blob(&d).unwrap())
+            );
+        }
+        assert!(s.manifests.contains_key("lib/pushed:1"));
     }
-    assert!(s.manifests.contains_key("lib/pushed:1"));
 }
 
 #[test]
