@@ -74,6 +74,9 @@ pub enum BuildError {
         /// Cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The build was asked for something the Dockerfile does not have (e.g. an unknown target).
+    #[error("{0}")]
+    Usage(String),
     /// A file outside the store could not be used.
     #[error("{path}: {source}")]
     Io {

@@ -1,6 +1,7 @@
 //! Stage planning: which stages the target needs, what each stage is based on, and the values
 //! of the ARGs declared before the first FROM.
 
+use super::BuildError;
 use crate::dockerfile::{CopySource, Dockerfile, DockerfileError, InstructionKind, ShellLex};
 use std::collections::BTreeMap;
 
@@ -61,7 +62,7 @@ pub fn plan(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
     target: Option<&str>,
-) -> Result<Plan, DockerfileError> {
+) -> Result<Plan, BuildError> {
     let lex = ShellLex::new(df.directives.escape);
     let mut global_args = BTreeMap::new();
     for instr in &df.global_args {
@@ -86,9 +87,8 @@ pub fn plan(
         }
     }
     if df.stages.is_empty() {
-        return Err(DockerfileError::syntax(
-            0,
-            "no FROM instruction: a Dockerfile needs at least one stage",
+        return Err(BuildError::Usage(
+            "the Dockerfile has no FROM instruction: a Dockerfile needs at least one stage".into(),
         ));
     }
     let mut bases = Vec::with_capacity(df.stages.len());
@@ -106,7 +106,8 @@ pub fn plan(
                     "FROM {:?} expands to an empty image name: pass --build-arg",
                     stage.base
                 ),
-            ));
+            )
+            .into());
         }
         let base = if name.eq_ignore_ascii_case("scratch") {
             Base::Scratch
@@ -121,12 +122,9 @@ pub fn plan(
     let target = match target {
         None => df.stages.len() - 1,
         Some(t) => df.stage(t).map(|s| s.index).ok_or_else(|| {
-            DockerfileError::syntax(
-                0,
-                format!(
-                    "target stage {t:?} could not be found: name one of the FROM ... AS stages"
-                ),
-            )
+            BuildError::Usage(format!(
+                "target stage {t:?} could not be found: name one of the FROM ... AS stages"
+            ))
         })?,
     };
     // Dependencies: FROM <stage> and COPY --from=<stage>.
@@ -168,4 +166,43 @@ pub fn plan(
 /// True when a COPY/ADD source list contains a heredoc (inline file).
 pub fn has_heredoc(sources: &[CopySource]) -> bool {
     sources.iter().any(|s| matches!(s, CopySource::Heredoc(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Plan {
+        let df = crate::dockerfile::parse(text).unwrap();
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        plan(&df, &args, target).unwrap()
+    }
+
+    const MULTI: &str = "ARG BASE=alpine\nFROM $BASE AS a\nRUN x\nFROM scratch AS b\nCOPY --from=a /x /x\nFROM a AS c\nRUN y\nFROM b\n";
+
+    #[test]
+    fn needed_stages_follow_from_and_copy_from() {
+        let p = plan_of(MULTI, &[], None);
+        assert_eq!(p.needed, [0, 1, 3]);
+        assert_eq!(p.target, 3);
+        assert_eq!(p.bases[0], Base::Image("alpine".into()));
+        assert_eq!(p.bases[1], Base::Scratch);
+        assert_eq!(p.bases[2], Base::Stage(0));
+        assert_eq!(p.total_steps, 2 + 2 + 1);
+        let p = plan_of(MULTI, &[("BASE", "busybox")], Some("c"));
+        assert_eq!(p.needed, [0, 2]);
+        assert_eq!(p.bases[0], Base::Image("busybox".into()));
+    }
+
+    #[test]
+    fn unknown_target_and_empty_base_are_errors() {
+        let df = crate::dockerfile::parse(MULTI).unwrap();
+        assert!(plan(&df, &BTreeMap::new(), Some("nope")).is_err());
+        let df = crate::dockerfile::parse("ARG B\nFROM $B\n").unwrap();
+        let err = plan(&df, &BTreeMap::new(), None).unwrap_err();
+        assert!(err.to_string().contains("Dockerfile:2"), "{err}");
+    }
 }
