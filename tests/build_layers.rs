@@ -60,7 +60,13 @@ fn copy_directory_contents_and_file_into_existing_dir() {
     );
     ctx.write("dir/a/b.txt", "b\n");
     ctx.write("one.txt", "one\n");
+    // Directory mtimes are kept (set after the directory's contents are written).
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    std::fs::File::open(ctx.path().join("dir/a"))
+        .and_then(|d| d.set_modified(old))
+        .expect("set dir mtime");
     let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(run_sh(&root, &id, "stat -c %Y /target/a"), "1500000000\n");
     assert_eq!(
         run_sh(
             &root,

@@ -124,6 +124,8 @@ pub fn extract(
     let mut archive = tar::Archive::new(decoder(kind, File::open(path)?)?);
     root.ensure_dir(dest, None)?;
     let mut count = 0;
+    // Directory mtimes are set after their contents are written.
+    let mut dir_times: Vec<(String, i64)> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let header = entry.header().clone();
@@ -149,6 +151,7 @@ pub fn extract(
         match header.entry_type() {
             tar::EntryType::Directory => {
                 root.mkdir_at(&dir, &name, attrs)?;
+                dir_times.push((target.clone(), header.mtime().unwrap_or(0) as i64));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 root.write_file_at(&dir, &name, &mut entry, attrs)?;
@@ -175,6 +178,11 @@ pub fn extract(
             _ => continue, // devices and fifos are not created by ADD
         }
         count += 1;
+    }
+    for (path, mtime) in dir_times.iter().rev() {
+        if let Ok(fd) = root.ensure_dir(path, None) {
+            root.set_mtime(&fd, (*mtime, 0))?;
+        }
     }
     Ok(count)
 }

@@ -500,6 +500,15 @@ impl Copier<'_> {
                 let target = format!("{}/{}", dest.trim_end_matches('/'), e.rel);
                 self.entry(&src_root.join(&e.rel), &target, e)?;
             }
+            // Directory mtimes last (writing inside a dir changes its mtime), deepest first.
+            for e in tree.entries.iter().skip(1).rev() {
+                if matches!(e.kind, EntryKind::Dir) {
+                    let target = format!("{}/{}", dest.trim_end_matches('/'), e.rel);
+                    if let Some(fd) = self.dirs.get(&target) {
+                        self.writer.set_mtime(fd, e.mtime)?;
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(top) = tree.entries.first() else {

@@ -196,6 +196,12 @@ impl RootWriter {
         apply_attrs(dir, a)
     }
 
+    /// Sets the modification time of an open directory (after its contents are written).
+    pub fn set_mtime(&self, dir: &OwnedFd, mtime: (i64, i64)) -> io::Result<()> {
+        rustix::fs::futimens(dir, &timestamps(mtime))?;
+        Ok(())
+    }
+
     /// Writes regular file `name` in `dir` from `data`, replacing whatever was there.
     pub fn write_file_at(
         &self,
