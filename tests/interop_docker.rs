@@ -1,0 +1,271 @@
+//! Docker interoperability against a real Docker engine (Debian's docker.io) that the test starts
+//! itself, next to a real registry: images rbuild saves or pushes are loaded, pulled and run by
+//! docker with the same image ID, and images docker builds, pushes or saves are pulled or loaded
+//! and run by rbuild with the same image ID.
+//!
+//! All checks share one engine and run in sequence in ONE test function: starting dockerd is the
+//! slow part, and one engine per test binary run keeps the suite fast. If docker.io is not
+//! installed the test fails naming the package (scripts/install-deps installs it).
+
+mod common;
+#[path = "common/dockerd.rs"]
+mod dockerd;
+#[path = "common/registry.rs"]
+mod registry_server;
+
+use common::{busybox_rootfs, describe, rbuild_bin, TestRoot};
+use dockerd::TestDockerd;
+use registry_server::TestRegistry;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+/// rbuild with a store root and an isolated Docker/rbuild config (no host credentials).
+struct Rbuild<'a> {
+    root: &'a TestRoot,
+    config: &'a Path,
+}
+
+impl Rbuild<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(rbuild_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("DOCKER_CONFIG", self.config)
+            .env("RBUILD_CONFIG", self.config.join("no-rbuild-config.json"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rbuild binary")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{}", describe(args, &out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `rbuild inspect NAME` parsed (docker-style: an array with one object).
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["inspect", name])).expect("rbuild inspect JSON");
+        match v {
+            serde_json::Value::Array(mut a) if a.len() == 1 => a.remove(0),
+            other => other,
+        }
+    }
+}
+
+/// `docker image inspect NAME` parsed.
+fn docker_inspect(docker: &TestDockerd, name: &str) -> serde_json::Value {
+    let out = docker.ok(&["image", "inspect", name]);
+    let mut v: Vec<serde_json::Value> = serde_json::from_str(&out).expect("docker inspect JSON");
+    assert_eq!(v.len(), 1, "docker image inspect {name}: {out}");
+    v.remove(0)
+}
+
+/// Asserts docker and rbuild describe the same image: ID (= config digest), layer diff IDs, Cmd,
+/// Env, Entrypoint and WorkingDir.
+fn assert_same_image(what: &str, docker: &serde_json::Value, rbuild: &serde_json::Value) {
+    let id = docker["Id"].as_str().unwrap_or_default();
+    assert!(
+        id.starts_with("sha256:"),
+        "{what}: docker shows no ID: {docker}"
+    );
+    let layers = docker.pointer("/RootFS/Layers").and_then(|l| l.as_array());
+    assert!(
+        layers.is_some_and(|l| !l.is_empty()),
+        "{what}: docker shows no layers: {docker}"
+    );
+    for ptr in [
+        "/Id",
+        "/RootFS/Layers",
+        "/Config/Cmd",
+        "/Config/Env",
+        "/Config/Entrypoint",
+        "/Config/WorkingDir",
+        "/Architecture",
+        "/Os",
+    ] {
+        let d = docker.pointer(ptr).cloned().unwrap_or_default();
+        let r = rbuild.pointer(ptr).cloned().unwrap_or_default();
+        // docker shows an unset WorkingDir/Entrypoint as "" / null; rbuild may omit it.
+        let empty = |v: &serde_json::Value| v.is_null() || v.as_str() == Some("");
+        assert!(
+            d == r || (empty(&d) && empty(&r)),
+            "{what}: {ptr} differs\ndocker: {d}\nrbuild: {r}"
+        );
+    }
+}
+
+/// Writes a build context with this Dockerfile and returns its directory.
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("context dir");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    dir
+}
+
+#[test]
+fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_images() {
+    let started = Instant::now();
+    let registry = TestRegistry::start();
+    let docker = TestDockerd::start(&[registry.host()]);
+    eprintln!("dockerd up after {:?}", started.elapsed());
+    let config = tempfile::tempdir().expect("config dir");
+    let store = TestRoot::new();
+    let rb = Rbuild {
+        root: &store,
+        config: config.path(),
+    };
+    let tmp = tempfile::tempdir().expect("work dir");
+
+    // 1. rbuild save -> docker load: same ID and config; docker runs it.
+    let t = Instant::now();
+    let rootfs = tempfile::tempdir().expect("rootfs dir");
+    busybox_rootfs(rootfs.path());
+    let id = rb
+        .ok(&[
+            "import",
+            "--change",
+            r#"CMD ["sh"]"#,
+            "--change",
+            "ENV GREETING=hello PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            rootfs.path().to_str().expect("utf-8 path"),
+            "busybox",
+        ])
+        .trim()
+        .to_string();
+    let archive = tmp.path().join("busybox.tar");
+    let archive_s = archive.to_str().expect("utf-8 path");
+    rb.ok(&["save", "-o", archive_s, "busybox"]);
+    let loaded = docker.ok(&["load", "-i", archive_s]);
+    assert!(
+        loaded.contains("busybox:latest"),
+        "docker load did not name the image: {loaded}"
+    );
+    let d = docker_inspect(&docker, "busybox:latest");
+    let r = rb.inspect("busybox");
+    assert_eq!(d["Id"], id, "docker's image ID is rbuild's config digest");
+    assert_same_image("rbuild save -> docker load", &d, &r);
+    assert_eq!(
+        d["Config"]["Env"],
+        serde_json::json!(["GREETING=hello", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+    let passwd = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/passwd; echo $GREETING",
+    ]);
+    assert!(
+        passwd.starts_with("root:x:0:0:root:/root:/bin/sh\n") && passwd.ends_with("hello\n"),
+        "docker run of the loaded image printed {passwd:?}"
+    );
+    eprintln!("1. save -> docker load/run: {:?}", t.elapsed());
+
+    // 2. rbuild build + push (OCI, and Docker v2s2 with --format docker) -> docker pull and run.
+    let t = Instant::now();
+    let ctx = context(
+        "FROM busybox\nRUN mkdir -p /srv && echo built-by-rbuild > /srv/greeting.txt\n\
+         WORKDIR /srv\nCMD [\"cat\", \"greeting.txt\"]\n",
+    );
+    let built = format!("{}/interop/rbuild-built:1", registry.host());
+    rb.ok(&[
+        "build",
+        "-t",
+        &built,
+        ctx.path().to_str().expect("utf-8 path"),
+    ]);
+    let built_v2s2 = format!("{}/interop/rbuild-built:v2s2", registry.host());
+    rb.ok(&["tag", &built, &built_v2s2]);
+    rb.ok(&["push", &built]);
+    rb.ok(&["push", "--format", "docker", &built_v2s2]);
+    let r = rb.inspect(&built);
+    for reference in [&built, &built_v2s2] {
+        docker.ok(&["pull", reference]);
+        let d = docker_inspect(&docker, reference);
+        assert_same_image(&format!("rbuild push -> docker pull {reference}"), &d, &r);
+        let out = docker.ok(&["run", "--rm", "--network", "none", reference]);
+        assert_eq!(out, "built-by-rbuild\n", "docker run {reference}");
+        // Also through the file system, without running anything.
+        let cid = docker.ok(&["create", reference]).trim().to_string();
+        let copied = tmp.path().join("copied.txt");
+        let copied_s = copied.to_str().expect("utf-8 path");
+        docker.ok(&["cp", &format!("{cid}:/srv/greeting.txt"), copied_s]);
+        docker.ok(&["rm", &cid]);
+        assert_eq!(
+            std::fs::read_to_string(&copied).expect("read copied file"),
+            "built-by-rbuild\n"
+        );
+        std::fs::remove_file(&copied).expect("remove copied file");
+    }
+    eprintln!("2. build/push -> docker pull/run: {:?}", t.elapsed());
+
+    // 3. docker build + push (Docker v2s2, gzip layers) -> rbuild pull and run in a fresh store.
+    let t = Instant::now();
+    let dctx = context(
+        "FROM busybox\nRUN echo built-by-docker > /made-by.txt\nENV MADE_BY=docker\n\
+         CMD [\"sh\", \"-c\", \"cat /made-by.txt; echo $MADE_BY\"]\n",
+    );
+    let mut build = docker.command();
+    build
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--network", "none", "-q", "-t", "docker-built:1"])
+        .arg(dctx.path());
+    let out = build.output().expect("run docker build");
+    assert!(
+        out.status.success(),
+        "docker build failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = format!("{}/x/y:1", registry.host());
+    docker.ok(&["tag", "docker-built:1", &pushed]);
+    docker.ok(&["push", &pushed]);
+    let d = docker_inspect(&docker, &pushed);
+    let manifest = docker.ok(&["manifest", "inspect", "--insecure", &pushed]);
+    assert!(
+        manifest.contains("application/vnd.docker.distribution.manifest.v2+json")
+            && manifest.contains("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "docker pushed something other than a v2s2 manifest with gzip layers: {manifest}"
+    );
+    let fresh = TestRoot::new();
+    let rb2 = Rbuild {
+        root: &fresh,
+        config: config.path(),
+    };
+    rb2.ok(&["pull", &pushed]);
+    assert_same_image("docker push -> rbuild pull", &d, &rb2.inspect(&pushed));
+    assert_eq!(
+        rb2.ok(&["run", "--rm", &pushed]),
+        "built-by-docker\ndocker\n"
+    );
+    eprintln!("3. docker build/push -> rbuild pull/run: {:?}", t.elapsed());
+
+    // 4. docker save -> rbuild load and run in another fresh store.
+    let t = Instant::now();
+    let saved = tmp.path().join("docker-saved.tar");
+    let saved_s = saved.to_str().expect("utf-8 path");
+    docker.ok(&["save", "-o", saved_s, "docker-built:1"]);
+    let fresh = TestRoot::new();
+    let rb3 = Rbuild {
+        root: &fresh,
+        config: config.path(),
+    };
+    rb3.ok(&["load", "-i", saved_s]);
+    assert_same_image(
+        "docker save -> rbuild load",
+        &d,
+        &rb3.inspect("docker-built:1"),
+    );
+    assert_eq!(
+        rb3.ok(&["run", "--rm", "docker-built:1"]),
+        "built-by-docker\ndocker\n"
+    );
+    eprintln!("4. docker save -> rbuild load/run: {:?}", t.elapsed());
+    eprintln!("total: {:?}", started.elapsed());
+}
