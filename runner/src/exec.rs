@@ -50,7 +50,7 @@ pub fn spawn_exec(
         .sys(|| format!("open {path}"))?;
         ns.push((fd, *flag));
     }
-    let old_mask = process::block_signals()?;
+    let old_mask = process::current_mask()?;
     let (child_stdio, pty) = process::prepare_stdio(stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;

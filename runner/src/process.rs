@@ -15,7 +15,6 @@ pub fn wait_signals() -> SigSet {
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGQUIT,
-        Signal::SIGCHLD,
         Signal::SIGWINCH,
     ] {
         s.add(sig);
@@ -29,6 +28,14 @@ pub fn block_signals() -> Result<SigSet> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&wait_signals()), Some(&mut old))
         .sys(|| "block signals".into())?;
     Ok(old)
+}
+
+/// The calling thread's signal mask (what a new container process starts with).
+pub fn current_mask() -> Result<SigSet> {
+    let mut cur = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, None, Some(&mut cur))
+        .sys(|| "read signal mask".into())?;
+    Ok(cur)
 }
 
 /// Restores a mask saved by [`block_signals`].

@@ -52,7 +52,7 @@ pub fn run(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<ExitStatus> {
 pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     let root_fd = resolve::open_root(&sandbox.rootfs)?;
     let launch = Launch::prepare(process, &root_fd)?;
-    let old_mask = process::block_signals()?;
+    let old_mask = process::current_mask()?;
     let mut running = Running {
         outer: 0,
         init: 0,
@@ -216,7 +216,6 @@ impl Running {
         if !self.created.is_empty() {
             resolve::remove_created(&self.rootfs, &self.created);
         }
-        process::restore_signals(&self.old_mask);
         status
     }
 
@@ -231,7 +230,10 @@ impl Running {
     }
 
     /// Waits for the process, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and relaying the pty;
-    /// then kills what is left, removes the cgroup and the created mount points.
+    /// then kills what is left, removes the cgroup and the created mount points. May be called
+    /// on another thread than [`spawn`]; the signals are blocked in the waiting thread only while
+    /// it waits, so forwarding is complete in single-threaded callers (in others, a signal the
+    /// kernel delivers to another thread takes its default action there).
     pub fn wait(mut self) -> Result<ExitStatus> {
         let status = self.wait_loop();
         let oom = self
@@ -256,6 +258,14 @@ impl Running {
     }
 
     fn wait_loop(&mut self) -> Result<(i32, Option<i32>)> {
+        // Signals are taken through a signalfd while this thread waits (and forwarded).
+        let previous = process::block_signals()?;
+        let result = self.wait_loop_blocked();
+        process::restore_signals(&previous);
+        result
+    }
+
+    fn wait_loop_blocked(&mut self) -> Result<(i32, Option<i32>)> {
         use nix::poll::{PollFd, PollFlags, PollTimeout};
         use nix::sys::signalfd::{SfdFlags, SignalFd};
         let sfd = SignalFd::with_flags(
@@ -311,7 +321,7 @@ impl Running {
                         if let Some(p) = &self.pty {
                             process::copy_winsize(stdin.as_fd(), p.master.as_fd());
                         }
-                    } else if sig != libc::SIGCHLD && self.init > 0 {
+                    } else if self.init > 0 {
                         // SAFETY: kill with a signal number we received.
                         unsafe { libc::kill(self.init, sig) };
                     }
