@@ -223,7 +223,22 @@ fn build_args_are_visible_to_run_but_not_kept() {
     let root = TestRoot::new();
     root.import_busybox("busybox");
     let ctx = Context::new("FROM busybox\nARG WHO=world\nRUN echo hello $WHO > /greeting\n");
-    let (id, _) = build_ok(&root, &ctx, &["--build-arg", "WHO=rbuild"]);
+    let (id, out) = build_ok(
+        &root,
+        &ctx,
+        &[
+            "--build-arg",
+            "WHO=rbuild",
+            "--build-arg",
+            "UNUSED=1",
+            "--build-arg",
+            "HTTP_PROXY=x",
+        ],
+    );
+    assert!(
+        out.contains("build args not consumed by any ARG: UNUSED\n"),
+        "{out}"
+    );
     assert_eq!(run_sh(&root, &id, "cat /greeting"), "hello rbuild\n");
     let c = config_json(&root, &id);
     assert!(!c["config"]["Env"].to_string().contains("WHO"), "{c}");

@@ -232,6 +232,13 @@ pub fn build(
     let _ = b.ctx.save_cache();
     let (steps, cached) = (b.step_no, b.cached);
     let mut state = result?;
+    let unused = unused_build_args(&df, &opts.build_args);
+    if !unused.is_empty() {
+        reporter.note(&format!(
+            "warning: build args not consumed by any ARG: {}",
+            unused.join(", ")
+        ));
+    }
     if !opts.labels.is_empty() {
         let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
         labels.extend(opts.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -318,6 +325,25 @@ fn resolve_images(
         }
     }
     Ok(resolved)
+}
+
+/// `--build-arg` names no ARG declares (Docker warns about them; proxy args are exempt).
+fn unused_build_args(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut declared = std::collections::BTreeSet::new();
+    let instructions = df
+        .global_args
+        .iter()
+        .chain(df.stages.iter().flat_map(|s| s.instructions.iter()));
+    for instr in instructions {
+        if let crate::dockerfile::InstructionKind::Arg(decls) = &instr.kind {
+            declared.extend(decls.iter().map(|d| d.name.as_str()));
+        }
+    }
+    build_args
+        .keys()
+        .filter(|k| !declared.contains(k.as_str()) && !step::PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The `.dockerignore` of `context`, if it has one.
