@@ -74,6 +74,8 @@ fn detach_exec_stop_rm_leaves_nothing_behind() {
     assert_eq!(lines[0], &id[..12]);
     assert_eq!(lines[1].trim(), "tail -f /dev/null");
     assert_ne!(lines[2], "1");
+    let out = root.ok(&["exec", "-t", "svc", "tty"]);
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
     let out = root.rbuild(&["exec", "svc", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
     // the exec'd process was in the container's cgroup: pids.max is the container's

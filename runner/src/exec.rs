@@ -51,7 +51,7 @@ pub fn spawn_exec(
         ns.push((fd, *flag));
     }
     let old_mask = process::current_mask()?;
-    let (child_stdio, pty) = process::prepare_stdio(stdio)?;
+    let (child_stdio, pty_parent) = process::prepare_stdio(stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
     let cgroup = cgroup.cloned();
@@ -69,13 +69,19 @@ pub fn spawn_exec(
         if let Err(e) = process::apply_stdio(&child_stdio) {
             return (125, e.to_string());
         }
+        if let process::ChildStdio::Pty { sock } = &child_stdio {
+            if let Err(e) = process::attach_pty(sock) {
+                return (125, e.to_string());
+            }
+        }
         let f = launch.exec();
         (f.code, f.message)
     };
     // SAFETY: the child only runs the prepared closures and exits or execs.
     let outer = unsafe { process::fork_intermediate(&pid_w, &err_w, setup, child)? };
-    let mut running = Running::for_exec(outer, old_mask, pty);
     drop((pid_w, err_w, child_stdio, ns));
+    let pty = pty_parent.and_then(process::PtyParent::receive);
+    let mut running = Running::for_exec(outer, old_mask, pty);
     let pid = process::read_pid(pid_r);
     let failure = process::read_failure(err_r);
     if let Some(pid) = pid {

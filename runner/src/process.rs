@@ -60,10 +60,11 @@ pub enum ChildStdio {
         /// The log file (append).
         log: OwnedFd,
     },
-    /// A pty slave that becomes the controlling terminal.
+    /// A pty allocated inside the container (its own devpts), whose master is sent back on
+    /// this socket; the slave becomes the controlling terminal.
     Pty {
-        /// The slave side.
-        slave: OwnedFd,
+        /// The child's end of the socket pair.
+        sock: OwnedFd,
     },
 }
 
@@ -77,7 +78,7 @@ pub struct PtyMaster {
 }
 
 /// Opens files / a pty for `stdio`.
-pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyMaster>)> {
+pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyParent>)> {
     match stdio {
         Stdio::Inherit => Ok((ChildStdio::Inherit, None)),
         Stdio::NullStdin => {
@@ -100,20 +101,14 @@ pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyMaster>)> {
             ))
         }
         Stdio::Pty { log } => {
-            let ws = nix::pty::Winsize {
-                ws_row: 24,
-                ws_col: 80,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            let pty = nix::pty::openpty(&ws, None).sys(|| "openpty".into())?;
-            for fd in [&pty.master, &pty.slave] {
-                // SAFETY: fcntl on owned fds.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
-            if log.is_none() {
-                copy_winsize(std::io::stdin().as_fd(), pty.master.as_fd());
-            }
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (parent, child) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .sys(|| "socketpair for the pty".into())?;
             let log = match log {
                 Some(p) => Some(
                     std::fs::OpenOptions::new()
@@ -125,14 +120,112 @@ pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyMaster>)> {
                 None => None,
             };
             Ok((
-                ChildStdio::Pty { slave: pty.slave },
-                Some(PtyMaster {
-                    master: pty.master,
-                    log,
-                }),
+                ChildStdio::Pty { sock: child },
+                Some(PtyParent { sock: parent, log }),
             ))
         }
     }
+}
+
+/// The parent's end of a pty being set up: receives the master from the container.
+#[derive(Debug)]
+pub struct PtyParent {
+    sock: OwnedFd,
+    log: Option<std::fs::File>,
+}
+
+impl PtyParent {
+    /// Waits for the container's pty master; `None` when the container failed before sending it.
+    pub fn receive(self) -> Option<PtyMaster> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut buf = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+        let msg = recvmsg::<()>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let mut master = None;
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just gave us this fd.
+                    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    master.get_or_insert(owned);
+                }
+            }
+        }
+        let master = master?;
+        if self.log.is_none() {
+            copy_winsize(std::io::stdin().as_fd(), master.as_fd());
+        }
+        Some(PtyMaster {
+            master,
+            log: self.log,
+        })
+    }
+}
+
+/// In the container (its /dev/ptmx is the container's devpts): allocates a pty, sends the master
+/// to the parent and makes the slave the controlling terminal and fds 0-2.
+pub fn attach_pty(sock: &OwnedFd) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let master = rustix::fs::open(
+        "/dev/ptmx",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .sys(|| "open /dev/ptmx in the container".into())?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK/TIOCGPTPEER on the master we just opened.
+    let slave = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(nix::Error::last()).sys(|| "unlock the pty".into());
+        }
+        let fd = libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        );
+        if fd < 0 {
+            return Err(nix::Error::last()).sys(|| "open the pty slave".into());
+        }
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    };
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .sys(|| "send the pty master".into())?;
+    drop(master);
+    nix::unistd::setsid().sys(|| "setsid".into())?;
+    // SAFETY: TIOCSCTTY on our slave; dup2 onto the standard descriptors.
+    unsafe {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(nix::Error::last()).sys(|| "set controlling terminal".into());
+        }
+        for fd in 0..3 {
+            if libc::dup2(slave.as_raw_fd(), fd) < 0 {
+                return Err(nix::Error::last()).sys(|| format!("dup2 onto fd {fd}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies the terminal size of `from` to `to` (ignored when `from` is not a terminal).
@@ -163,16 +256,8 @@ pub fn apply_stdio(stdio: &ChildStdio) -> Result<()> {
             dup(log, 1)?;
             dup(log, 2)
         }
-        ChildStdio::Pty { slave } => {
-            nix::unistd::setsid().sys(|| "setsid".into())?;
-            // SAFETY: TIOCSCTTY on the pty slave we own.
-            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-                return Err(nix::Error::last()).sys(|| "set controlling terminal".into());
-            }
-            dup(slave, 0)?;
-            dup(slave, 1)?;
-            dup(slave, 2)
-        }
+        // Set up later, inside the container (see attach_pty).
+        ChildStdio::Pty { .. } => Ok(()),
     }
 }
 

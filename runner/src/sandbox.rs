@@ -3,7 +3,7 @@
 use crate::cgroup::Cgroup;
 use crate::error::{Result, RunnerError, SysContext};
 use crate::launch::Launch;
-use crate::process::{self, PtyMaster};
+use crate::process::{self, ChildStdio, PtyMaster};
 use crate::resolve;
 use crate::rootfs;
 use crate::spec::{Network, ProcessSpec, SandboxSpec};
@@ -84,8 +84,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         Err(_) if !is_root && sandbox.limits.is_empty() => None,
         Err(e) => return Err(e),
     };
-    let (child_stdio, pty) = process::prepare_stdio(&sandbox.stdio)?;
-    running.pty = pty;
+    let (child_stdio, pty_parent) = process::prepare_stdio(&sandbox.stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
     // The parent moves the container process into its cgroup while it sets up its mounts (a
@@ -127,6 +126,9 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
                     "the parent did not place the process in its cgroup".into(),
                 ));
             }
+            if let ChildStdio::Pty { sock } = &child_stdio {
+                process::attach_pty(sock)?;
+            }
             Ok(())
         })();
         if let Err(e) = r {
@@ -151,6 +153,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         let _ = nix::unistd::write(&go_w, b"g");
     }
     drop(go_w);
+    running.pty = pty_parent.and_then(process::PtyParent::receive);
     let failure = process::read_failure(err_r);
     if let Some((code, message)) = failure {
         running.finish();
