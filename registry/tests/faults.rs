@@ -467,7 +467,11 @@ fn docker_hub_references_use_a_configured_mirror() {
     mirror.put_manifest("library/app", "1", OCI_MANIFEST, manifest);
     let creds = tempfile::tempdir().unwrap();
     let mut opts = pull_options(creds.path());
-    opts.config.registry_mirrors = vec![mirror.url()];
+    // The first mirror is down; the second one serves the image.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    opts.config.registry_mirrors = vec![dead_url, mirror.url()];
     let dst = TempStore::new();
     let r = ImageRef::parse("app:1").unwrap();
     let pulled = rt()
