@@ -4,9 +4,23 @@ mod common;
 
 use common::TestRoot;
 
+/// Removes every container of the store on drop (also when an assertion failed), so no
+/// container process, cgroup or mount outlives the test.
+struct RemoveContainers<'a>(&'a TestRoot);
+
+impl Drop for RemoveContainers<'_> {
+    fn drop(&mut self) {
+        let out = self.0.rbuild(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.0.rbuild(&["rm", "-f", id]);
+        }
+    }
+}
+
 #[test]
 fn commit_records_exactly_the_deleted_and_added_files() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     root.ok(&[
         "run",

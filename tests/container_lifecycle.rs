@@ -3,6 +3,19 @@
 mod common;
 
 use common::TestRoot;
+
+/// Removes every container of the store on drop (also when an assertion failed), so no
+/// container process, cgroup or mount outlives the test.
+struct RemoveContainers<'a>(&'a TestRoot);
+
+impl Drop for RemoveContainers<'_> {
+    fn drop(&mut self) {
+        let out = self.0.rbuild(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.0.rbuild(&["rm", "-f", id]);
+        }
+    }
+}
 use std::path::PathBuf;
 
 /// Mount points below `dir`.
@@ -26,6 +39,7 @@ fn inspect(root: &TestRoot, name: &str, field: &str) -> String {
 #[test]
 fn detach_exec_stop_rm_leaves_nothing_behind() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let id = root
         .ok(&[
@@ -109,6 +123,7 @@ fn detach_exec_stop_rm_leaves_nothing_behind() {
 #[test]
 fn kill_sends_the_signal_and_detached_rm_cleans_up() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     root.ok(&[
         "run",

@@ -5,6 +5,19 @@ mod common;
 
 use common::{describe, TestRoot};
 
+/// Removes every container of the store on drop (also when an assertion failed), so no
+/// container process, cgroup or mount outlives the test.
+struct RemoveContainers<'a>(&'a TestRoot);
+
+impl Drop for RemoveContainers<'_> {
+    fn drop(&mut self) {
+        let out = self.0.rbuild(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.0.rbuild(&["rm", "-f", id]);
+        }
+    }
+}
+
 /// Imports a busybox rootfs as `name` with Dockerfile-style config changes.
 fn image_with(root: &TestRoot, name: &str, changes: &[&str]) {
     let src = tempfile::tempdir().unwrap();
@@ -43,6 +56,7 @@ fn run_out(root: &TestRoot, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn entrypoint_cmd_user_workdir_combinations() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     image_with(
         &root,
         "ep",
@@ -91,6 +105,7 @@ fn entrypoint_cmd_user_workdir_combinations() {
 #[test]
 fn environment_exit_codes_and_errors() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let out = std::process::Command::new(common::rbuild_bin())
         .args([
@@ -138,6 +153,7 @@ fn environment_exit_codes_and_errors() {
 #[test]
 fn memory_limit_reports_oom() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let args = [
         "run",
@@ -171,6 +187,7 @@ fn memory_limit_reports_oom() {
 #[test]
 fn volumes_and_read_only_rootfs() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let vol = tempfile::tempdir().unwrap();
     std::fs::write(vol.path().join("in"), "from host").unwrap();
@@ -227,6 +244,7 @@ fn volumes_and_read_only_rootfs() {
 #[test]
 fn sigterm_to_rbuild_reaches_pid_1() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let ready = root.path().join("ready");
     let vol = format!("{}:/out", root.path().display());
@@ -265,6 +283,7 @@ fn sigterm_to_rbuild_reaches_pid_1() {
 #[test]
 fn tty_gives_the_process_a_terminal() {
     let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
     root.import_busybox("bb");
     let out = root.ok(&[
         "run",

@@ -50,7 +50,6 @@ pub fn spawn_exec(
         .sys(|| format!("open {path}"))?;
         ns.push((fd, *flag));
     }
-    let old_mask = process::current_mask()?;
     let (child_stdio, pty_parent) = process::prepare_stdio(stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
@@ -65,7 +64,7 @@ pub fn spawn_exec(
         Ok(())
     };
     let child = || -> (i32, String) {
-        process::restore_signals(&old_mask);
+        process::restore_signals(&nix::sys::signal::SigSet::empty());
         if let Err(e) = process::apply_stdio(&child_stdio) {
             return (125, e.to_string());
         }
@@ -81,7 +80,7 @@ pub fn spawn_exec(
     let outer = unsafe { process::fork_intermediate(&pid_w, &err_w, setup, child)? };
     drop((pid_w, err_w, child_stdio, ns));
     let pty = pty_parent.and_then(process::PtyParent::receive);
-    let mut running = Running::for_exec(outer, old_mask, pty);
+    let mut running = Running::for_exec(outer, pty);
     let pid = process::read_pid(pid_r);
     let failure = process::read_failure(err_r);
     if let Some(pid) = pid {

@@ -36,7 +36,6 @@ pub struct Running {
     rootfs: PathBuf,
     created: Vec<PathBuf>,
     pty: Option<PtyMaster>,
-    old_mask: SigSet,
     done: bool,
 }
 
@@ -52,7 +51,6 @@ pub fn run(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<ExitStatus> {
 pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     let root_fd = resolve::open_root(&sandbox.rootfs)?;
     let launch = Launch::prepare(process, &root_fd)?;
-    let old_mask = process::current_mask()?;
     let mut running = Running {
         outer: 0,
         init: 0,
@@ -61,7 +59,6 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         rootfs: sandbox.rootfs.clone(),
         created: Vec::new(),
         pty: None,
-        old_mask,
         done: false,
     };
     for (rel, kind) in rootfs::mount_points(sandbox) {
@@ -102,7 +99,6 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     }
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     let cgroup = running.cgroup.clone();
-    let old = running.old_mask;
     let setup = || -> Result<()> {
         LinuxSyscall.unshare(flags)?;
         if !is_root {
@@ -111,7 +107,8 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         Ok(())
     };
     let child = || -> (i32, String) {
-        process::restore_signals(&old);
+        // The container process starts with no blocked signals, whatever the caller blocks.
+        process::restore_signals(&SigSet::empty());
         let r = (|| -> Result<()> {
             // SAFETY: closing this process's copy of the parent's end.
             unsafe { libc::close(go_w.as_raw_fd()) };
@@ -178,7 +175,7 @@ fn write_id_maps(uid: u32, gid: u32) -> Result<()> {
 
 impl Running {
     /// Builds the handle for an exec'd process (no cgroup or mount points owned).
-    pub(crate) fn for_exec(outer: i32, old_mask: SigSet, pty: Option<PtyMaster>) -> Running {
+    pub(crate) fn for_exec(outer: i32, pty: Option<PtyMaster>) -> Running {
         Running {
             outer,
             init: 0,
@@ -187,7 +184,6 @@ impl Running {
             rootfs: PathBuf::new(),
             created: Vec::new(),
             pty,
-            old_mask,
             done: false,
         }
     }

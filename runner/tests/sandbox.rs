@@ -62,10 +62,31 @@ fn leaky_fds(path: &std::path::Path, n: usize) -> Vec<OwnedFd> {
 fn only_fds_0_to_2_are_open() {
     let rootfs = Rootfs::busybox();
     let _leaks = leaky_fds(rootfs.path(), 5);
-    // pid 1 is the shell; list its fds from a child.
-    let (status, out) = rootfs.sh("ls /proc/1/fd | sort -n | tr '\\n' ' '");
-    assert_eq!(status.code, 0, "{out}");
-    assert_eq!(out.trim(), "0 1 2");
+    // pid 1 is a plain `sleep` (a shell would hold pipe fds while it starts a pipeline); list its
+    // fds from an exec'd process.
+    let (sandbox, _log) = rootfs.sandbox();
+    let running = rbuild_runner::spawn(&sandbox, &sh("exec sleep 1000000")).unwrap();
+    let exec_log = tempfile::NamedTempFile::new().unwrap();
+    let mut out = String::new();
+    for _ in 0..500 {
+        let status = rbuild_runner::exec(
+            running.init_pid(),
+            running.cgroup(),
+            &sh("cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/1/fd | sort -n | tr '\\n' ' '"),
+            &rbuild_runner::Stdio::Log(exec_log.path().into()),
+        )
+        .unwrap();
+        assert_eq!(status.code, 0);
+        out = std::fs::read_to_string(exec_log.path()).unwrap();
+        if out.starts_with("sleep") {
+            break;
+        }
+        std::fs::write(exec_log.path(), "").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "sleep 1000000", "{out}");
+    assert_eq!(lines[1].trim(), "0 1 2", "{out}");
 }
 
 #[test]

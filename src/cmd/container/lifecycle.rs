@@ -271,7 +271,11 @@ pub fn exec(g: &Globals, a: ExecArgs) -> anyhow::Result<ExitCode> {
             }
         })
     } else {
-        rbuild_runner::exec(c.pid, c.cgroup.as_ref(), &process, &stdio)
+        // Signals to rbuild from the start on are forwarded to the exec'd process.
+        let previous = rbuild_runner::process::block_signals()?;
+        let r = rbuild_runner::exec(c.pid, c.cgroup.as_ref(), &process, &stdio);
+        rbuild_runner::process::restore_signals(&previous);
+        r
     };
     match result {
         Ok(status) => Ok(ExitCode::from(status.code.clamp(0, 255) as u8)),

@@ -34,7 +34,12 @@ pub fn start_container(
     match attach {
         Attach::Foreground => {
             let auto_remove = st.config.auto_remove;
-            match supervise(store, st, attach, None) {
+            // Blocked from before the start: a SIGTERM/SIGINT arriving at any moment is
+            // forwarded to the container (by the runner's wait), never lost or fatal to rbuild.
+            let previous = rbuild_runner::process::block_signals()?;
+            let result = supervise(store, st, attach, None);
+            rbuild_runner::process::restore_signals(&previous);
+            match result {
                 Ok(status) => {
                     if status.oom_killed {
                         eprintln!("killed: out of memory");
