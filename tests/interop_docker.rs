@@ -98,6 +98,11 @@ fn assert_same_image(what: &str, docker: &serde_json::Value, rbuild: &serde_json
     }
 }
 
+/// The `Id` field of an inspect object.
+fn id_of(v: &serde_json::Value) -> &str {
+    v["Id"].as_str().unwrap_or_default()
+}
+
 /// Writes a build context with this Dockerfile and returns its directory.
 fn context(dockerfile: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("context dir");
@@ -170,8 +175,13 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     // 2. rbuild build + push (OCI, and Docker v2s2 with --format docker) -> docker pull and run.
     let t = Instant::now();
     let ctx = context(
-        "FROM busybox\nRUN mkdir -p /srv && echo built-by-rbuild > /srv/greeting.txt\n\
-         WORKDIR /srv\nCMD [\"cat\", \"greeting.txt\"]\n",
+        // The second RUN leaves whiteouts (a deleted file in a lower layer, /bin/vi) and an
+        // opaque directory (/srv/old replaced): docker must apply them as rbuild wrote them.
+        "FROM busybox\nRUN mkdir -p /srv/old && echo x > /srv/old/x && echo gone > /srv/gone.txt\n\
+         RUN rm /srv/gone.txt /bin/vi && rm -rf /srv/old && mkdir /srv/old && echo y > /srv/old/y \\\n\
+         && echo built-by-rbuild > /srv/greeting.txt\n\
+         WORKDIR /srv\n\
+         CMD [\"sh\", \"-c\", \"cat greeting.txt; ls old; ls gone.txt /bin/vi 2>&1 | grep -c 'No such'\"]\n",
     );
     let built = format!("{}/interop/rbuild-built:1", registry.host());
     rb.ok(&[
@@ -190,7 +200,12 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
         let d = docker_inspect(&docker, reference);
         assert_same_image(&format!("rbuild push -> docker pull {reference}"), &d, &r);
         let out = docker.ok(&["run", "--rm", "--network", "none", reference]);
-        assert_eq!(out, "built-by-rbuild\n", "docker run {reference}");
+        assert_eq!(out, "built-by-rbuild\ny\n2\n", "docker run {reference}");
+        let history = docker.ok(&["history", "-q", "--no-trunc", reference]);
+        assert!(
+            history.contains(id_of(&d)),
+            "docker history {reference} does not show the image: {history}"
+        );
         // Also through the file system, without running anything.
         let cid = docker.ok(&["create", reference]).trim().to_string();
         let copied = tmp.path().join("copied.txt");
@@ -208,8 +223,13 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     // 3. docker build + push (Docker v2s2, gzip layers) -> rbuild pull and run in a fresh store.
     let t = Instant::now();
     let dctx = context(
-        "FROM busybox\nRUN echo built-by-docker > /made-by.txt\nENV MADE_BY=docker\n\
-         CMD [\"sh\", \"-c\", \"cat /made-by.txt; echo $MADE_BY\"]\n",
+        // Whiteouts and an opaque directory the other way round: written by docker's overlay2
+        // differ, applied by rbuild.
+        "FROM busybox\nRUN mkdir -p /d/old && echo x > /d/old/x && echo gone > /d/gone.txt\n\
+         RUN rm /d/gone.txt /bin/vi && rm -rf /d/old && mkdir /d/old && echo y > /d/old/y \\\n\
+         && echo built-by-docker > /made-by.txt\nENV MADE_BY=docker\n\
+         CMD [\"sh\", \"-c\", \"cat /made-by.txt; echo $MADE_BY; ls /d/old; \\\n\
+         ls /d/gone.txt /bin/vi 2>&1 | grep -c 'No such'\"]\n",
     );
     let mut build = docker.command();
     build
@@ -242,15 +262,17 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     assert_same_image("docker push -> rbuild pull", &d, &rb2.inspect(&pushed));
     assert_eq!(
         rb2.ok(&["run", "--rm", &pushed]),
-        "built-by-docker\ndocker\n"
+        "built-by-docker\ndocker\ny\n2\n"
     );
     eprintln!("3. docker build/push -> rbuild pull/run: {:?}", t.elapsed());
 
-    // 4. docker save -> rbuild load and run in another fresh store.
+    // 4. docker save -> rbuild load and run in another fresh store. Two images sharing the
+    // busybox layer: docker (before 25) writes that layer.tar once and, for the second image,
+    // a symlink `<v1 id>/layer.tar -> ../<other v1 id>/layer.tar`, which load must follow.
     let t = Instant::now();
     let saved = tmp.path().join("docker-saved.tar");
     let saved_s = saved.to_str().expect("utf-8 path");
-    docker.ok(&["save", "-o", saved_s, "docker-built:1"]);
+    docker.ok(&["save", "-o", saved_s, "docker-built:1", "busybox:latest"]);
     let fresh = TestRoot::new();
     let rb3 = Rbuild {
         root: &fresh,
@@ -262,9 +284,18 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
         &d,
         &rb3.inspect("docker-built:1"),
     );
+    assert_same_image(
+        "docker save -> rbuild load (shared layer)",
+        &docker_inspect(&docker, "busybox:latest"),
+        &rb3.inspect("busybox"),
+    );
     assert_eq!(
         rb3.ok(&["run", "--rm", "docker-built:1"]),
-        "built-by-docker\ndocker\n"
+        "built-by-docker\ndocker\ny\n2\n"
+    );
+    assert_eq!(
+        rb3.ok(&["run", "--rm", "busybox", "sh", "-c", "echo $GREETING"]),
+        "hello\n"
     );
     eprintln!("4. docker save -> rbuild load/run: {:?}", t.elapsed());
     eprintln!("total: {:?}", started.elapsed());

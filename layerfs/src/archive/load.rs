@@ -26,17 +26,36 @@ pub struct LoadedImage {
     pub tags: Vec<String>,
 }
 
-/// What was found in the archive: small files by path, large ones ingested as blobs.
+/// Symlink hops followed when resolving an archive path.
+const MAX_LINK_HOPS: usize = 16;
+
+/// What was found in the archive: small files by path, large ones ingested as blobs, and
+/// symlinks (`docker save` before Docker 25 writes a layer shared by several images once and
+/// links the others to it: `<id>/layer.tar -> ../<other id>/layer.tar`) by path, with their
+/// targets resolved to archive paths.
 #[derive(Default)]
 struct Contents {
     small: HashMap<String, Vec<u8>>,
     blobs: HashMap<String, (Digest, u64)>,
+    links: HashMap<String, String>,
 }
 
 impl Contents {
+    /// The archive path `path` names after following symlinks inside the archive.
+    fn resolve(&self, path: &str) -> String {
+        let mut path = clean(path);
+        for _ in 0..MAX_LINK_HOPS {
+            match self.links.get(&path) {
+                Some(target) => path = target.clone(),
+                None => break,
+            }
+        }
+        path
+    }
+
     /// The digest of the file at `path`, storing it as a blob if it was kept in memory.
     fn blob_of(&self, store: &Store, path: &str) -> Result<(Digest, u64)> {
-        let path = clean(path);
+        let path = self.resolve(path);
         if let Some(b) = self.blobs.get(&path) {
             return Ok(b.clone());
         }
@@ -49,7 +68,7 @@ impl Contents {
     }
 
     fn bytes_of(&self, store: &Store, path: &str) -> Result<Vec<u8>> {
-        let path = clean(path);
+        let path = self.resolve(path);
         if let Some(data) = self.small.get(&path) {
             return Ok(data.clone());
         }
@@ -109,6 +128,24 @@ fn decompress<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     }
 }
 
+/// The archive path a relative symlink at `link` points to, or None when the target is absolute
+/// or climbs out of the archive (such a link is ignored, so a reference to it fails as missing).
+fn link_target(link: &str, target: &Path) -> Option<String> {
+    let mut parts: Vec<String> = link.split('/').map(str::to_string).collect();
+    parts.pop();
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// Normalises an archive path (`./a//b` -> `a/b`); `..` and absolute paths are refused later.
 fn clean(path: &str) -> String {
     let mut parts = Vec::new();
@@ -125,7 +162,8 @@ fn read_contents(store: &Store, input: impl Read) -> Result<Contents> {
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(io_err("reading the archive"))? {
         let mut entry = entry.map_err(io_err("reading the archive"))?;
-        if !entry.header().entry_type().is_file() {
+        let kind = entry.header().entry_type();
+        if !kind.is_file() && !kind.is_symlink() {
             continue;
         }
         let raw = entry
@@ -142,6 +180,15 @@ fn read_contents(store: &Store, input: impl Read) -> Result<Contents> {
             )));
         }
         let path = clean(&raw);
+        if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(io_err(format!("reading the target of {raw}")))?;
+            if let Some(resolved) = target.and_then(|t| link_target(&path, &t)) {
+                contents.links.insert(path, resolved);
+            }
+            continue;
+        }
         let size = entry
             .header()
             .size()
@@ -300,4 +347,25 @@ fn name_of(desc: &Descriptor) -> Option<String> {
         .get("io.containerd.image.name")
         .or_else(|| a.get(REF_NAME))?;
     normalize_tag(full).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_target;
+    use std::path::Path;
+
+    #[test]
+    fn link_targets_resolve_inside_the_archive_only() {
+        // What `docker save` writes for a layer shared by two images.
+        assert_eq!(
+            link_target("aaa/layer.tar", Path::new("../bbb/layer.tar")).as_deref(),
+            Some("bbb/layer.tar")
+        );
+        assert_eq!(
+            link_target("a/b/l", Path::new("./c/../d")).as_deref(),
+            Some("a/b/d")
+        );
+        assert_eq!(link_target("a/l", Path::new("../../etc/passwd")), None);
+        assert_eq!(link_target("a/l", Path::new("/etc/passwd")), None);
+    }
 }
