@@ -103,6 +103,25 @@ fn id_of(v: &serde_json::Value) -> &str {
     v["Id"].as_str().unwrap_or_default()
 }
 
+/// A RUN step making /t with the file kinds a layer tar must carry: a hard link, a symlink, a
+/// setuid file owned by 1000:2000, a fifo, an empty directory, names over 100 and 255 bytes of
+/// path (PAX/GNU long names), a non-ASCII name with a space, an old mtime and mode 0600.
+fn tree_run() -> String {
+    let deep = format!("/t/deep/{}/{}", "d".repeat(60), "e".repeat(60));
+    format!(
+        "RUN mkdir -p /t/empty {deep} && cd /t && echo data > f && ln f hard && ln -s f soft \\\n\
+         && chown 1000:2000 f && chmod 4755 f && mkfifo fifo && echo long > {deep}/{long} \\\n\
+         && echo u > '/t/ünï cødé' \\\n\
+         && touch -d '2001-02-03 04:05:06' /t/old && chmod 0600 /t/old\n",
+        long = "n".repeat(120)
+    )
+}
+
+/// Lists /t (name, mode, owner, size, link count, mtime, kind) and reads the links, in a
+/// container of either tool.
+const TREE_LIST: &str = "cd /t && find . | sort | while read p; do \
+    stat -c '%n %A %u:%g %s %h %Y %F' \"$p\"; done; cat hard soft";
+
 /// Writes a build context with this Dockerfile and returns its directory.
 fn context(dockerfile: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("context dir");
@@ -174,15 +193,16 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
 
     // 2. rbuild build + push (OCI, and Docker v2s2 with --format docker) -> docker pull and run.
     let t = Instant::now();
-    let ctx = context(
-        // The second RUN leaves whiteouts (a deleted file in a lower layer, /bin/vi) and an
+    let ctx = context(&format!(
+        // The third RUN leaves whiteouts (a deleted file in a lower layer, /bin/vi) and an
         // opaque directory (/srv/old replaced): docker must apply them as rbuild wrote them.
-        "FROM busybox\nRUN mkdir -p /srv/old && echo x > /srv/old/x && echo gone > /srv/gone.txt\n\
+        "FROM busybox\n{}RUN mkdir -p /srv/old && echo x > /srv/old/x && echo gone > /srv/gone.txt\n\
          RUN rm /srv/gone.txt /bin/vi && rm -rf /srv/old && mkdir /srv/old && echo y > /srv/old/y \\\n\
          && echo built-by-rbuild > /srv/greeting.txt\n\
          WORKDIR /srv\n\
          CMD [\"sh\", \"-c\", \"cat greeting.txt; ls old; ls gone.txt /bin/vi 2>&1 | grep -c 'No such'\"]\n",
-    );
+        tree_run()
+    ));
     let built = format!("{}/interop/rbuild-built:1", registry.host());
     rb.ok(&[
         "build",
@@ -195,12 +215,28 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     rb.ok(&["push", &built]);
     rb.ok(&["push", "--format", "docker", &built_v2s2]);
     let r = rb.inspect(&built);
+    let rbuild_tree = rb.ok(&["run", "--rm", &built, "sh", "-c", TREE_LIST]);
+    assert!(rbuild_tree.ends_with("data\ndata\n"), "{rbuild_tree}");
     for reference in [&built, &built_v2s2] {
         docker.ok(&["pull", reference]);
         let d = docker_inspect(&docker, reference);
         assert_same_image(&format!("rbuild push -> docker pull {reference}"), &d, &r);
         let out = docker.ok(&["run", "--rm", "--network", "none", reference]);
         assert_eq!(out, "built-by-rbuild\ny\n2\n", "docker run {reference}");
+        let docker_tree = docker.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            reference,
+            "sh",
+            "-c",
+            TREE_LIST,
+        ]);
+        assert_eq!(
+            docker_tree, rbuild_tree,
+            "docker and rbuild see different files in {reference}"
+        );
         let history = docker.ok(&["history", "-q", "--no-trunc", reference]);
         assert!(
             history.contains(id_of(&d)),
@@ -222,15 +258,16 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
 
     // 3. docker build + push (Docker v2s2, gzip layers) -> rbuild pull and run in a fresh store.
     let t = Instant::now();
-    let dctx = context(
+    let dctx = context(&format!(
         // Whiteouts and an opaque directory the other way round: written by docker's overlay2
         // differ, applied by rbuild.
-        "FROM busybox\nRUN mkdir -p /d/old && echo x > /d/old/x && echo gone > /d/gone.txt\n\
+        "FROM busybox\n{}RUN mkdir -p /d/old && echo x > /d/old/x && echo gone > /d/gone.txt\n\
          RUN rm /d/gone.txt /bin/vi && rm -rf /d/old && mkdir /d/old && echo y > /d/old/y \\\n\
          && echo built-by-docker > /made-by.txt\nENV MADE_BY=docker\n\
          CMD [\"sh\", \"-c\", \"cat /made-by.txt; echo $MADE_BY; ls /d/old; \\\n\
          ls /d/gone.txt /bin/vi 2>&1 | grep -c 'No such'\"]\n",
-    );
+        tree_run()
+    ));
     let mut build = docker.command();
     build
         .env("DOCKER_BUILDKIT", "0")
@@ -263,6 +300,22 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     assert_eq!(
         rb2.ok(&["run", "--rm", &pushed]),
         "built-by-docker\ndocker\ny\n2\n"
+    );
+    let docker_tree = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &pushed,
+        "sh",
+        "-c",
+        TREE_LIST,
+    ]);
+    assert!(docker_tree.ends_with("data\ndata\n"), "{docker_tree}");
+    assert_eq!(
+        rb2.ok(&["run", "--rm", &pushed, "sh", "-c", TREE_LIST]),
+        docker_tree,
+        "rbuild sees different files than docker in the image docker built"
     );
     eprintln!("3. docker build/push -> rbuild pull/run: {:?}", t.elapsed());
 
