@@ -98,6 +98,17 @@ fn assert_same_image(what: &str, docker: &serde_json::Value, rbuild: &serde_json
     }
 }
 
+/// The manifest digest from `rbuild push` output (`TAG: digest: sha256:... size: N`).
+fn pushed_digest(out: &str) -> String {
+    let digest = out
+        .split("digest: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in push output: {out}"));
+    assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+    digest.to_string()
+}
+
 /// The `Id` field of an inspect object.
 fn id_of(v: &serde_json::Value) -> &str {
     v["Id"].as_str().unwrap_or_default()
@@ -212,13 +223,22 @@ fn docker_engine_loads_pulls_and_runs_rbuild_images_and_rbuild_reads_docker_imag
     ]);
     let built_v2s2 = format!("{}/interop/rbuild-built:v2s2", registry.host());
     rb.ok(&["tag", &built, &built_v2s2]);
-    rb.ok(&["push", &built]);
-    rb.ok(&["push", "--format", "docker", &built_v2s2]);
+    let digests = [
+        pushed_digest(&rb.ok(&["push", &built])),
+        pushed_digest(&rb.ok(&["push", "--format", "docker", &built_v2s2])),
+    ];
+    assert_ne!(
+        digests[0], digests[1],
+        "OCI and v2s2 manifests are different documents"
+    );
     let r = rb.inspect(&built);
     let rbuild_tree = rb.ok(&["run", "--rm", &built, "sh", "-c", TREE_LIST]);
     assert!(rbuild_tree.ends_with("data\ndata\n"), "{rbuild_tree}");
-    for reference in [&built, &built_v2s2] {
+    for (reference, digest) in [&built, &built_v2s2].into_iter().zip(&digests) {
         docker.ok(&["pull", reference]);
+        // By digest too: docker checks the manifest bytes against the digest rbuild printed.
+        let (repo, _) = reference.rsplit_once(':').expect("tagged reference");
+        docker.ok(&["pull", &format!("{repo}@{digest}")]);
         let d = docker_inspect(&docker, reference);
         assert_same_image(&format!("rbuild push -> docker pull {reference}"), &d, &r);
         let out = docker.ok(&["run", "--rm", "--network", "none", reference]);
