@@ -244,7 +244,8 @@ impl TestDockerd {
         {
             terminate(child);
         }
-        let dir = self.dir.path().to_string_lossy().into_owned();
+        // With the trailing slash, so another instance's directory never matches by prefix.
+        let dir = format!("{}/", self.dir.path().display());
         kill_processes_mentioning(&dir);
         unmount_below(self.dir.path());
         remove_cgroups(&self.cgroup_parent);
