@@ -90,6 +90,28 @@ fn detach_exec_stop_rm_leaves_nothing_behind() {
     assert_ne!(lines[2], "1");
     let out = root.ok(&["exec", "-t", "svc", "tty"]);
     assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    // exec -d: the command outlives the rbuild that started it.
+    root.ok(&[
+        "exec",
+        "-d",
+        "svc",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/detached-done; sleep 1000000",
+    ]);
+    let mut done = false;
+    for _ in 0..1000 {
+        if root
+            .rbuild(&["exec", "svc", "test", "-e", "/tmp/detached-done"])
+            .status
+            .success()
+        {
+            done = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(done, "exec -d command was killed with its rbuild");
     let out = root.rbuild(&["exec", "svc", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
     // the exec'd process was in the container's cgroup: pids.max is the container's

@@ -261,15 +261,7 @@ pub fn exec(g: &Globals, a: ExecArgs) -> anyhow::Result<ExitCode> {
         Stdio::NullStdin
     };
     let result = if a.detach {
-        rbuild_runner::spawn_exec(c.pid, c.cgroup.as_ref(), &process, &stdio).map(|r| {
-            // The process keeps running in the container's pid namespace; we do not wait.
-            std::mem::forget(r);
-            rbuild_runner::ExitStatus {
-                code: 0,
-                signal: None,
-                oom_killed: false,
-            }
-        })
+        return exec_detached(&c, &process, &stdio);
     } else {
         // Signals to rbuild from the start on are forwarded to the exec'd process.
         let previous = rbuild_runner::process::block_signals()?;
@@ -287,5 +279,61 @@ pub fn exec(g: &Globals, a: ExecArgs) -> anyhow::Result<ExitCode> {
             code: 126,
             message: format!("exec in container {}: {e}", a.container),
         })),
+    }
+}
+
+/// `exec -d`: a monitor process (its own session) starts the command and waits for it, so the
+/// command outlives this rbuild; returns once the command runs (or failed to start).
+fn exec_detached(
+    c: &ContainerState,
+    process: &ProcessSpec,
+    stdio: &Stdio,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: the CLI is single-threaded here; the child only runs the exec and exits.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            let mut pipe = std::fs::File::from(w);
+            let code = match rbuild_runner::spawn_exec(c.pid, c.cgroup.as_ref(), process, stdio) {
+                Ok(running) => {
+                    let _ = pipe.write_all(b"ok");
+                    drop(pipe);
+                    running.wait().map(|s| s.code).unwrap_or(1)
+                }
+                Err(e) => {
+                    let _ = pipe.write_all(e.to_string().as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leave the forked monitor without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(w);
+            let mut msg = String::new();
+            std::fs::File::from(r).read_to_string(&mut msg)?;
+            if msg == "ok" {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(anyhow!(ExitStatusError {
+                    code: 126,
+                    message: format!("exec in container {}: {msg}", c.name),
+                }))
+            }
+        }
     }
 }
