@@ -169,3 +169,32 @@ fn kill_sends_the_signal_and_detached_rm_cleans_up() {
     assert_eq!(root.ok(&["ps", "-aq"]), "", "--rm removed the container");
     assert!(mounts_below(root.path()).is_empty());
 }
+
+#[test]
+fn detached_tty_output_goes_to_the_log() {
+    let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
+    root.import_busybox("bb");
+    root.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "t",
+        "bb",
+        "sh",
+        "-c",
+        "tty; exec sleep 1000000",
+    ]);
+    let mut log = String::new();
+    for _ in 0..500 {
+        log = root.ok(&["logs", "t"]);
+        if !log.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(log, "/dev/pts/0\r\n");
+    root.ok(&["rm", "-f", "t"]);
+    assert!(mounts_below(root.path()).is_empty());
+}
