@@ -13,6 +13,8 @@ use std::path::Path;
 
 /// Namespaces joined, in order (mount last: it changes the root).
 const NAMESPACES: &[(&str, CloneFlags)] = &[
+    // First: the other namespaces of a rootless sandbox belong to its user namespace.
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),

@@ -160,7 +160,14 @@ fn drop_privileges(u: &ResolvedUser) -> Result<()> {
     caps::apply(caps::default_mask())?;
     caps::set_no_new_privs()?;
     let groups: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).sys(|| format!("setgroups {:?}", u.groups))?;
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // In a user namespace with setgroups denied (rootless), groups cannot change.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !(e == nix::Error::EPERM && denied) {
+            return Err(e).sys(|| format!("setgroups {:?}", u.groups));
+        }
+    }
     let gid = Gid::from_raw(u.gid);
     nix::unistd::setresgid(gid, gid, gid).sys(|| format!("setgid {}", u.gid))?;
     let uid = Uid::from_raw(u.uid);

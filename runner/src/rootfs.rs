@@ -163,13 +163,18 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         sys.symlink(root, link, dest)?;
     }
     let pts = sys.target(root, "dev/pts", Kind::Dir)?;
-    sys.mount(
-        Some(Path::new("devpts")),
-        &pts.path,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
+    let devpts = |data: &str| {
+        sys.mount(
+            Some(Path::new("devpts")),
+            &pts.path,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(data),
+        )
+    };
+    // gid 5 (tty) does not exist in a user namespace that maps only the caller.
+    devpts("newinstance,ptmxmode=0666,mode=0620,gid=5")
+        .or_else(|_| devpts("newinstance,ptmxmode=0666,mode=0620"))?;
     drop(pts);
     let shm = sys.target(root, "dev/shm", Kind::Dir)?;
     sys.mount(
@@ -181,14 +186,20 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
     )?;
     drop(shm);
     let sys_t = sys.target(root, "sys", Kind::Dir)?;
-    sys.mount(
+    let sysfs = sys.mount(
         Some(Path::new("sysfs")),
         &sys_t.path,
         Some("sysfs"),
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
-    )?;
+    );
     drop(sys_t);
+    if sysfs.is_err() {
+        // A rootless sandbox sharing the host network may not mount sysfs: bind the host's,
+        // read-only.
+        bind(sys, Path::new("/sys"), root, "sys", Kind::Dir)?;
+        remount_readonly(sys, root, "sys", MsFlags::MS_REC | nosuid_nodev_noexec)?;
+    }
     for m in &spec.mounts {
         let kind = if m.source.is_dir() {
             Kind::Dir
