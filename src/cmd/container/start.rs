@@ -141,9 +141,10 @@ fn supervise(
         st.cgroup = None;
         notify(&mut ready, &code.to_string(), &format!("{e:#}"));
     }
-    let _ = st.save(store_root);
     if st.config.auto_remove {
         let _ = std::fs::remove_dir_all(st.dir(store_root));
+    } else {
+        let _ = st.save(store_root);
     }
     result
 }
