@@ -314,6 +314,9 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.quiet {
         println!("{id}");
     } else {
+        if let Some(log) = &outcome.log {
+            println!("Build log: {}", log.display());
+        }
         for t in &opts.tags {
             println!("Successfully tagged {t}");
         }

@@ -245,7 +245,11 @@ pub fn build(
     }
     crate::cache::shared::fetch_missing(store, opts.shared_cache.as_deref(), &state.layers)?;
     let (image_id, manifest_digest) = image::write_image(store, &state, &opts.tags)?;
-    reporter.note(&format!("COMMIT {}", opts.tags.join(", ")));
+    if opts.tags.is_empty() {
+        reporter.note("COMMIT (untagged)");
+    } else {
+        reporter.note(&format!("COMMIT {}", opts.tags.join(", ")));
+    }
     reporter.note(&format!("--> {}", image_id.short()));
     Ok(BuildOutcome {
         image_id,
