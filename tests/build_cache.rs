@@ -16,6 +16,15 @@ fn set_mtime(path: &std::path::Path, t: SystemTime) {
     f.set_modified(t).expect("set mtime");
 }
 
+/// The build log a build's output points to.
+fn build_log(out: &str) -> String {
+    let path = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Build log: "))
+        .expect("build log line");
+    fs::read_to_string(path).expect("read build log")
+}
+
 fn cached_steps(out: &str) -> usize {
     out.lines().filter(|l| *l == "--> CACHED").count()
 }
@@ -39,7 +48,9 @@ fn unchanged_context_is_fully_cached_with_the_same_id() {
     let (id3, out3) = build_ok(&root, &ctx, &[]);
     assert_eq!(id1, id3);
     assert_eq!(cached_steps(&out3), 2, "{out3}");
-    // A fully cached build leaves no mount behind and none was needed.
+    // A fully cached build mounts nothing: its build log records no mount (the first has some).
+    assert!(build_log(&out1).contains("mount: "), "{out1}");
+    assert!(!build_log(&out3).contains("mount: "), "{out3}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&root.root_str()), "{mounts}");
     // --no-cache runs everything again.

@@ -546,6 +546,10 @@ impl Builder<'_, '_> {
         if dirs.is_empty() {
             dirs.push(mk("empty")?);
         }
+        self.reporter.log_only(&format!(
+            "mount: {} layer(s) with a fresh upper dir",
+            dirs.len()
+        ));
         let mount = mount_union(
             &MountSpec {
                 layers: dirs,

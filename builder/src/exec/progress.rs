@@ -93,6 +93,11 @@ impl<'a> Reporter<'a> {
         self.log(data);
         self.inner.output(data);
     }
+    /// A line for the build log only (not shown), e.g. which layers were mounted.
+    pub fn log_only(&mut self, text: &str) {
+        self.log(format!("{text}\n").as_bytes());
+    }
+
     /// See [`Progress::note`].
     pub fn note(&mut self, text: &str) {
         self.log(format!("{text}\n").as_bytes());
