@@ -4,7 +4,9 @@
 use crate::error::Result;
 use crate::resolve::Kind;
 use crate::spec::{Network, SandboxSpec};
-use crate::syscall::Syscall;
+use crate::syscall::{
+    Syscall, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
 
@@ -78,6 +80,12 @@ fn bind(sys: &dyn Syscall, source: &Path, root: &Path, rel: &str, kind: Kind) ->
     )
 }
 
+/// Sets `attrs` on the mount at `rel` below `root` and on every mount below it.
+fn set_attrs_recursive(sys: &dyn Syscall, root: &Path, rel: &str, attrs: u64) -> Result<()> {
+    let t = sys.target(root, rel, Kind::Existing)?;
+    sys.mount_setattr(&t.path, attrs, true)
+}
+
 fn remount_readonly(sys: &dyn Syscall, root: &Path, rel: &str, extra: MsFlags) -> Result<()> {
     let t = sys.target(root, rel, Kind::Existing)?;
     sys.mount(
@@ -107,6 +115,9 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    // No device node in the image (or one created by the container) can be opened; the host
+    // devices bound into /dev below are separate mounts.
+    sys.mount_setattr(root, MOUNT_ATTR_NODEV, true)?;
     if spec.network == Network::Host {
         // Before /proc and /dev exist in the new root, so an image symlink such as
         // /etc/hosts -> /proc/... resolves to nothing and the bind is skipped.
@@ -139,7 +150,7 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         Some(Path::new("tmpfs")),
         &dev_t.path,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     drop(dev_t);
@@ -198,7 +209,12 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         // A rootless sandbox sharing the host network may not mount sysfs: bind the host's,
         // read-only.
         bind(sys, Path::new("/sys"), root, "sys", Kind::Dir)?;
-        remount_readonly(sys, root, "sys", MsFlags::MS_REC | nosuid_nodev_noexec)?;
+        set_attrs_recursive(
+            sys,
+            root,
+            "sys",
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )?;
     }
     for m in &spec.mounts {
         let kind = if m.source.is_dir() {
@@ -207,9 +223,13 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
             Kind::File
         };
         bind(sys, &m.source, root, &m.target, kind)?;
-        if m.readonly {
-            remount_readonly(sys, root, &m.target, MsFlags::MS_REC)?;
-        }
+        // Recursively: a read-only volume's submounts are read-only too.
+        let attrs = if m.readonly {
+            MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY
+        } else {
+            MOUNT_ATTR_NODEV
+        };
+        set_attrs_recursive(sys, root, &m.target, attrs)?;
     }
     if spec.readonly_rootfs {
         sys.mount(
@@ -311,6 +331,7 @@ mod tests {
         let calls = sys.calls.borrow();
         assert!(calls[0].starts_with("mount - / - MS_REC | MS_PRIVATE"));
         assert!(calls[1].starts_with("mount /r /r - MS_BIND | MS_REC"));
+        assert_eq!(calls[2], "mount_setattr /r 0x4 recursive");
         let order = [
             "/r/proc proc",
             "/r/dev tmpfs",
@@ -358,7 +379,7 @@ mod tests {
         setup(&sys, &s).unwrap();
         let calls = sys.calls.borrow();
         let vol = index(&calls, "mount /tmp /r/data - MS_BIND | MS_REC");
-        assert!(calls[vol + 1].contains("/r/data - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC"));
+        assert_eq!(calls[vol + 1], "mount_setattr /r/data 0x5 recursive");
         let ro = index(&calls, "mount - /r - MS_RDONLY | MS_REMOUNT | MS_BIND");
         assert!(vol < ro && ro < index(&calls, "pivot_root"));
     }

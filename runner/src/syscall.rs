@@ -8,6 +8,16 @@ use nix::sched::CloneFlags;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// `MOUNT_ATTR_RDONLY`: read-only.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`: setuid bits and file capabilities ignored.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`: device nodes cannot be opened.
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_NOEXEC`: nothing can be executed.
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
 /// A resolved mount target: a path (usually `/proc/self/fd/N`) valid while this value lives.
 #[derive(Debug)]
 pub struct Target {
@@ -48,6 +58,9 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> Result<()>;
+    /// mount_setattr(2): sets `attrs` (`MOUNT_ATTR_*`) on the mount at `target`, and on every
+    /// mount below it when `recursive`.
+    fn mount_setattr(&self, target: &Path, attrs: u64, recursive: bool) -> Result<()>;
     /// Resolves `rel` inside `root` without leaving it (symlinks included), creating it as
     /// `kind` says when missing; the result can be used as a mount target.
     fn target(&self, root: &Path, rel: &str, kind: Kind) -> Result<Target>;
@@ -101,6 +114,41 @@ impl Syscall for LinuxSyscall {
 
     fn sethostname(&self, name: &str) -> Result<()> {
         nix::unistd::sethostname(name).sys(|| format!("sethostname {name:?}"))
+    }
+
+    fn mount_setattr(&self, target: &Path, attrs: u64, recursive: bool) -> Result<()> {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| crate::error::RunnerError::Invalid(format!("{target:?}: NUL in path")))?;
+        let flags: libc::c_uint = if recursive { AT_RECURSIVE } else { 0 };
+        // SAFETY: mount_setattr with a NUL-terminated path and a mount_attr of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r != 0 {
+            return Err(nix::Error::last())
+                .sys(|| format!("mount_setattr {attrs:#x} on {}", target.display()));
+        }
+        Ok(())
     }
 
     fn target(&self, root: &Path, rel: &str, kind: Kind) -> Result<Target> {
@@ -189,6 +237,14 @@ impl Syscall for RecordingSyscall {
     }
     fn sethostname(&self, name: &str) -> Result<()> {
         self.push(format!("sethostname {name}"));
+        Ok(())
+    }
+    fn mount_setattr(&self, target: &Path, attrs: u64, recursive: bool) -> Result<()> {
+        self.push(format!(
+            "mount_setattr {} {attrs:#x}{}",
+            target.display(),
+            if recursive { " recursive" } else { "" }
+        ));
         Ok(())
     }
     fn target(&self, root: &Path, rel: &str, _kind: Kind) -> Result<Target> {

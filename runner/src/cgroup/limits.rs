@@ -46,6 +46,7 @@ fn create_v1(
         ("pids", None),
         ("cpu", None),
         ("cpuacct", None),
+        ("devices", None),
     ];
     if l.memory.is_some() {
         wanted[0].1 = Some("--memory");
@@ -87,6 +88,9 @@ fn create_v1(
         }
     }
     let dir = |ctrl: &str| cg.dir_of(ctrl).map(Path::to_path_buf);
+    if let Some(d) = dir("devices") {
+        restrict_devices_v1(&d)?;
+    }
     if let (Some(m), Some(d)) = (l.memory, dir("memory")) {
         write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
         let swap = d.join("memory.memsw.limit_in_bytes");
@@ -131,6 +135,30 @@ fn create_v1(
                 )
             })?;
         write(&file, &w.to_string())?;
+    }
+    Ok(())
+}
+
+/// Device access docker allows: mknod of any node (its use is what counts), and read/write/mknod
+/// of null, zero, full, random, urandom, tty, ptmx and the pty slaves.
+pub const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// Denies every device in the v1 devices cgroup `dir`, then allows [`ALLOWED_DEVICES`].
+fn restrict_devices_v1(dir: &Path) -> Result<()> {
+    write(&dir.join("devices.deny"), "a")?;
+    for rule in ALLOWED_DEVICES {
+        write(&dir.join("devices.allow"), rule)?;
     }
     Ok(())
 }

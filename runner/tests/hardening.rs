@@ -1,0 +1,115 @@
+//! Exploits a security review found, each now refused: host devices, the host's controlling
+//! terminal, writable submounts of read-only volumes, leaks into exec'd processes, huge user ids,
+//! inheritable capabilities.
+
+mod support;
+
+use rbuild_runner::{BindMount, Stdio};
+use support::{run_logged, sh, Rootfs};
+
+/// Unmounts a tmpfs on drop.
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &std::path::Path) -> TmpfsMount {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+        TmpfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn host_block_and_char_devices_cannot_be_used() {
+    let rootfs = Rootfs::busybox();
+    // mknod itself is allowed (docker's "b *:* m"); opening the node is not.
+    let (status, out) = rootfs.sh("mknod /x b 7 0 && head -c1 /x && echo BLOCK-READ; \
+         mknod /k c 1 11 && echo x > /k && echo KMSG-WRITTEN; \
+         mknod /dev/shm/k c 1 11 && echo x > /dev/shm/k && echo SHM-KMSG-WRITTEN; \
+         mknod /tmp/n c 1 3 && echo x > /tmp/n && echo OWN-NULL-WRITTEN; \
+         echo x > /dev/null && head -c4 /dev/zero | wc -c && head -c4 /dev/urandom | wc -c \
+         && echo x > /dev/full; echo done");
+    assert_eq!(status.code, 0, "{out}");
+    for leak in [
+        "BLOCK-READ",
+        "KMSG-WRITTEN",
+        "SHM-KMSG-WRITTEN",
+        "OWN-NULL-WRITTEN",
+    ] {
+        assert!(!out.contains(leak), "{leak}: {out}");
+    }
+    assert!(out.contains("done"), "{out}");
+    let counts: Vec<&str> = out.lines().filter(|l| l.trim() == "4").collect();
+    assert_eq!(
+        counts.len(),
+        2,
+        "/dev/zero and /dev/urandom readable: {out}"
+    );
+    assert!(out.contains("No space left"), "/dev/full usable: {out}");
+}
+
+#[test]
+fn devices_in_volumes_cannot_be_used() {
+    let rootfs = Rootfs::busybox();
+    let vol = tempfile::tempdir().unwrap();
+    let (mut sandbox, log) = rootfs.sandbox();
+    sandbox.mounts.push(BindMount {
+        source: vol.path().into(),
+        target: "/vol".into(),
+        readonly: false,
+    });
+    let (status, out) = run_logged(
+        &sandbox,
+        &log,
+        &sh("mknod /vol/k c 1 11 && echo x > /vol/k && echo WRITTEN; echo done"),
+    );
+    assert_eq!(status.code, 0, "{out}");
+    assert!(!out.contains("WRITTEN") && out.contains("done"), "{out}");
+}
+
+#[test]
+fn dev_tty_works_with_a_pty() {
+    let rootfs = Rootfs::busybox();
+    let (mut sandbox, log) = rootfs.sandbox();
+    sandbox.stdio = Stdio::Pty {
+        log: Some(log.clone()),
+    };
+    let (status, out) = run_logged(&sandbox, &log, &sh("echo via-tty > /dev/tty"));
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("via-tty"), "{out}");
+}
+
+#[test]
+fn read_only_volume_submounts_are_read_only() {
+    let rootfs = Rootfs::busybox();
+    let vol = tempfile::tempdir().unwrap();
+    let _sub = TmpfsMount::new(&vol.path().join("sub"));
+    let (mut sandbox, log) = rootfs.sandbox();
+    sandbox.mounts.push(BindMount {
+        source: vol.path().into(),
+        target: "/vol".into(),
+        readonly: true,
+    });
+    let (status, out) = run_logged(
+        &sandbox,
+        &log,
+        &sh("echo x > /vol/top; echo x > /vol/sub/file; ls /vol/sub; echo done"),
+    );
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("done"), "{out}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert!(!vol.path().join("sub/file").exists());
+    assert!(!vol.path().join("top").exists());
+}
