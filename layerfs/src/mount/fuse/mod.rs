@@ -11,6 +11,7 @@ pub mod copyup;
 pub mod inodes;
 pub mod layers;
 pub mod unionfs;
+pub mod watchdog;
 pub mod whiteout;
 
 use std::fs;
@@ -34,6 +35,7 @@ pub const FSNAME: &str = "rbuild";
 pub struct FuseMount {
     target: PathBuf,
     session: Option<BackgroundSession>,
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 impl FuseMount {
@@ -58,6 +60,7 @@ impl Drop for FuseMount {
                 let _ = session.join();
             }
         }
+        self.watchdog.take();
     }
 }
 
@@ -108,9 +111,17 @@ pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
     let session = fuser::Session::new(filesystem, &spec.target, &config)
         .map_err(|e| mount_error(&spec.target, e))?;
     let session = session.spawn().map_err(|e| mount_error(&spec.target, e))?;
+    // The kernel connection number is the minor of the mount's anonymous device.
+    let watchdog = rustix::fs::stat(&spec.target)
+        .ok()
+        .and_then(|st| watchdog::Watchdog::start(rustix::fs::minor(st.st_dev)).ok());
+    if watchdog.is_none() {
+        tracing::warn!(target = %spec.target.display(), "no FUSE watchdog: a killed rbuild may hang on this mount");
+    }
     Ok(FuseMount {
         target: spec.target.clone(),
         session: Some(session),
+        watchdog,
     })
 }
 
@@ -132,14 +143,14 @@ pub fn detach_stale(path: &Path) -> bool {
     detached
 }
 
-/// Lazily unmounts every stale rbuild FUSE mount at or below `dir`; returns the mount points.
-pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
+/// rbuild FUSE mounts at or below `dir`: (mount point, kernel connection number).
+fn rbuild_mounts_below(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     // mountinfo shows canonical paths.
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut detached = Vec::new();
+    let mut found = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
@@ -150,11 +161,44 @@ pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
         if !matches!(fstype, Some("fuse") | Some(FSTYPE)) || source != Some(FSNAME) {
             continue;
         }
-        let Some(point) = left.split(' ').nth(4) else {
+        let left: Vec<&str> = left.split(' ').collect();
+        let (Some(device), Some(point)) = (left.get(2), left.get(4)) else {
             continue;
         };
+        // An anonymous device 0:N is connection N in /sys/fs/fuse/connections.
+        let connection = device
+            .strip_prefix("0:")
+            .and_then(|minor| minor.parse().ok());
         let point = PathBuf::from(unescape_mountinfo(point));
-        if point.starts_with(&dir) && detach_stale(&point) {
+        if point.starts_with(&dir) {
+            found.push((point, connection));
+        }
+    }
+    found
+}
+
+/// Lazily unmounts every stale rbuild FUSE mount at or below `dir`; returns the mount points.
+pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
+    rbuild_mounts_below(dir)
+        .into_iter()
+        .filter(|(point, _)| detach_stale(point))
+        .map(|(point, _)| point)
+        .collect()
+}
+
+/// Aborts and lazily unmounts every rbuild FUSE mount at or below `dir`, which must belong to
+/// a process known to be dead (e.g. a dead session's work dir): its server died with it, even
+/// if leftover processes still keep the kernel connection from noticing. Returns the mount
+/// points.
+pub fn detach_dead_below(dir: &Path) -> Vec<PathBuf> {
+    let mut detached = Vec::new();
+    for (point, connection) in rbuild_mounts_below(dir) {
+        if let Some(connection) = connection {
+            // Fails harmlessly when fusectl is not mounted or the connection is already gone.
+            let _ = fs::write(format!("/sys/fs/fuse/connections/{connection}/abort"), b"1");
+        }
+        if rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH).is_ok() {
+            tracing::info!(target = %point.display(), "detached a FUSE mount of a dead process");
             detached.push(point);
         }
     }
