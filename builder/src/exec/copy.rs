@@ -293,7 +293,7 @@ impl Builder<'_, '_> {
             .split(['?', '#'])
             .next()
             .and_then(|u| u.rsplit('/').next())
-            .filter(|n| !n.is_empty() && !n.contains(':'))
+            .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains(':'))
             .unwrap_or("download")
             .to_string();
         Ok((

@@ -41,6 +41,18 @@ impl std::fmt::Debug for RootWriter {
     }
 }
 
+/// Refuses anything but one normal path component: `.`, `..`, an empty name or one with `/` would
+/// make an `*at` call act on the directory itself or on its parent (outside the image root).
+fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid file name {name:?}: a name must be one path component, not . or .."),
+        ));
+    }
+    Ok(())
+}
+
 fn perr(e: pathrs::error::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -162,6 +174,7 @@ impl RootWriter {
 
     /// Creates (or reuses) directory `name` inside `dir` and returns it opened.
     pub fn mkdir_at(&self, dir: &OwnedFd, name: &str, a: Attrs) -> io::Result<OwnedFd> {
+        check_name(name)?;
         match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(a.mode)) {
             Ok(()) => {}
             Err(rustix::io::Errno::EXIST) => {
@@ -232,6 +245,7 @@ impl RootWriter {
     }
 
     fn create_at(&self, dir: &OwnedFd, name: &str) -> io::Result<File> {
+        check_name(name)?;
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
@@ -247,6 +261,7 @@ impl RootWriter {
 
     /// Creates symlink `name` -> `target` in `dir`, replacing whatever was there.
     pub fn symlink_at(&self, dir: &OwnedFd, name: &str, target: &Path, a: Attrs) -> io::Result<()> {
+        check_name(name)?;
         match rustix::fs::symlinkat(target, dir, name) {
             Ok(()) => {}
             Err(rustix::io::Errno::EXIST) => {
@@ -277,6 +292,8 @@ impl RootWriter {
         dir: &OwnedFd,
         name: &str,
     ) -> io::Result<()> {
+        check_name(name)?;
+        check_name(target_name)?;
         let _ = remove_at(dir, name);
         rustix::fs::linkat(target_dir, target_name, dir, name, AtFlags::empty())?;
         Ok(())
@@ -322,6 +339,7 @@ fn apply_attrs(fd: &impl AsFd, a: Attrs) -> io::Result<()> {
 
 /// Removes `name` in `dir` whatever it is (directories recursively).
 pub fn remove_at(dir: &impl AsFd, name: &str) -> io::Result<()> {
+    check_name(name)?;
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) => return Ok(()),
         Err(rustix::io::Errno::NOENT) => return Ok(()),
@@ -362,6 +380,37 @@ pub fn remove_at(dir: &impl AsFd, name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_and_dotdot_names_are_refused_by_every_primitive() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(outer.path().join("sentinel"), "host").unwrap();
+        let w = RootWriter::open(&root).unwrap();
+        let dir = w.ensure_dir("/", None).unwrap();
+        let a = Attrs {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            mtime: None,
+        };
+        for bad in ["..", ".", "", "a/b"] {
+            assert!(w.mkdir_at(&dir, bad, a).is_err(), "mkdir_at {bad:?}");
+            assert!(w.create_at(&dir, bad).is_err(), "create_at {bad:?}");
+            assert!(
+                w.symlink_at(&dir, bad, Path::new("x"), a).is_err(),
+                "symlink_at {bad:?}"
+            );
+            let e = remove_at(&dir, bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "remove_at {bad:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(outer.path().join("sentinel")).unwrap(),
+            "host"
+        );
+        assert!(root.is_dir());
+    }
 
     #[test]
     fn writes_stay_inside_root_through_image_symlinks() {
