@@ -55,6 +55,14 @@ pub fn resolve_owner(root: Option<&RootWriter>, spec: &str) -> Result<(u32, u32)
             }
         },
     };
+    for (what, id) in [("user", uid), ("group", gid)] {
+        if id > i32::MAX as u32 {
+            // 4294967295 is -1 to chown(2): "leave unchanged", so the file would stay root's.
+            return Err(format!(
+                "{what} id {id} in --chown={spec} is out of range: ids must be below 2147483648"
+            ));
+        }
+    }
     Ok((uid, gid))
 }
 
@@ -78,5 +86,7 @@ mod tests {
         assert_eq!(resolve_owner(Some(&w), "7:8").unwrap(), (7, 8));
         assert!(resolve_owner(Some(&w), "nobody").is_err());
         assert_eq!(resolve_owner(None, "5").unwrap(), (5, 5));
+        assert!(resolve_owner(None, "4294967295").unwrap_err().contains("out of range"));
+        assert!(resolve_owner(None, "0:2147483648").unwrap_err().contains("group id"));
     }
 }
