@@ -2,21 +2,27 @@
 //! sha256 (blob digest).
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
+use rustix::fs::FileType;
+use rustix::io::Errno;
 use tar::{EntryType, Header};
-use walkdir::WalkDir;
+
+#[path = "upper_walk.rs"]
+mod upper_walk;
+use upper_walk::EntryStat;
 
 use super::whiteout::{
     is_opaque_value, is_overlay_xattr, OPAQUE_MARKER, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER,
     OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER, WHITEOUT_PREFIX,
 };
-use super::{xattr, Compression, LayerError, LayerInfo, Result, WriteOptions};
+use super::{Compression, LayerError, LayerInfo, Result, WriteOptions};
 use crate::digest::{Digest, HashingWriter};
 
 /// Buffer between the tar builder and the hashers/compressor: large writes keep both fast.
@@ -24,6 +30,9 @@ const STREAM_BUFFER: usize = 1 << 20;
 
 /// Tar chunks in flight between the tar thread and the compressor.
 const CHANNEL_DEPTH: usize = 4;
+
+/// Attempts at an entry that changes type between `fstatat` and `openat` before giving up.
+const TYPE_RACE_ATTEMPTS: usize = 8;
 
 /// zstd level used for layers (zstd's own default).
 const ZSTD_LEVEL: i32 = 3;
@@ -34,6 +43,11 @@ const ZSTD_LEVEL: i32 = 3;
 /// names, overlay whiteouts become `.wh.<name>` files, opaque directories get a `.wh..wh..opq`
 /// marker, hard links inside the upper dir are kept as links, `security.capability` and other
 /// xattrs are kept as PAX `SCHILY.xattr.*` records, and overlay's own xattrs are dropped.
+///
+/// The upper dir may belong to a running container and change during the walk: every entry is
+/// looked up by name relative to its parent's open directory fd, never following a symlink, and
+/// its header comes from `fstat` of the fd its content is read from, so concurrent renames
+/// (even directory/symlink exchanges) cannot make the walk read anything outside `upper`.
 ///
 /// Two threads share the work: one walks the upper dir and produces the tar stream (hashing it
 /// into the diff_id), the calling thread compresses it, hashes the blob and writes `out`, so
@@ -75,6 +89,9 @@ pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result
 }
 
 /// Walks `upper` and writes the tar stream into `tx` in chunks; returns its sha256.
+///
+/// The walk is an explicit stack of open directory fds (no recursion, so depth costs no stack),
+/// each child looked up by name relative to its parent's fd: see [`upper_walk`].
 fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) -> Result<Digest> {
     let tar_stream = HashingWriter::new(ChannelWriter { tx });
     let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
@@ -83,19 +100,27 @@ fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) 
         mtime_clamp,
         hard_links: HashMap::new(),
     };
-    let walk = WalkDir::new(upper)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-    for entry in walk {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(upper).to_path_buf();
-            LayerError::io(path, e.into())
-        })?;
-        let md = entry
-            .metadata()
-            .map_err(|e| LayerError::io(entry.path(), e.into()))?;
-        writer.append(&mut builder, entry.path(), &md)?;
+    let root = upper_walk::open_root(upper).map_err(|e| LayerError::io(upper, e))?;
+    let root_names = upper_walk::sorted_names(&root).map_err(|e| LayerError::io(upper, e))?;
+    let mut stack = vec![DirFrame {
+        fd: root,
+        rel: PathBuf::new(),
+        names: root_names.into_iter(),
+    }];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let rel = frame.rel.join(OsStr::from_bytes(name.as_bytes()));
+        if let Some(dir) = writer.append(&mut builder, &frame.fd, &name, &rel)? {
+            let names = upper_walk::sorted_names(&dir).map_err(|e| writer.error(&rel, e))?;
+            stack.push(DirFrame {
+                fd: dir,
+                rel,
+                names: names.into_iter(),
+            });
+        }
     }
     let buffered = builder.into_inner().map_err(LayerError::Stream)?;
     let tar_stream = buffered
@@ -103,6 +128,13 @@ fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) 
         .map_err(|e| LayerError::Stream(e.into_error()))?;
     let (_, diff_id, _) = tar_stream.finish();
     Ok(diff_id)
+}
+
+/// One open directory of the walk and the names in it still to visit.
+struct DirFrame {
+    fd: OwnedFd,
+    rel: PathBuf,
+    names: std::vec::IntoIter<CString>,
 }
 
 /// Compresses the chunks from `rx` into `out`; returns the blob's digest and size.
@@ -206,39 +238,125 @@ struct EntryWriter<'a> {
     hard_links: HashMap<(u64, u64), PathBuf>,
 }
 
+/// How one attempt at an entry ended.
+enum Attempt {
+    /// Written (or skipped on purpose); a directory comes back open for the walk to enter.
+    Done(Option<OwnedFd>),
+    /// The entry changed type between `fstatat` and `openat`: look again.
+    Raced,
+}
+
+/// The errors of `openat` that mean the name now holds a different kind of inode.
+fn is_type_race(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::LOOP | Errno::NOTDIR | Errno::ISDIR | Errno::NXIO | Errno::NODEV
+    )
+}
+
 impl EntryWriter<'_> {
+    /// The error for entry `rel`, naming its full path.
+    fn error(&self, rel: &Path, e: io::Error) -> LayerError {
+        LayerError::io(self.upper.join(rel), e)
+    }
+
+    /// Writes entry `name` of the open directory `dir` (at `rel` in the layer); returns the
+    /// entry opened as a directory when it is one. An entry that disappears is skipped; one
+    /// that keeps changing type under the writer is an error.
     fn append<W: Write>(
         &mut self,
         builder: &mut tar::Builder<W>,
-        path: &Path,
-        md: &Metadata,
-    ) -> Result<()> {
-        let rel = path
-            .strip_prefix(self.upper)
-            .map_err(|_| LayerError::io(path, io::Error::other("walk left the upper dir")))?
-            .to_path_buf();
-        let ft = md.file_type();
-        let stream = |e: io::Error| LayerError::io(path, e);
+        dir: &OwnedFd,
+        name: &CStr,
+        rel: &Path,
+    ) -> Result<Option<OwnedFd>> {
+        for _ in 0..TYPE_RACE_ATTEMPTS {
+            let md = match upper_walk::stat_at(dir, name) {
+                Ok(md) => md,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(self.error(rel, e.into())),
+            };
+            match self.try_append(builder, dir, name, rel, md)? {
+                Attempt::Done(opened) => return Ok(opened),
+                Attempt::Raced => continue,
+            }
+        }
+        Err(LayerError::io(
+            self.upper.join(rel),
+            io::Error::other(
+                "entry kept changing type while the layer was written; \
+                 pause or stop the container before committing it",
+            ),
+        ))
+    }
 
-        if ft.is_char_device() && md.rdev() == 0 {
-            return self.append_whiteout(builder, &rel, md).map_err(stream);
+    /// One attempt at an entry whose `fstatat` gave `md`. Nothing is written to `builder`
+    /// before every open and `fstat` succeeded, so a raced attempt can be repeated.
+    fn try_append<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        dir: &OwnedFd,
+        name: &CStr,
+        rel: &Path,
+        md: EntryStat,
+    ) -> Result<Attempt> {
+        let path = self.upper.join(rel);
+        let stream = |e: io::Error| LayerError::io(&path, e);
+        let kind = md.kind;
+
+        if kind == FileType::CharacterDevice && md.rdev == 0 {
+            self.append_whiteout(builder, rel, &md).map_err(stream)?;
+            return Ok(Attempt::Done(None));
         }
-        if ft.is_socket() {
+        if kind == FileType::Socket {
             // Sockets cannot be archived; docker skips them too.
-            return Ok(());
+            return Ok(Attempt::Done(None));
         }
-        let xattrs = xattr::list_path(path).map_err(stream)?;
-        if ft.is_file()
-            && md.len() == 0
+        // Open the inode itself; from here on only the fd is used, never the name again.
+        let opened = match kind {
+            FileType::Directory => upper_walk::open_dir_at(dir, name),
+            FileType::RegularFile => upper_walk::open_file_at(dir, name),
+            _ => upper_walk::open_path_at(dir, name),
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(Attempt::Done(None)),
+            Err(e) if is_type_race(e) => return Ok(Attempt::Raced),
+            Err(e) => return Err(stream(e.into())),
+        };
+        let md = upper_walk::stat_fd(&fd).map_err(stream)?;
+        if md.kind != kind || (kind == FileType::CharacterDevice && md.rdev == 0) {
+            return Ok(Attempt::Raced);
+        }
+        let xattrs = match kind {
+            FileType::Directory | FileType::RegularFile => upper_walk::xattrs_fd(&fd),
+            _ => upper_walk::xattrs_path_fd(&fd),
+        }
+        .map_err(stream)?;
+        let link_target = if kind == FileType::Symlink {
+            Some(upper_walk::read_link_fd(&fd).map_err(stream)?)
+        } else {
+            None
+        };
+
+        if kind == FileType::RegularFile
+            && md.size == 0
             && has_xattr(&xattrs, &[OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER])
         {
-            return self.append_whiteout(builder, &rel, md).map_err(stream);
+            self.append_whiteout(builder, rel, &md).map_err(stream)?;
+            return Ok(Attempt::Done(None));
         }
-        let opaque = ft.is_dir()
+        let opaque = kind == FileType::Directory
             && xattrs.iter().any(|(name, value)| {
                 (name == OVL_OPAQUE_TRUSTED.as_bytes() || name == OVL_OPAQUE_USER.as_bytes())
                     && is_opaque_value(value)
             });
+        let hard_link_key = (md.dev, md.ino);
+        let first_link = if kind == FileType::RegularFile && md.nlink > 1 {
+            self.hard_links.get(&hard_link_key).cloned()
+        } else {
+            None
+        };
         let kept: Vec<&(Vec<u8>, Vec<u8>)> = xattrs
             .iter()
             .filter(|(name, _)| !is_overlay_xattr(name) && name != b"security.selinux")
@@ -247,93 +365,97 @@ impl EntryWriter<'_> {
             append_pax_xattrs(builder, &kept).map_err(stream)?;
         }
 
-        let mut header = self.header(md);
-        if ft.is_dir() {
-            header.set_entry_type(EntryType::Directory);
-            let mut dir_path = rel.clone().into_os_string();
-            dir_path.push("/");
-            builder
-                .append_data(&mut header, &dir_path, io::empty())
-                .map_err(stream)?;
-            if opaque {
-                let mut marker = self.header(md);
-                marker.set_entry_type(EntryType::Regular);
-                marker.set_mode(0o644);
-                let marker_path = rel.join(std::ffi::OsStr::from_bytes(OPAQUE_MARKER));
+        let mut header = self.header(&md);
+        match kind {
+            FileType::Directory => {
+                header.set_entry_type(EntryType::Directory);
+                let mut dir_path = rel.to_path_buf().into_os_string();
+                dir_path.push("/");
                 builder
-                    .append_data(&mut marker, &marker_path, io::empty())
+                    .append_data(&mut header, &dir_path, io::empty())
+                    .map_err(stream)?;
+                if opaque {
+                    let mut marker = self.header(&md);
+                    marker.set_entry_type(EntryType::Regular);
+                    marker.set_mode(0o644);
+                    let marker_path = rel.join(OsStr::from_bytes(OPAQUE_MARKER));
+                    builder
+                        .append_data(&mut marker, &marker_path, io::empty())
+                        .map_err(stream)?;
+                }
+                return Ok(Attempt::Done(Some(fd)));
+            }
+            FileType::Symlink => {
+                let target = link_target.unwrap_or_default();
+                header.set_entry_type(EntryType::Symlink);
+                builder
+                    .append_link(&mut header, rel, OsStr::from_bytes(target.as_bytes()))
                     .map_err(stream)?;
             }
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(path).map_err(stream)?;
-            header.set_entry_type(EntryType::Symlink);
-            builder
-                .append_link(&mut header, &rel, &target)
-                .map_err(stream)?;
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.hard_links.get(&key) {
+            FileType::RegularFile => {
+                if let Some(first) = first_link {
                     header.set_entry_type(EntryType::Link);
-                    return builder
-                        .append_link(&mut header, &rel, first)
-                        .map_err(stream);
+                    builder
+                        .append_link(&mut header, rel, &first)
+                        .map_err(stream)?;
+                    return Ok(Attempt::Done(None));
                 }
-                self.hard_links.insert(key, rel.clone());
+                if md.nlink > 1 {
+                    self.hard_links.insert(hard_link_key, rel.to_path_buf());
+                }
+                // The header's size is the open file's own fstat size; the reader delivers
+                // exactly that many bytes or fails, so the tar stays consistent.
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(md.size);
+                let mut exact = ExactReader {
+                    inner: File::from(fd),
+                    remaining: md.size,
+                };
+                builder
+                    .append_data(&mut header, rel, &mut exact)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            LayerError::Changed(path.clone())
+                        } else {
+                            LayerError::io(&path, e)
+                        }
+                    })?;
+                if exact.grew() {
+                    return Err(LayerError::Changed(path));
+                }
             }
-            header.set_entry_type(EntryType::Regular);
-            header.set_size(md.len());
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(stream)?;
-            let mut exact = ExactReader {
-                inner: file,
-                remaining: md.len(),
-            };
-            builder
-                .append_data(&mut header, &rel, &mut exact)
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        LayerError::Changed(path.to_path_buf())
-                    } else {
-                        LayerError::io(path, e)
-                    }
-                })?;
-            if exact.grew() {
-                return Err(LayerError::Changed(path.to_path_buf()));
+            FileType::Fifo => {
+                header.set_entry_type(EntryType::Fifo);
+                builder
+                    .append_data(&mut header, rel, io::empty())
+                    .map_err(stream)?;
             }
-        } else if ft.is_fifo() {
-            header.set_entry_type(EntryType::Fifo);
-            builder
-                .append_data(&mut header, &rel, io::empty())
-                .map_err(stream)?;
-        } else if ft.is_char_device() || ft.is_block_device() {
-            header.set_entry_type(if ft.is_char_device() {
-                EntryType::Char
-            } else {
-                EntryType::Block
-            });
-            let rdev = md.rdev();
-            header
-                .set_device_major(rustix::fs::major(rdev))
-                .map_err(stream)?;
-            header
-                .set_device_minor(rustix::fs::minor(rdev))
-                .map_err(stream)?;
-            builder
-                .append_data(&mut header, &rel, io::empty())
-                .map_err(stream)?;
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                header.set_entry_type(if kind == FileType::CharacterDevice {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                });
+                header
+                    .set_device_major(rustix::fs::major(md.rdev))
+                    .map_err(stream)?;
+                header
+                    .set_device_minor(rustix::fs::minor(md.rdev))
+                    .map_err(stream)?;
+                builder
+                    .append_data(&mut header, rel, io::empty())
+                    .map_err(stream)?;
+            }
+            _ => {}
         }
-        Ok(())
+        Ok(Attempt::Done(None))
     }
 
     fn append_whiteout<W: Write>(
         &self,
         builder: &mut tar::Builder<W>,
         rel: &Path,
-        md: &Metadata,
+        md: &EntryStat,
     ) -> io::Result<()> {
         let name = rel.file_name().unwrap_or_default().as_bytes();
         let mut wh_name = WHITEOUT_PREFIX.to_vec();
@@ -349,12 +471,12 @@ impl EntryWriter<'_> {
     }
 
     /// A ustar header with numeric ids, permission bits and the (clamped) mtime.
-    fn header(&self, md: &Metadata) -> Header {
+    fn header(&self, md: &EntryStat) -> Header {
         let mut header = Header::new_ustar();
-        header.set_mode(md.mode() & 0o7777);
-        header.set_uid(u64::from(md.uid()));
-        header.set_gid(u64::from(md.gid()));
-        let mut mtime = md.mtime();
+        header.set_mode(md.mode & 0o7777);
+        header.set_uid(u64::from(md.uid));
+        header.set_gid(u64::from(md.gid));
+        let mut mtime = md.mtime;
         if let Some(clamp) = self.mtime_clamp {
             mtime = mtime.min(clamp);
         }
