@@ -169,8 +169,16 @@ impl PtyParent {
     }
 }
 
+/// In the child, first thing: a new session without a controlling terminal, whatever the stdio
+/// mode, so the container cannot reach the caller's terminal (TIOCSTI, /dev/tty).
+pub fn new_session() -> Result<()> {
+    nix::unistd::setsid().sys(|| "setsid".into())?;
+    Ok(())
+}
+
 /// In the container (its /dev/ptmx is the container's devpts): allocates a pty, sends the master
-/// to the parent and makes the slave the controlling terminal and fds 0-2.
+/// to the parent and makes the slave the controlling terminal and fds 0-2 (the process must be a
+/// session leader without a terminal: [`new_session`]).
 pub fn attach_pty(sock: &OwnedFd) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let master = rustix::fs::open(
@@ -213,7 +221,7 @@ pub fn attach_pty(sock: &OwnedFd) -> Result<()> {
     )
     .sys(|| "send the pty master".into())?;
     drop(master);
-    nix::unistd::setsid().sys(|| "setsid".into())?;
+    // The caller already made this process a session leader (see new_session).
     // SAFETY: TIOCSCTTY on our slave; dup2 onto the standard descriptors.
     unsafe {
         if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {

@@ -10,8 +10,16 @@ use crate::syscall::{
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
 
-/// Device nodes bound from the host into the container's /dev.
+/// Device nodes bound from the host into the container's /dev ("tty" only with a pty, see
+/// [`devices`]).
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The [`DEVICES`] bound for `spec`: /dev/tty only when the container gets its own pty (without
+/// one the container has no controlling terminal, and nothing should point at the host's).
+pub fn devices(spec: &SandboxSpec) -> impl Iterator<Item = &'static str> {
+    let pty = matches!(spec.stdio, crate::spec::Stdio::Pty { .. });
+    DEVICES.iter().copied().filter(move |d| pty || *d != "tty")
+}
 
 /// Paths docker hides from containers (a /dev/null bind for files, an empty read-only tmpfs for
 /// directories).
@@ -154,7 +162,7 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         Some("mode=755,size=65536k"),
     )?;
     drop(dev_t);
-    for dev in DEVICES {
+    for dev in devices(spec) {
         bind(
             sys,
             &Path::new("/dev").join(dev),
@@ -313,6 +321,7 @@ mod tests {
         SandboxSpec {
             rootfs: "/r".into(),
             hostname: "box".into(),
+            stdio: crate::spec::Stdio::Pty { log: None },
             ..Default::default()
         }
     }
@@ -352,6 +361,19 @@ mod tests {
         assert!(sys_mount.contains("MS_RDONLY"));
         // No resolv.conf/hosts binds without the host network.
         assert!(!calls.iter().any(|c| c.contains("resolv.conf")));
+    }
+
+    #[test]
+    fn host_tty_is_bound_only_with_a_pty() {
+        let sys = RecordingSyscall::default();
+        let mut s = spec();
+        s.stdio = crate::spec::Stdio::Inherit;
+        setup(&sys, &s).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(!calls.iter().any(|c| c.contains("/dev/tty")), "{calls:#?}");
+        assert!(calls
+            .iter()
+            .any(|c| c.contains("mount /dev/null /r/dev/null")));
     }
 
     #[test]

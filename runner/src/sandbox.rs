@@ -112,6 +112,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         let r = (|| -> Result<()> {
             // SAFETY: closing this process's copy of the parent's end.
             unsafe { libc::close(go_w.as_raw_fd()) };
+            process::new_session()?;
             process::apply_stdio(&child_stdio)?;
             rootfs::setup(&LinuxSyscall, sandbox)?;
             if sandbox.network == Network::None {

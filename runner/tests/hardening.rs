@@ -113,3 +113,55 @@ fn read_only_volume_submounts_are_read_only() {
     assert!(!vol.path().join("sub/file").exists());
     assert!(!vol.path().join("top").exists());
 }
+
+/// `pid session tty_nr` of the shell, then whether /dev/tty could be opened, into FILE.
+const SESSION_PROBE: &str = "set -- $(sed 's/.*) //' /proc/$$/stat); \
+     echo \"$$ $4 $5\" > FILE; (exec 3</dev/tty) 2>/dev/null && echo TTY-OPENED >> FILE; true";
+
+fn assert_own_session_without_tty(report: &str) {
+    let first: Vec<&str> = report.lines().next().unwrap_or("").split(' ').collect();
+    assert_eq!(first.len(), 3, "{report}");
+    assert_eq!(
+        first[0], first[1],
+        "the shell leads its own session: {report}"
+    );
+    assert_eq!(first[2], "0", "no controlling terminal: {report}");
+    assert!(!report.contains("TTY-OPENED"), "{report}");
+}
+
+#[test]
+fn container_process_has_no_controlling_terminal_in_every_stdio_mode() {
+    let rootfs = Rootfs::busybox();
+    for stdio in [Stdio::Inherit, Stdio::NullStdin, Stdio::Log("LOG".into())] {
+        let (mut sandbox, log) = rootfs.sandbox();
+        sandbox.stdio = match stdio {
+            Stdio::Log(_) => Stdio::Log(log.clone()),
+            other => other,
+        };
+        let status = rbuild_runner::run(
+            &sandbox,
+            &sh(&SESSION_PROBE.replace("FILE", "/tmp/session")),
+        )
+        .unwrap();
+        assert_eq!(status.code, 0);
+        let report = std::fs::read_to_string(rootfs.path().join("tmp/session")).unwrap();
+        assert_own_session_without_tty(&report);
+    }
+}
+
+#[test]
+fn exec_process_has_no_controlling_terminal() {
+    let rootfs = Rootfs::busybox();
+    let (sandbox, _log) = rootfs.sandbox();
+    let running = rbuild_runner::spawn(&sandbox, &sh("exec sleep 30")).unwrap();
+    let status = rbuild_runner::exec(
+        running.init_pid(),
+        running.cgroup(),
+        &sh(&SESSION_PROBE.replace("FILE", "/tmp/exec-session")),
+        &Stdio::Inherit,
+    )
+    .unwrap();
+    assert_eq!(status.code, 0);
+    let report = std::fs::read_to_string(rootfs.path().join("tmp/exec-session")).unwrap();
+    assert_own_session_without_tty(&report);
+}
