@@ -124,8 +124,15 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         None,
     )?;
     // No device node in the image (or one created by the container) can be opened; the host
-    // devices bound into /dev below are separate mounts.
-    sys.mount_setattr(root, MOUNT_ATTR_NODEV, true)?;
+    // devices bound into /dev below are separate mounts. A read-only rootfs is made read-only
+    // here, submounts included, before /proc, /dev, /sys and the volumes are mounted on it (their
+    // mount points exist already, see mount_points).
+    let root_attrs = if spec.readonly_rootfs {
+        MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY
+    } else {
+        MOUNT_ATTR_NODEV
+    };
+    sys.mount_setattr(root, root_attrs, true)?;
     if spec.network == Network::Host {
         // Before /proc and /dev exist in the new root, so an image symlink such as
         // /etc/hosts -> /proc/... resolves to nothing and the bind is skipped.
@@ -238,15 +245,6 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
             MOUNT_ATTR_NODEV
         };
         set_attrs_recursive(sys, root, &m.target, attrs)?;
-    }
-    if spec.readonly_rootfs {
-        sys.mount(
-            None,
-            root,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-        )?;
     }
     // pivot_root(".", ".") then detach the old root: no put_old directory inside the image.
     sys.chdir(root)?;
@@ -402,7 +400,7 @@ mod tests {
         let calls = sys.calls.borrow();
         let vol = index(&calls, "mount /tmp /r/data - MS_BIND | MS_REC");
         assert_eq!(calls[vol + 1], "mount_setattr /r/data 0x5 recursive");
-        let ro = index(&calls, "mount - /r - MS_RDONLY | MS_REMOUNT | MS_BIND");
-        assert!(vol < ro && ro < index(&calls, "pivot_root"));
+        let ro = index(&calls, "mount_setattr /r 0x5 recursive");
+        assert!(ro < index(&calls, "/r/proc proc") && vol < index(&calls, "pivot_root"));
     }
 }

@@ -165,3 +165,20 @@ fn exec_process_has_no_controlling_terminal() {
     let report = std::fs::read_to_string(rootfs.path().join("tmp/exec-session")).unwrap();
     assert_own_session_without_tty(&report);
 }
+
+#[test]
+fn read_only_rootfs_submounts_are_read_only() {
+    let rootfs = Rootfs::busybox();
+    let _sub = TmpfsMount::new(&rootfs.path().join("mnt"));
+    let (mut sandbox, log) = rootfs.sandbox();
+    sandbox.readonly_rootfs = true;
+    let (status, out) = run_logged(
+        &sandbox,
+        &log,
+        &sh("echo x > /top; echo x > /mnt/file; echo x > /dev/shm/ok && echo SHM-OK; echo done"),
+    );
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("done") && out.contains("SHM-OK"), "{out}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert!(!rootfs.path().join("mnt/file").exists());
+}
