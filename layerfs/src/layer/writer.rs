@@ -566,6 +566,49 @@ impl Read for ExactReader {
 mod tests {
     use super::*;
 
+    fn file_of(len: usize) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn exact_reader_fails_when_the_file_is_shorter_than_its_header() {
+        let (_dir, file) = file_of(5);
+        let mut exact = ExactReader {
+            inner: file,
+            remaining: 10,
+        };
+        let mut out = Vec::new();
+        let err = exact.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn exact_reader_stops_at_the_header_size_and_notices_growth() {
+        let (_dir, file) = file_of(5);
+        let mut exact = ExactReader {
+            inner: file,
+            remaining: 3,
+        };
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out, [7u8; 3]);
+        assert!(exact.grew());
+
+        let (_dir, file) = file_of(3);
+        let mut exact = ExactReader {
+            inner: file,
+            remaining: 3,
+        };
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert!(!exact.grew());
+    }
+
     #[test]
     fn pax_record_length_counts_itself() {
         let mut out = Vec::new();
