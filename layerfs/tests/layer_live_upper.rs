@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -142,10 +143,23 @@ fn exchanging_a_directory_with_a_symlink_to_the_host_never_leaks_host_files() {
     });
 
     let started = Instant::now();
-    let (mut written, mut refused) = (0usize, 0usize);
+    let (mut written, mut refused, mut path_leaks) = (0usize, 0usize, 0usize);
     for _ in 0..MAX_ITERATIONS {
         if started.elapsed() > MAX_DURATION {
             break;
+        }
+        // Control: what a by-path reader (O_NOFOLLOW on the last component only, like the
+        // old writer) sees at the same moment.
+        let by_path = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(upper.join("d/sub/f"))
+            .and_then(|mut f| {
+                let mut data = Vec::new();
+                f.read_to_end(&mut data).map(|_| data)
+            });
+        if matches!(&by_path, Ok(data) if data == SENTINEL) {
+            path_leaks += 1;
         }
         let mut blob = Vec::new();
         match write_layer(&upper, &plain(), &mut blob) {
@@ -183,7 +197,10 @@ fn exchanging_a_directory_with_a_symlink_to_the_host_never_leaks_host_files() {
     let swaps = racer.finish();
     assert!(swaps > 0, "the swapping thread never ran");
     assert!(written + refused > 0);
-    eprintln!("{written} layers written, {refused} refused, {swaps} exchanges");
+    eprintln!(
+        "{written} layers written, {refused} refused, {swaps} exchanges; \
+         a by-path reader read the host file {path_leaks} times"
+    );
 }
 
 #[test]
