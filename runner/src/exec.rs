@@ -8,7 +8,7 @@ use crate::resolve;
 use crate::sandbox::{ExitStatus, Running};
 use crate::spec::{ProcessSpec, Stdio};
 use nix::sched::CloneFlags;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Namespaces joined, in order (mount last: it changes the root).
@@ -57,6 +57,12 @@ pub fn spawn_exec(
     let (err_r, err_w) = process::pipe()?;
     let cgroup = cgroup.cloned();
     let setup = || -> Result<()> {
+        // Not dumpable while it holds the caller's fds and runs the host binary in the container's
+        // namespaces: no ptrace or /proc/PID/{fd,mem,exe} from inside (execve restores it).
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(nix::Error::last()).sys(|| "prctl(PR_SET_DUMPABLE)".into());
+        }
         if let Some(cg) = &cgroup {
             cg.add_process(0)?;
         }
@@ -70,6 +76,7 @@ pub fn spawn_exec(
         if let Err(e) = process::new_session().and_then(|()| process::apply_stdio(&child_stdio)) {
             return (125, e.to_string());
         }
+        process::close_fds_except(&[err_w.as_raw_fd(), child_stdio.socket_fd()]);
         if let process::ChildStdio::Pty { sock } = &child_stdio {
             if let Err(e) = process::attach_pty(sock) {
                 return (125, e.to_string());

@@ -5,7 +5,7 @@ use crate::error::{IoContext, Result, RunnerError, SysContext};
 use crate::spec::Stdio;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// Signals the parent receives through a signalfd while it waits (and forwards).
 pub fn wait_signals() -> SigSet {
@@ -66,6 +66,16 @@ pub enum ChildStdio {
         /// The child's end of the socket pair.
         sock: OwnedFd,
     },
+}
+
+impl ChildStdio {
+    /// The pty socket's fd (-1 without a pty): kept open in the child until the pty is attached.
+    pub fn socket_fd(&self) -> RawFd {
+        match self {
+            ChildStdio::Pty { sock } => sock.as_raw_fd(),
+            _ => -1,
+        }
+    }
 }
 
 /// The parent's side of a pty, if any.
@@ -174,6 +184,39 @@ impl PtyParent {
 pub fn new_session() -> Result<()> {
     nix::unistd::setsid().sys(|| "setsid".into())?;
     Ok(())
+}
+
+/// In a forked child, right away: closes every fd above stderr except `keep` (the error pipe and
+/// the like), so nothing the caller had open is reachable in the container, not even before exec.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            let to = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: closes fd numbers this forked child owns and will not use again.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0u32) };
+            if r != 0 {
+                // Kernels before 5.9: one by one, up to the fd limit.
+                let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(1024)
+                    .min(1 << 20) as u32;
+                for fd in from..=to.min(max) {
+                    // SAFETY: as above; closing an unused number is harmless.
+                    unsafe { libc::close(fd as RawFd) };
+                }
+            }
+        }
+        from = k.saturating_add(1);
+    }
 }
 
 /// In the container (its /dev/ptmx is the container's devpts): allocates a pty, sends the master
@@ -391,5 +434,31 @@ pub fn failure_error(code: i32, message: String) -> RunnerError {
         RunnerError::Exec { code, message }
     } else {
         RunnerError::Setup(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn close_fds_except_keeps_only_the_given_fds() {
+        // SAFETY: the child only opens and closes fds, lists /proc/self/fd and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let files: Vec<std::fs::File> = (0..6)
+                .filter_map(|_| std::fs::File::open("/dev/null").ok())
+                .collect();
+            let keep = files[2].as_raw_fd();
+            super::close_fds_except(&[keep]);
+            // SAFETY: F_GETFD only asks whether the fd number is open.
+            let open = |fd: i32| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+            let ok = open(keep) && (3..256).filter(|fd| *fd != keep).all(|fd| !open(fd));
+            std::mem::forget(files);
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert_eq!(super::wait_blocking(pid), 0);
     }
 }

@@ -114,6 +114,11 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
             unsafe { libc::close(go_w.as_raw_fd()) };
             process::new_session()?;
             process::apply_stdio(&child_stdio)?;
+            process::close_fds_except(&[
+                err_w.as_raw_fd(),
+                go_r.as_raw_fd(),
+                child_stdio.socket_fd(),
+            ]);
             rootfs::setup(&LinuxSyscall, sandbox)?;
             if sandbox.network == Network::None {
                 crate::net::loopback_up()?;

@@ -182,3 +182,38 @@ fn read_only_rootfs_submounts_are_read_only() {
     assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
     assert!(!rootfs.path().join("mnt/file").exists());
 }
+
+#[test]
+fn exec_process_gets_none_of_the_callers_fds() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let rootfs = Rootfs::busybox();
+    // Without O_CLOEXEC: only the explicit close after fork keeps them out.
+    let _leaks: Vec<OwnedFd> = (0..4)
+        .map(|_| {
+            let fd: OwnedFd = std::fs::File::open(rootfs.path()).unwrap().into();
+            // SAFETY: clearing FD_CLOEXEC on our own fd.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+            fd
+        })
+        .collect();
+    let (sandbox, _log) = rootfs.sandbox();
+    let running = rbuild_runner::spawn(&sandbox, &sh("exec sleep 30")).unwrap();
+    let exec_log = tempfile::NamedTempFile::new().unwrap();
+    let status = rbuild_runner::exec(
+        running.init_pid(),
+        running.cgroup(),
+        &rbuild_runner::ProcessSpec {
+            args: vec!["ls".into(), "/proc/self/fd".into()],
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        &Stdio::Log(exec_log.path().into()),
+    )
+    .unwrap();
+    let out = std::fs::read_to_string(exec_log.path()).unwrap();
+    assert_eq!(status.code, 0, "{out}");
+    // ls's own directory fd is the only extra one.
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fds.len(), 4, "{out}");
+    assert_eq!(&fds[..3], ["0", "1", "2"], "{out}");
+}
