@@ -85,6 +85,9 @@ pub fn parse_group(content: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
+/// The largest user or group id accepted (docker's limit: 2^31 - 1).
+pub const MAX_ID: u32 = i32::MAX as u32;
+
 /// Resolves `spec` (`""`, `user`, `uid`, `user:group`, `uid:gid`, ...) like docker: a name must
 /// exist in passwd/group, a number need not.
 pub fn resolve(spec: &str, passwd: &[PasswdEntry], groups: &[GroupEntry]) -> Result<ResolvedUser> {
@@ -140,6 +143,20 @@ pub fn resolve(spec: &str, passwd: &[PasswdEntry], groups: &[GroupEntry]) -> Res
             }
         }
     }
+    // setresuid(-1) means "unchanged": an id that large would leave the process root.
+    if entry.uid > MAX_ID {
+        return Err(err(format!(
+            "user id {} is out of range: ids must be below 2^31 ({})",
+            entry.uid,
+            MAX_ID as u64 + 1
+        )));
+    }
+    if let Some(g) = supplementary.iter().find(|g| **g > MAX_ID) {
+        return Err(err(format!(
+            "group id {g} is out of range: ids must be below 2^31 ({})",
+            MAX_ID as u64 + 1
+        )));
+    }
     Ok(ResolvedUser {
         uid: entry.uid,
         gid,
@@ -192,6 +209,25 @@ mod tests {
         assert_eq!(r("app:staff").unwrap().groups, vec![50]);
         assert_eq!(r("4242:77").unwrap().gid, 77);
         assert_eq!(r("daemon:").unwrap().gid, 1);
+    }
+
+    #[test]
+    fn ids_of_2_pow_31_and_above_are_refused() {
+        for spec in ["4294967295", "2147483648", "0:4294967295", "app:2147483648"] {
+            let e = r(spec).unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{spec}: {e}");
+        }
+        let huge = "big:x:4294967295:0::/:/bin/sh\n";
+        let e = resolve("big", &parse_passwd(huge), &parse_group(GROUP))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("user id 4294967295 is out of range"), "{e}");
+        let group = "huge:x:4294967295:app\n";
+        let e = resolve("app", &parse_passwd(PASSWD), &parse_group(group))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group id 4294967295 is out of range"), "{e}");
+        assert_eq!(r("2147483647:2147483647").unwrap().uid, 2_147_483_647);
     }
 
     #[test]

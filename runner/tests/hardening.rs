@@ -217,3 +217,15 @@ fn exec_process_gets_none_of_the_callers_fds() {
     assert_eq!(fds.len(), 4, "{out}");
     assert_eq!(&fds[..3], ["0", "1", "2"], "{out}");
 }
+
+#[test]
+fn user_ids_of_2_pow_31_and_above_are_refused() {
+    let rootfs = Rootfs::busybox();
+    for user in ["4294967295", "0:4294967295", "2147483648"] {
+        let (sandbox, _log) = rootfs.sandbox();
+        let mut p = sh("id");
+        p.user = user.into();
+        let e = rbuild_runner::run(&sandbox, &p).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{user}: {e}");
+    }
+}
