@@ -310,3 +310,31 @@ fn symlink_xattrs_are_read_from_the_link_itself_never_its_target() {
         )]
     );
 }
+
+#[test]
+fn a_deeply_nested_tree_is_written_in_order() {
+    const DEPTH: usize = 300;
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    let mut dir = upper.clone();
+    for _ in 0..DEPTH {
+        dir.push("d");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("leaf"), b"leaf").unwrap();
+    std::fs::write(upper.join("z"), b"last").unwrap();
+
+    let mut blob = Vec::new();
+    write_layer(&upper, &plain(), &mut blob).unwrap();
+    let entries = read_tar(&blob);
+    assert_eq!(entries.len(), DEPTH + 2);
+    let mut expected = PathBuf::new();
+    for (path, kind, _) in &entries[..DEPTH] {
+        expected.push("d");
+        assert_eq!(path, &expected);
+        assert_eq!(*kind, tar::EntryType::Directory);
+    }
+    assert_eq!(entries[DEPTH].0, expected.join("leaf"));
+    assert_eq!(entries[DEPTH].2, b"leaf");
+    assert_eq!(entries[DEPTH + 1].0, PathBuf::from("z"));
+}

@@ -322,6 +322,12 @@ impl EntryWriter<'_> {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(Attempt::Done(None)),
             Err(e) if is_type_race(e) => return Ok(Attempt::Raced),
+            Err(Errno::MFILE) => {
+                return Err(stream(io::Error::other(
+                    "too many open files: the walk keeps one fd per directory level and this \
+                     tree is nested deeper than the open-file limit; raise it with `ulimit -n`",
+                )))
+            }
             Err(e) => return Err(stream(e.into())),
         };
         let md = upper_walk::stat_fd(&fd).map_err(stream)?;
