@@ -1,5 +1,5 @@
-//! Capabilities: docker's default set, applied to the bounding, effective, permitted and
-//! inheritable sets; ambient capabilities cleared.
+//! Capabilities: docker's default set, applied to the bounding, effective and permitted sets;
+//! inheritable and ambient capabilities cleared.
 
 use crate::error::{Result, SysContext};
 
@@ -26,11 +26,19 @@ pub fn default_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0u64, |m, (c, _)| m | (1u64 << c))
 }
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+/// The highest capability number the running kernel knows, asked of the kernel itself
+/// (PR_CAPBSET_READ fails with EINVAL past it), so nothing inside the container's /proc can
+/// change the answer.
+pub fn last_cap() -> u32 {
+    let mut last = 0;
+    for cap in 0..64u32 {
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+            break;
+        }
+        last = cap;
+    }
+    last
 }
 
 #[repr(C)]
@@ -49,8 +57,8 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
-/// Drops every capability outside `mask` from the bounding set, clears the ambient set, and sets
-/// effective = permitted = inheritable = `mask`.
+/// Drops every capability outside `mask` from the bounding set, clears the ambient and
+/// inheritable sets, and sets effective = permitted = `mask`.
 pub fn apply(mask: u64) -> Result<()> {
     for cap in 0..=last_cap() {
         if mask & (1u64 << cap) == 0 {
@@ -81,12 +89,12 @@ pub fn apply(mask: u64) -> Result<()> {
         CapData {
             effective: lo,
             permitted: lo,
-            inheritable: lo,
+            inheritable: 0,
         },
         CapData {
             effective: hi,
             permitted: hi,
-            inheritable: hi,
+            inheritable: 0,
         },
     ];
     // SAFETY: header and two data structs as capset(2) v3 expects.
@@ -109,6 +117,16 @@ pub fn set_no_new_privs() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_cap_matches_the_kernels() {
+        let proc: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(super::last_cap(), proc);
+    }
+
     #[test]
     fn default_mask_matches_docker() {
         // docker's CapEff for root containers.

@@ -229,3 +229,13 @@ fn user_ids_of_2_pow_31_and_above_are_refused() {
         assert!(e.contains("out of range"), "{user}: {e}");
     }
 }
+
+#[test]
+fn inheritable_and_ambient_capabilities_are_empty() {
+    let rootfs = Rootfs::busybox();
+    let (status, out) = rootfs.sh("grep -E 'CapInh|CapAmb|CapEff' /proc/self/status");
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+}
