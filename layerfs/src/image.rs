@@ -77,6 +77,53 @@ pub fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
         .unwrap_or_else(|_| unreachable!("validated digest {d} rejected by oci-spec"))
 }
 
+/// A manifest's descriptor of a layer blob.
+pub fn layer_descriptor(media_type: &str, size: u64, digest: &Digest) -> Descriptor {
+    Descriptor::new(MediaType::from(media_type), size, oci_digest(digest))
+}
+
+/// Serialises `value` as compact JSON with every object's keys in sorted order, so that maps
+/// kept in hash order (oci-spec's labels, annotations, ...) give the same bytes every time.
+pub fn canonical_json(value: &impl serde::Serialize) -> serde_json::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(value)?;
+    // A no-op unless some crate turns on serde_json's `preserve_order`; then it is needed.
+    value.sort_all_objects();
+    serde_json::to_vec(&value)
+}
+
+/// Parses and validates an image config against its manifest: every digest well formed and one
+/// diff ID per layer.
+fn image_from_parts(
+    manifest_digest: Digest,
+    manifest_size: u64,
+    manifest: ImageManifest,
+    config_digest: Digest,
+    config_bytes: &[u8],
+) -> Result<Image> {
+    let config: ImageConfiguration = serde_json::from_slice(config_bytes)
+        .map_err(|e| StoreError::json(format!("image config {config_digest}"), e))?;
+    for l in manifest.layers() {
+        descriptor_digest(l)?;
+    }
+    for d in config.rootfs().diff_ids() {
+        Digest::parse(d)?;
+    }
+    if config.rootfs().diff_ids().len() != manifest.layers().len() {
+        return Err(StoreError::Corrupt(format!(
+            "image {manifest_digest} lists {} layers but its config {config_digest} lists {} diff IDs",
+            manifest.layers().len(),
+            config.rootfs().diff_ids().len()
+        )));
+    }
+    Ok(Image {
+        manifest_digest,
+        manifest_size,
+        manifest,
+        config_digest,
+        config,
+    })
+}
+
 impl Store {
     /// Loads and validates the image whose manifest is `manifest_digest`.
     pub fn load_image(&self, manifest_digest: &Digest) -> Result<Image> {
@@ -85,33 +132,19 @@ impl Store {
             .map_err(|e| StoreError::json(format!("manifest {manifest_digest}"), e))?;
         let config_digest = descriptor_digest(manifest.config())?;
         let config_data = self.read_blob(&config_digest)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_data)
-            .map_err(|e| StoreError::json(format!("image config {config_digest}"), e))?;
-        for l in manifest.layers() {
-            descriptor_digest(l)?;
-        }
-        for d in config.rootfs().diff_ids() {
-            Digest::parse(d)?;
-        }
-        if config.rootfs().diff_ids().len() != manifest.layers().len() {
-            return Err(StoreError::Corrupt(format!(
-                "image {manifest_digest} lists {} layers but its config {config_digest} lists {} diff IDs",
-                manifest.layers().len(),
-                config.rootfs().diff_ids().len()
-            )));
-        }
-        Ok(Image {
-            manifest_digest: manifest_digest.clone(),
-            manifest_size: data.len() as u64,
+        image_from_parts(
+            manifest_digest.clone(),
+            data.len() as u64,
             manifest,
             config_digest,
-            config,
-        })
+            &config_data,
+        )
     }
 
-    /// Writes the config (with rootfs.diff_ids set from `layers`) and an OCI manifest for it,
-    /// records the image in the index as untagged (if not already there) and returns it.
-    /// Every layer blob must already be in the store.
+    /// Writes the config (with rootfs.diff_ids set from `layers`, object keys sorted so the same
+    /// config always gives the same image ID) and an OCI manifest for it, records the image in
+    /// the index as untagged (if not already there) and returns it. Every layer blob must already
+    /// be in the store.
     pub fn write_image(&self, config: &ImageConfiguration, layers: &[LayerInfo]) -> Result<Image> {
         let mut config = config.clone();
         let rootfs = RootFsBuilder::default()
@@ -124,20 +157,33 @@ impl Store {
             )
             .build()?;
         config.set_rootfs(rootfs);
-        let config_bytes =
-            serde_json::to_vec(&config).map_err(|e| StoreError::json("image config", e))?;
-        let config_digest = self.put_blob(&config_bytes)?;
-        let mut layer_descs = Vec::with_capacity(layers.len());
         for l in layers {
             if !self.has_blob(&l.digest) {
                 return Err(StoreError::BlobMissing(l.digest.clone()));
             }
-            layer_descs.push(Descriptor::new(
-                MediaType::from(l.media_type.as_str()),
-                l.size,
-                oci_digest(&l.digest),
-            ));
         }
+        let config_bytes =
+            canonical_json(&config).map_err(|e| StoreError::json("image config", e))?;
+        let descriptors: Vec<Descriptor> = layers
+            .iter()
+            .map(|l| layer_descriptor(&l.media_type, l.size, &l.digest))
+            .collect();
+        self.write_image_raw(&config_bytes, descriptors)
+    }
+
+    /// Stores `config_bytes` as given and an OCI manifest over it and `layers`, records the image
+    /// in the index as untagged (if not already there) and returns it.
+    pub fn write_image_raw(&self, config_bytes: &[u8], layers: Vec<Descriptor>) -> Result<Image> {
+        let image = self.put_image(config_bytes, layers)?;
+        self.add_untagged(&image.descriptor())?;
+        Ok(image)
+    }
+
+    /// Stores `config_bytes` as given and an OCI manifest over it and `layers` (their blobs are
+    /// not checked), without recording the image in the index; returns it. The config must list
+    /// one diff ID per layer.
+    pub fn put_image(&self, config_bytes: &[u8], layers: Vec<Descriptor>) -> Result<Image> {
+        let config_digest = self.put_blob(config_bytes)?;
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -146,20 +192,18 @@ impl Store {
                 config_bytes.len() as u64,
                 oci_digest(&config_digest),
             ))
-            .layers(layer_descs)
+            .layers(layers)
             .build()?;
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| StoreError::json("image manifest", e))?;
         let manifest_digest = self.put_blob(&manifest_bytes)?;
-        let image = Image {
+        image_from_parts(
             manifest_digest,
-            manifest_size: manifest_bytes.len() as u64,
+            manifest_bytes.len() as u64,
             manifest,
             config_digest,
-            config,
-        };
-        self.add_untagged(&image.descriptor())?;
-        Ok(image)
+            config_bytes,
+        )
     }
 
     /// Every image in the index with its tags (dangling images have none), in index order.

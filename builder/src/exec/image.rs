@@ -3,8 +3,7 @@
 use super::config::ImageConfig;
 use super::BuildError;
 use crate::cache::LayerRef;
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
-use rbuild_layerfs::image::oci_digest;
+use rbuild_layerfs::image::layer_descriptor;
 use rbuild_layerfs::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -61,42 +60,20 @@ pub fn write_image(
     };
     let mut config = state.config.clone();
     config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.to_string()).collect();
-    let config_bytes = config.to_json();
-    let config_digest = store.put_blob(&config_bytes).map_err(|e| err(e.into()))?;
-    let layers: Vec<Descriptor> = state
+    let layers = state
         .layers
         .iter()
-        .map(|l| {
-            Descriptor::new(
-                MediaType::from(l.media_type.as_str()),
-                l.size,
-                oci_digest(&l.digest),
-            )
-        })
+        .map(|l| layer_descriptor(&l.media_type, l.size, &l.digest))
         .collect();
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_bytes.len() as u64,
-            oci_digest(&config_digest),
-        ))
-        .layers(layers)
-        .build()
+    let image = store
+        .put_image(&config.to_json(), layers)
         .map_err(|e| err(e.into()))?;
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| err(e.into()))?;
-    let manifest_digest = store.put_blob(&manifest_bytes).map_err(|e| err(e.into()))?;
-    let desc = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest_bytes.len() as u64,
-        oci_digest(&manifest_digest),
-    );
+    let desc = image.descriptor();
     if tags.is_empty() {
         store.add_untagged(&desc).map_err(|e| err(e.into()))?;
     }
     for tag in tags {
         store.set_tag(tag, &desc).map_err(|e| err(e.into()))?;
     }
-    Ok((config_digest, manifest_digest))
+    Ok((image.config_digest, image.manifest_digest))
 }

@@ -6,10 +6,10 @@
 
 use super::{io_err, ArchiveError, Result};
 use crate::digest::Digest;
-use crate::image::{oci_digest, Image};
+use crate::image::{layer_descriptor, Image};
 use crate::layer::{MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD};
-use crate::store::{descriptor_digest, normalize_tag, Store, StoreError, REF_NAME};
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifestBuilder, MediaType};
+use crate::store::{descriptor_digest, normalize_tag, Store, REF_NAME};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path};
@@ -259,32 +259,13 @@ fn load_docker(store: &Store, contents: &Contents) -> Result<Vec<(Image, Vec<Str
     let mut images = Vec::new();
     for entry in entries {
         let config_bytes = contents.bytes_of(store, &entry.config)?;
-        let config_digest = store.put_blob(&config_bytes)?;
         let mut layers = Vec::new();
         for l in &entry.layers {
             let (digest, size) = contents.blob_of(store, l)?;
             let media_type = sniff_layer_media_type(store, &digest)?;
-            layers.push(Descriptor::new(
-                MediaType::from(media_type),
-                size,
-                oci_digest(&digest),
-            ));
+            layers.push(layer_descriptor(media_type, size, &digest));
         }
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                config_bytes.len() as u64,
-                oci_digest(&config_digest),
-            ))
-            .layers(layers)
-            .build()
-            .map_err(StoreError::from)?;
-        let manifest_bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| ArchiveError::Invalid(format!("serialising a manifest: {e}")))?;
-        let manifest_digest = store.put_blob(&manifest_bytes)?;
-        let image = store.load_image(&manifest_digest)?;
+        let image = store.put_image(&config_bytes, layers)?;
         let mut names = Vec::new();
         for t in entry.repo_tags.unwrap_or_default() {
             names.push(normalize_tag(&t)?);
