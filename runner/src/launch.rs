@@ -1,5 +1,5 @@
 //! The last steps in the container, shared by `run` and `exec`: capabilities, no_new_privs,
-//! groups/gid/uid, working directory, closing fds, exec.
+//! groups/gid/uid, seccomp, working directory, closing fds, exec.
 
 use crate::caps;
 use crate::error::{Result, RunnerError, SysContext};
@@ -155,7 +155,7 @@ impl Launch {
     }
 }
 
-/// Capabilities to docker's default set, no_new_privs, then groups, gid and uid.
+/// Capabilities to docker's default set, no_new_privs, groups, gid and uid, then seccomp.
 fn drop_privileges(u: &ResolvedUser) -> Result<()> {
     caps::apply(caps::default_mask())?;
     caps::set_no_new_privs()?;
@@ -172,7 +172,7 @@ fn drop_privileges(u: &ResolvedUser) -> Result<()> {
     nix::unistd::setresgid(gid, gid, gid).sys(|| format!("setgid {}", u.gid))?;
     let uid = Uid::from_raw(u.uid);
     nix::unistd::setresuid(uid, uid, uid).sys(|| format!("setuid {}", u.uid))?;
-    Ok(())
+    crate::seccomp::install()
 }
 
 /// Marks every fd above 2 close-on-exec (the error pipe still works until exec succeeds).

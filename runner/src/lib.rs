@@ -32,6 +32,7 @@ pub mod process;
 pub mod resolve;
 pub mod rootfs;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 pub mod syscall;
 pub mod user;

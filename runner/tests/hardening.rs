@@ -239,3 +239,19 @@ fn inheritable_and_ambient_capabilities_are_empty() {
     assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
 }
+
+#[test]
+fn seccomp_filter_refuses_new_user_namespaces() {
+    let rootfs = Rootfs::busybox();
+    let (status, out) = rootfs
+        .sh("grep Seccomp: /proc/self/status; unshare -U true && echo USERNS-CREATED; echo done");
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(!out.contains("USERNS-CREATED"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("done"), "{out}");
+    // Ordinary process creation (fork, clone without CLONE_NEWUSER) still works.
+    let (status, out) = rootfs.sh("echo $(echo nested) | cat; sleep 0 & wait");
+    assert_eq!(status.code, 0, "{out}");
+    assert!(out.contains("nested"), "{out}");
+}
