@@ -166,7 +166,7 @@ fn union_driver_benchmark() {
     let rows = [
         "20k create+stat+unlink",
         "1 GiB sequential write",
-        "1 GiB sequential read (warm)",
+        "1 GiB seq. read (warm, best/3)",
         "1 GiB lower read (cold)",
         "unpack 10k-file archive",
     ];
@@ -181,7 +181,10 @@ fn union_driver_benchmark() {
         results[0][d] = timed(|| create_stat_unlink(&root));
         let big = root.join("big");
         results[1][d] = timed(|| write_big(&big));
-        results[2][d] = timed(|| read_big(&big));
+        // Best of three: a sub-second row is easily disturbed on a shared machine.
+        results[2][d] = (0..3)
+            .map(|_| timed(|| read_big(&big)))
+            .fold(f64::INFINITY, f64::min);
         drop_caches();
         results[3][d] = timed(|| read_big(&root.join("usr/share/big-lower")));
         fs::create_dir(root.join("unpack")).expect("mkdir unpack");
