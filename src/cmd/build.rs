@@ -62,6 +62,12 @@ pub struct BuildArgs {
     /// Export the build's cache entries (and their layers) to this registry reference.
     #[arg(long = "cache-to")]
     pub cache_to: Option<String>,
+    /// Push every `-t` tag to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
+    /// Write the image ID, manifest digest, tags and pushed references as JSON to this file.
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -308,6 +314,28 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         c.finish(&store, args.cache_to.as_deref(), &mut |m| eprintln!("{m}"));
     }
     let id = outcome.image_id.to_string();
+    let pushed = if args.push {
+        let quiet = args.quiet;
+        super::publish::push_tags(&store, &outcome.image_id, &opts.tags, &mut |line| {
+            if !quiet {
+                println!("{line}")
+            }
+        })?
+    } else {
+        Vec::new()
+    };
+    if let Some(f) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "image_id": id,
+            "manifest_digest": outcome.manifest_digest.to_string(),
+            "tags": opts.tags,
+            "steps": outcome.steps,
+            "cached_steps": outcome.cached,
+            "pushed": pushed,
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --iidfile {}", f.display()))?;
     }

@@ -4,6 +4,7 @@ pub mod build;
 pub mod container;
 pub mod image;
 pub mod pipeline;
+pub mod publish;
 pub mod registry;
 
 use clap::{Parser, Subcommand};

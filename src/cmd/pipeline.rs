@@ -7,9 +7,6 @@ use rbuild_builder::cache::remote::RemoteCache;
 use rbuild_builder::exec::{self, BuildOptions, Progress};
 use rbuild_builder::pipeline::{load_plan, run_dag, OutcomeStatus, Plan, PlannedImage};
 use rbuild_layerfs::Store;
-use rbuild_registry::progress::NoProgress;
-use rbuild_registry::push::PushOptions;
-use rbuild_registry::reference::ImageRef;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -156,23 +153,15 @@ fn build_one(
     let mut progress = PrefixedProgress::new(&img.name);
     let outcome = exec::build(store, &opts, &mut progress)?;
     progress.flush();
-    let mut pushed = Vec::new();
-    if args.push {
-        for tag in &img.tags {
-            let dest = ImageRef::parse(tag)
-                .with_context(|| format!("image {:?}: tags: {tag:?}", img.name))?;
-            let result = rbuild_registry::blocking::push_blocking(
-                store,
-                outcome.image_id.as_str(),
-                &dest,
-                &PushOptions::default(),
-                Arc::new(NoProgress),
-            )
-            .with_context(|| format!("image {:?}: pushing {tag}", img.name))?;
-            println!("[{}] pushed {tag}@{}", img.name, result.digest);
-            pushed.push(format!("{}@{}", dest.tagged_name(), result.digest));
-        }
-    }
+    let pushed = if args.push && !img.tags.is_empty() {
+        let prefix = format!("[{}] ", img.name);
+        super::publish::push_tags(store, &outcome.image_id, &img.tags, &mut |line| {
+            println!("{prefix}{line}")
+        })
+        .with_context(|| format!("image {:?}", img.name))?
+    } else {
+        Vec::new()
+    };
     Ok(Built {
         image_id: outcome.image_id.to_string(),
         manifest_digest: outcome.manifest_digest.to_string(),
