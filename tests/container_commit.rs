@@ -86,3 +86,52 @@ fn commit_records_exactly_the_deleted_and_added_files() {
     assert_eq!(out, "data\nno-group\nmore\n");
     root.ok(&["rm", "c1"]);
 }
+
+#[test]
+fn commit_of_a_running_container_pauses_it_and_lets_it_run_on() {
+    let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
+    root.import_busybox("bb");
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "bb",
+        "sh",
+        "-c",
+        "echo ready > /ready; i=0; while true; do i=$((i+1)); echo $i > /counter; done",
+    ]);
+    let mut ready = false;
+    for _ in 0..500 {
+        if root
+            .rbuild(&["exec", "busy", "test", "-e", "/ready"])
+            .status
+            .success()
+        {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(ready, "the container started");
+    let out = root.rbuild(&["commit", "busy", "busy:snap"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("without pausing"), "{stderr}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    // Thawed again: an exec (which joins the cgroup) runs and the loop goes on.
+    let first = root.ok(&["exec", "busy", "cat", "/counter"]);
+    let mut moved = false;
+    for _ in 0..500 {
+        if root.ok(&["exec", "busy", "cat", "/counter"]) != first {
+            moved = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(moved, "the container runs on after the commit");
+    let out = root.ok(&["run", "--rm", "busy:snap", "cat", "/ready"]);
+    assert_eq!(out.trim(), "ready");
+}

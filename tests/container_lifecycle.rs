@@ -156,8 +156,19 @@ fn kill_sends_the_signal_and_detached_rm_cleans_up() {
         "bb",
         "sh",
         "-c",
-        "trap 'exit 42' TERM; while true; do sleep 1; done",
+        "trap 'exit 42' TERM; touch /trapped; while true; do sleep 1; done",
     ]);
+    // pid 1 ignores a TERM that comes before its handler is installed: wait for it.
+    for _ in 0..500 {
+        if root
+            .rbuild(&["exec", "k", "test", "-e", "/trapped"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // pid 1 with a TERM handler: the signal reaches it.
     root.ok(&["kill", "-s", "TERM", "k"]);
     for _ in 0..500 {

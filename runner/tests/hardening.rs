@@ -255,3 +255,35 @@ fn seccomp_filter_refuses_new_user_namespaces() {
     assert_eq!(status.code, 0, "{out}");
     assert!(out.contains("nested"), "{out}");
 }
+
+#[test]
+fn freeze_stops_every_process_until_the_guard_is_dropped() {
+    let rootfs = Rootfs::busybox();
+    let (sandbox, _log) = rootfs.sandbox();
+    let running = rbuild_runner::spawn(
+        &sandbox,
+        &sh("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; done"),
+    )
+    .unwrap();
+    let count = rootfs.path().join("tmp/count");
+    let read = || std::fs::read_to_string(&count).unwrap_or_default();
+    let changes = |within_ms: u64| {
+        let before = read();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(within_ms);
+        while std::time::Instant::now() < deadline {
+            let now = read();
+            if !now.is_empty() && now != before {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    };
+    assert!(changes(5000), "the loop runs");
+    let cgroup = running.cgroup().expect("a cgroup as root");
+    {
+        let _frozen = cgroup.freeze().unwrap();
+        assert!(!changes(300), "nothing runs while frozen");
+    }
+    assert!(changes(5000), "the loop runs again after the thaw");
+}

@@ -47,6 +47,7 @@ fn create_v1(
         ("cpu", None),
         ("cpuacct", None),
         ("devices", None),
+        ("freezer", None),
     ];
     if l.memory.is_some() {
         wanted[0].1 = Some("--memory");

@@ -44,6 +44,18 @@ pub struct Stats {
     pub pids: u64,
 }
 
+/// A frozen cgroup ([`Cgroup::freeze`]); thawed on drop.
+#[derive(Debug)]
+pub struct Frozen<'a> {
+    cgroup: &'a Cgroup,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.cgroup.thaw();
+    }
+}
+
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     std::fs::write(path, value).at(path)
 }
@@ -164,8 +176,77 @@ impl Cgroup {
         }
     }
 
+    /// The file that freezes this cgroup (v1 `freezer.state`, v2 `cgroup.freeze`), if any.
+    fn freeze_file(&self) -> Option<PathBuf> {
+        match self.version {
+            Version::V1 => Some(self.dir_of("freezer")?.join("freezer.state")),
+            Version::V2 => Some(self.dir_of("")?.join("cgroup.freeze")),
+        }
+    }
+
+    /// True when every process of the cgroup is frozen.
+    fn is_frozen(&self) -> bool {
+        match self.version {
+            Version::V1 => self
+                .freeze_file()
+                .and_then(|f| read(&f))
+                .is_some_and(|s| s.trim() == "FROZEN"),
+            Version::V2 => self
+                .dir_of("")
+                .and_then(|d| read(&d.join("cgroup.events")))
+                .is_some_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
+        }
+    }
+
+    /// Freezes every process of the cgroup and waits until they are; the returned guard thaws
+    /// them when dropped. An error when this cgroup has no freezer (v1 without the freezer
+    /// controller, or a cgroup created before it was used).
+    pub fn freeze(&self) -> Result<Frozen<'_>> {
+        let file =
+            self.freeze_file()
+                .filter(|f| f.exists())
+                .ok_or_else(|| RunnerError::Unsupported {
+                    limit: "freezing the container".into(),
+                    reason: "its cgroup has no freezer".into(),
+                })?;
+        let value = match self.version {
+            Version::V1 => "FROZEN",
+            Version::V2 => "1",
+        };
+        let guard = Frozen { cgroup: self };
+        write(&file, value)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.is_frozen() {
+            if Instant::now() > deadline {
+                return Err(RunnerError::Setup(format!(
+                    "the processes of {} did not freeze within 10s",
+                    file.display()
+                )));
+            }
+            if self.version == Version::V1 {
+                // v1 retries a FREEZING cgroup only when asked again.
+                write(&file, value)?;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(guard)
+    }
+
+    /// Thaws the cgroup (no-op when it has no freezer).
+    pub fn thaw(&self) {
+        if let Some(f) = self.freeze_file().filter(|f| f.exists()) {
+            let value = match self.version {
+                Version::V1 => "THAWED",
+                Version::V2 => "0",
+            };
+            let _ = std::fs::write(f, value);
+        }
+    }
+
     /// Kills every remaining process and removes the directories. Safe to call twice.
     pub fn destroy(&self) -> Result<()> {
+        // Frozen processes would not die of SIGKILL before they are thawed.
+        self.thaw();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if self.version == Version::V2 {

@@ -27,6 +27,18 @@ pub fn commit(g: &Globals, container: &str, name: Option<&str>) -> anyhow::Resul
             upper.display()
         );
     }
+    // A running container is frozen while its upper dir is read, so the layer is one consistent
+    // snapshot (thawed when `_frozen` is dropped, also on error).
+    let _frozen = match (&c.cgroup, c.is_running()) {
+        (Some(cg), true) => match cg.freeze() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("warning: committing {} without pausing it: {e}", c.name);
+                None
+            }
+        },
+        _ => None,
+    };
     // The upper dir stays the container's: write the blob from it, then unpack the blob into
     // layers/ (cost grows with the changed files only).
     let mut ingest = store.ingest()?;
