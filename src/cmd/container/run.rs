@@ -106,12 +106,41 @@ pub fn resolve_argv(
     (entrypoint, argv)
 }
 
+/// The image `name` from the store, pulled from its registry first when the store lacks it (as
+/// `docker run` does), with docker's messages on stderr.
+fn resolve_or_pull(
+    store: &rbuild_layerfs::store::Store,
+    name: &str,
+) -> anyhow::Result<rbuild_layerfs::Image> {
+    let local_err = match store.resolve_image(name) {
+        Ok(image) => return Ok(image),
+        Err(e) => e,
+    };
+    let Ok(reference) = rbuild_registry::reference::ImageRef::parse(name) else {
+        return Err(local_err).with_context(|| format!("unable to find image {name}"));
+    };
+    eprintln!("Unable to find image '{name}' locally");
+    let options = rbuild_registry::PullOptions {
+        config: rbuild_registry::RegistryConfig::load_default()?,
+        ..rbuild_registry::PullOptions::default()
+    };
+    let progress = std::sync::Arc::new(rbuild_registry::NoProgress);
+    let pulled = rbuild_registry::pull_blocking(store, &reference, &options, progress)
+        .with_context(|| {
+            format!("unable to find image {name} locally, and pulling {reference} failed")
+        })?;
+    eprintln!("Digest: {}", pulled.resolved_digest);
+    eprintln!("Status: Downloaded newer image for {reference}");
+    store
+        .resolve_image(name)
+        .or_else(|_| store.resolve_image(&pulled.config_digest.to_string()))
+        .with_context(|| format!("image {name} after pulling it"))
+}
+
 /// `rbuild run`.
 pub fn run(g: &Globals, a: RunArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
-    let image = store
-        .resolve_image(&a.image)
-        .with_context(|| format!("unable to find image {}", a.image))?;
+    let image = resolve_or_pull(&store, &a.image)?;
     let cfg = image.config.config().clone().unwrap_or_default();
     let (entrypoint, argv) = resolve_argv(
         cfg.entrypoint().as_deref().unwrap_or(&[]),
