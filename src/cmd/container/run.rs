@@ -133,7 +133,7 @@ fn resolve_or_pull(
     eprintln!("Status: Downloaded newer image for {reference}");
     store
         .resolve_image(name)
-        .or_else(|_| store.resolve_image(&pulled.config_digest.to_string()))
+        .or_else(|_| store.resolve_image(pulled.config_digest.as_ref()))
         .with_context(|| format!("image {name} after pulling it"))
 }
 
