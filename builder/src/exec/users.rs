@@ -86,7 +86,11 @@ mod tests {
         assert_eq!(resolve_owner(Some(&w), "7:8").unwrap(), (7, 8));
         assert!(resolve_owner(Some(&w), "nobody").is_err());
         assert_eq!(resolve_owner(None, "5").unwrap(), (5, 5));
-        assert!(resolve_owner(None, "4294967295").unwrap_err().contains("out of range"));
-        assert!(resolve_owner(None, "0:2147483648").unwrap_err().contains("group id"));
+        assert!(resolve_owner(None, "4294967295")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(resolve_owner(None, "0:2147483648")
+            .unwrap_err()
+            .contains("group id"));
     }
 }
