@@ -287,3 +287,62 @@ fn freeze_stops_every_process_until_the_guard_is_dropped() {
     }
     assert!(changes(5000), "the loop runs again after the thaw");
 }
+
+/// A cgroup v2 directory below this process's own unified cgroup; removed on drop.
+struct UnifiedCgroup(std::path::PathBuf);
+
+impl UnifiedCgroup {
+    fn new() -> Option<UnifiedCgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|b| b.join("cgroup.procs").exists() && b.join("cgroup.controllers").exists())?;
+        let dir = base
+            .join(rel.trim_start_matches('/'))
+            .join(format!("rbuild-devtest-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(UnifiedCgroup(dir))
+    }
+}
+
+impl Drop for UnifiedCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn v2_device_program_allows_only_the_standard_devices() {
+    use std::os::unix::process::CommandExt;
+    let Some(cg) = UnifiedCgroup::new() else {
+        eprintln!("no writable cgroup v2 hierarchy on this host");
+        return;
+    };
+    rbuild_runner::cgroup::devices::restrict_devices_v2(&cg.0).unwrap();
+    let procs = cg.0.join("cgroup.procs");
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cd {}; head -c4 /dev/zero | wc -c; echo x > /dev/null && echo NULL-OK; \
+         (exec 3</dev/kmsg) 2>/dev/null && echo KMSG-OPENED; \
+         mknod blk b 7 0 && echo MKNOD-OK; (exec 3<blk) 2>/dev/null && echo BLOCK-OPENED; true",
+        dir.path().display()
+    );
+    let mut cmd = std::process::Command::new("/bin/busybox");
+    cmd.args(["sh", "-c", &script]);
+    // SAFETY: the child only writes its pid to a file before exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("NULL-OK") && text.contains("MKNOD-OK"),
+        "{text}"
+    );
+    assert_eq!(text.lines().next(), Some("4"), "{text}");
+    assert!(!text.contains("KMSG-OPENED"), "{text}");
+    assert!(!text.contains("BLOCK-OPENED"), "{text}");
+}

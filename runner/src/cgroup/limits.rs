@@ -207,6 +207,10 @@ fn create_v2(own: &Path, name: &str, l: &ResourceLimits, cg: &mut Cgroup) -> Res
     let dir = own.join(name);
     mkdir(&dir)?;
     cg.dirs.push((String::new(), dir.clone()));
+    if let Err(e) = super::devices::restrict_devices_v2(&dir) {
+        // The rootfs, /dev and the volumes are mounted nodev either way.
+        tracing::warn!("no device access control for {}: {e}", dir.display());
+    }
     if let Some(m) = l.memory {
         write(&dir.join("memory.max"), &m.to_string())?;
         let swap = dir.join("memory.swap.max");

@@ -2,6 +2,7 @@
 //! measure and kill a sandbox as a whole, and removed afterwards.
 
 mod detect;
+pub mod devices;
 mod limits;
 
 pub use detect::{detect, Hierarchy};
