@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::common::unmount_below;
+
 /// Where Debian's docker.io package installs the engine.
 pub const DOCKERD_BIN: &str = "/usr/sbin/dockerd";
 /// Debian's containerd (a dependency of docker.io).
@@ -331,26 +333,6 @@ fn kill_processes_mentioning(needle: &str) {
         if String::from_utf8_lossy(&cmdline).contains(needle) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-    }
-}
-
-/// Lazily unmounts every mount point at or below `dir`, deepest first (`umount -R -l`).
-fn unmount_below(dir: &Path) {
-    let Ok(canon) = dir.canonicalize() else {
-        return;
-    };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut targets: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(&canon))
-        .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
-    for t in targets {
-        let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
