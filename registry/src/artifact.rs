@@ -3,19 +3,19 @@
 //! memory, and put a manifest. Built on the same [`Session`] (auth, retries, resumption) and
 //! blob transfer code as pull and push; synchronous, for callers without a tokio runtime.
 
-use crate::client::{read_limited, status_error, Access, ClientOptions, Session};
+use crate::client::{status_error, Access, ClientOptions, Session};
 use crate::config::{endpoints, RegistryConfig};
 use crate::credentials::CredentialStore;
 use crate::error::{RegistryError, Result};
 use crate::fetch::{fetch_blob, BlobRequest, BlobSink};
-use crate::media::{MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_MANIFEST};
+use crate::media::{MANIFEST_ACCEPT, OCI_MANIFEST};
 use crate::progress::NoProgress;
-use crate::pull::store_err;
+use crate::pull::{fetch_raw_manifest, store_err};
 use crate::push::{mount_sources, push_blob, BlobJob};
 use crate::reference::ImageRef;
 use bytes::Bytes;
 use rbuild_layerfs::{Digest, Store};
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::future::Future;
@@ -119,48 +119,12 @@ impl ArtifactRepo {
         let session = &self.session;
         let expected = self.reference.digest();
         self.block_on(async move {
-            let url = session.repo_url(&format!("manifests/{reference}"))?;
             let accept = format!("{OCI_MANIFEST}, {MANIFEST_ACCEPT}");
-            let resp = session
-                .send(Method::GET, url, |r| r.header(ACCEPT, accept.as_str()))
-                .await?;
-            if resp.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !resp.status().is_success() {
-                return Err(status_error(
-                    resp,
-                    "GET",
-                    &format!("manifest {reference}"),
-                    session.repository(),
-                )
-                .await);
-            }
-            let media_type = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let header_digest = resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| Digest::parse(v.trim()).ok());
-            let body =
-                read_limited(resp, MAX_MANIFEST_BYTES, &format!("manifest {reference}")).await?;
-            let digest = Digest::of_bytes(&body);
-            if let Some(want) = expected.or(header_digest.as_ref()) {
-                if *want != digest {
-                    return Err(RegistryError::BadContent(format!(
-                        "manifest {reference} hashes to {digest}, not {want}"
-                    )));
-                }
-            }
-            Ok(Some(FetchedManifest {
-                body,
-                digest,
-                media_type,
+            let raw = fetch_raw_manifest(session, &reference, expected, &accept, true).await?;
+            Ok(raw.map(|m| FetchedManifest {
+                body: m.body,
+                digest: m.digest,
+                media_type: m.content_type.unwrap_or_default(),
             }))
         })
     }

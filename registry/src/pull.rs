@@ -124,15 +124,33 @@ struct FetchedManifest {
     kind: ManifestKind,
 }
 
-async fn fetch_manifest(
+/// A manifest's bytes as the registry sent them, size-capped and verified against the digest the
+/// caller expects (else the registry's Docker-Content-Digest header).
+pub(crate) struct RawManifest {
+    /// The manifest bytes.
+    pub body: Vec<u8>,
+    /// Their digest.
+    pub digest: Digest,
+    /// The Content-Type header, if any.
+    pub content_type: Option<String>,
+}
+
+/// GETs manifest `reference` with `accept`; `Ok(None)` for a 404 when `missing_ok`, otherwise every
+/// failure status is an error.
+pub(crate) async fn fetch_raw_manifest(
     session: &Session,
     reference: &str,
     expected: Option<&Digest>,
-) -> Result<FetchedManifest> {
+    accept: &str,
+    missing_ok: bool,
+) -> Result<Option<RawManifest>> {
     let url = session.repo_url(&format!("manifests/{reference}"))?;
     let resp = session
-        .send(Method::GET, url, |r| r.header(ACCEPT, MANIFEST_ACCEPT))
+        .send(Method::GET, url, |r| r.header(ACCEPT, accept))
         .await?;
+    if missing_ok && resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !resp.status().is_success() {
         return Err(status_error(
             resp,
@@ -161,6 +179,25 @@ async fn fetch_manifest(
             )));
         }
     }
+    Ok(Some(RawManifest {
+        body,
+        digest,
+        content_type,
+    }))
+}
+
+async fn fetch_manifest(
+    session: &Session,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<FetchedManifest> {
+    let RawManifest {
+        body,
+        digest,
+        content_type,
+    } = fetch_raw_manifest(session, reference, expected, MANIFEST_ACCEPT, false)
+        .await?
+        .ok_or_else(|| RegistryError::BadContent(format!("manifest {reference} is missing")))?;
     let (media_type, kind) = classify_manifest(content_type.as_deref(), &body)?;
     Ok(FetchedManifest {
         body,
