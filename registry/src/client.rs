@@ -64,7 +64,13 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Per-request connect timeout (None: reqwest's default).
     pub connect_timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a response (None: [`DEFAULT_READ_TIMEOUT`]). A stalled
+    /// connection fails after it and is retried or resumed like a dropped one.
+    pub read_timeout: Option<Duration>,
 }
+
+/// How long a response may stay silent before the request fails.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A session with one repository on one registry endpoint.
 #[derive(Debug)]
@@ -121,6 +127,7 @@ impl Session {
         if let Some(t) = options.connect_timeout {
             builder = builder.connect_timeout(t);
         }
+        builder = builder.read_timeout(options.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT));
         let http = builder.build().map_err(|e| RegistryError::Http {
             url: endpoint.base_url.clone(),
             source: e,
@@ -309,7 +316,7 @@ impl Session {
         };
         if !resp.status().is_success() {
             let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+            let body = error_body(resp).await;
             return Err(RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 reason: format!("token server {realm} answered {status}: {}", clip(&body)),
@@ -383,7 +390,7 @@ impl Session {
             }
             if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
                 let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
+                let body = error_body(resp).await;
                 return Err(RegistryError::Unauthorized {
                     registry: self.registry.clone(),
                     reason: format!("{method} {url} answered {status}: {}", clip(&body)),
@@ -483,13 +490,33 @@ pub async fn status_error(
             repository: repository.to_string(),
         };
     }
-    let body = resp.text().await.unwrap_or_default();
+    let body = error_body(resp).await;
     RegistryError::Status {
         method: method.to_string(),
         url,
         status: status.as_u16(),
         body: clip(&body),
     }
+}
+
+/// Most bytes of an error response body read for a message: a server that answers an error with
+/// an endless body cannot make the client read (or hold) it all.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The start of an error response's body, as text (empty when it cannot be read): at most
+/// [`ERROR_BODY_LIMIT`] bytes are read, the rest is dropped with the connection.
+pub async fn error_body(mut resp: Response) -> String {
+    let mut out = Vec::new();
+    while out.len() < ERROR_BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_LIMIT - out.len();
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads a whole response body, refusing more than `limit` bytes.

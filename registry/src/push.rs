@@ -381,12 +381,24 @@ async fn upload(
             Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                 let new_offset = next_offset(&resp).unwrap_or(offset + len);
                 location = location_of(session, &resp).unwrap_or(location);
-                progress.blob_advanced(
-                    &job.digest,
-                    new_offset.saturating_sub(offset).saturating_sub(reported),
-                );
-                offset = new_offset;
-                continue;
+                if new_offset > job.size {
+                    return Err(RegistryError::BadContent(format!(
+                        "upload of {}: the registry claims {new_offset} bytes of a {}-byte blob",
+                        job.digest, job.size
+                    )));
+                }
+                if new_offset > offset {
+                    progress.blob_advanced(
+                        &job.digest,
+                        new_offset.saturating_sub(offset).saturating_sub(reported),
+                    );
+                    offset = new_offset;
+                    failures = 0;
+                    continue;
+                }
+                // A 202 that does not move the offset is no progress: count it as a failure so a
+                // registry that keeps answering 202 cannot keep the push looping forever.
+                tracing::debug!(offset, "upload chunk accepted without progress");
             }
             Ok(resp)
                 if resp.status().is_client_error()

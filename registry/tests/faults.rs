@@ -157,6 +157,71 @@ fn dropped_connection_resumes_with_range() {
 }
 
 #[test]
+fn stalled_connection_times_out_and_resumes_with_range() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    // The body goes silent after 150 kB; the client's read timeout (2 s in tests) ends the wait.
+    fake.state().faults.stall_after = Some((150_000, 1));
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull resumes after the stall");
+    assert_pulled(&dst.store, &fx, &fake);
+    assert!(
+        fake.seen()
+            .iter()
+            .any(|s| s.range.as_deref().is_some_and(|r| r != "bytes=0-")),
+        "a Range request resumed the stalled download: {:?}",
+        fake.seen()
+    );
+}
+
+#[test]
+fn endless_error_body_is_cut_short() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    {
+        let mut s = fake.state();
+        s.faults.blob_statuses = std::iter::repeat_n(400, 100).collect();
+        s.faults.endless_error_body = true;
+    }
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("400 with an endless body");
+    match &err {
+        RegistryError::Status { status, body, .. } => {
+            assert_eq!(*status, 400);
+            assert!(body.len() <= 300 && body.starts_with("xxx"), "{body}");
+        }
+        other => panic!("expected a status error, got {other}"),
+    }
+    assert_nothing_committed(&dst.store, &fx);
+}
+
+#[test]
+fn upload_answered_202_without_progress_fails_instead_of_looping() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().faults.stuck_patches = true;
+    let creds = tempfile::tempdir().unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    let mut opts = push_options(creds.path());
+    opts.chunk_size = 64 << 10;
+    let err = rt()
+        .block_on(push(
+            &fx.src.store,
+            "app:1",
+            &dest,
+            &opts,
+            Arc::new(NoProgress),
+        ))
+        .expect_err("a registry that never advances");
+    assert!(err.to_string().contains("kept failing"), "{err}");
+    assert!(!fake.state().manifests.contains_key("lib/pushed:1"));
+}
+
+#[test]
 fn dropped_connection_without_range_support_restarts_the_body() {
     let fake = FakeRegistry::start();
     let fx = fixture();

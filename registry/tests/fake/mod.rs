@@ -46,6 +46,13 @@ pub struct Faults {
     pub fail_patches: u32,
     /// Content-Type sent with manifests instead of the stored one.
     pub manifest_content_type: Option<String>,
+    /// Send this many body bytes, then go silent (connection open, nothing more), for this many
+    /// blob GETs.
+    pub stall_after: Option<(usize, u32)>,
+    /// Answer error statuses from `blob_statuses` with a body that never ends.
+    pub endless_error_body: bool,
+    /// Answer every PATCH with 202 but keep none of its bytes (an upload that never advances).
+    pub stuck_patches: bool,
 }
 
 /// Bearer-token auth settings.
@@ -317,6 +324,15 @@ fn serve_blob(
         return r;
     }
     if let Some(code) = s.faults.blob_statuses.pop_front() {
+        if s.faults.endless_error_body {
+            let junk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let endless = futures_util::stream::repeat_with(move || {
+                Ok::<_, std::io::Error>(Frame::data(junk.clone()))
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(endless)));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            return r;
+        }
         let mut r = full(StatusCode::from_u16(code).unwrap(), "try later");
         if let Some(secs) = s.faults.retry_after {
             r.headers_mut().insert("retry-after", secs.into());
@@ -351,6 +367,22 @@ fn serve_blob(
         }
         _ => None,
     };
+    let stall_at = match &mut s.faults.stall_after {
+        Some((n, times)) if *times > 0 && *n < body.len() => {
+            *times -= 1;
+            Some(*n)
+        }
+        _ => None,
+    };
+    if let Some(n) = stall_at {
+        use futures_util::StreamExt;
+        let len = body.len();
+        let data = futures_util::stream::iter(vec![Ok(Frame::data(body.slice(..n)))]);
+        let silence = futures_util::stream::pending::<Result<Frame<Bytes>, std::io::Error>>();
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(data.chain(silence))));
+        r.headers_mut().insert("content-length", len.into());
+        return r;
+    }
     let status = if start > 0 {
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -425,6 +457,17 @@ async fn upload(
                 if start != buf.len() {
                     return full(StatusCode::RANGE_NOT_SATISFIABLE, "chunk out of order");
                 }
+            }
+            if s.faults.stuck_patches {
+                let have = s.uploads.get(id).map_or(0, Vec::len);
+                let mut r = full(StatusCode::ACCEPTED, "");
+                r.headers_mut()
+                    .insert("location", location(id).parse().unwrap());
+                r.headers_mut().insert(
+                    "range",
+                    format!("0-{}", have.saturating_sub(1)).parse().unwrap(),
+                );
+                return r;
             }
             let fail = s.faults.fail_patches > 0;
             if fail {

@@ -90,6 +90,7 @@ pub fn fast_client() -> ClientOptions {
             max_delay: Duration::from_millis(50),
         },
         connect_timeout: Some(Duration::from_secs(5)),
+        read_timeout: Some(Duration::from_secs(2)),
     }
 }
 
