@@ -107,3 +107,39 @@ fn changes_only_invalidate_later_steps_and_ignored_files_do_not_count() {
     assert_ne!(id1, id3);
     assert_eq!(cached_steps(&out3), 1, "{out3}");
 }
+
+#[test]
+fn prune_removes_dangling_build_cache_and_builder_prune_all_clears_it() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(DOCKERFILE);
+    ctx.write("data.txt", "one\n");
+    let records = || {
+        fs::read_dir(root.path().join("cache/keys"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    build_ok(&root, &ctx, &["-t", "c"]);
+    let kept = records();
+    assert!(kept > 0, "the build wrote cache records");
+    // While the image is tagged its layers stay, so its records are not dangling.
+    let out = root.ok(&["system", "prune"]);
+    assert!(out.contains("0 dangling build cache records"), "{out}");
+    assert_eq!(records(), kept);
+    // Untagged and pruned: the layers go, and the records that needed them with them.
+    root.ok(&["rmi", "c"]);
+    let out = root.ok(&["system", "prune"]);
+    assert!(!out.contains(" 0 dangling build cache records"), "{out}");
+    assert!(
+        !out.contains(" 0 layers"),
+        "the layers of the build were freed: {out}"
+    );
+    assert!(records() < kept, "{out}");
+    // builder prune --all leaves nothing to hit: the next build runs every step.
+    build_ok(&root, &ctx, &["-t", "c"]);
+    let out = root.ok(&["builder", "prune", "--all", "--force"]);
+    assert!(out.contains("build cache records"), "{out}");
+    assert_eq!(records(), 0, "{out}");
+    let (_, again) = build_ok(&root, &ctx, &["-t", "c"]);
+    assert_eq!(cached_steps(&again), 0, "{again}");
+}

@@ -9,6 +9,8 @@ mod tags;
 pub(crate) mod template;
 mod transfer;
 
+pub(crate) use list::human_size;
+
 use super::Globals;
 use anyhow::Context;
 use rbuild_layerfs::Store;

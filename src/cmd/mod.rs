@@ -1,6 +1,7 @@
 //! Subcommand definitions and dispatch. Each area owns one module with its own subcommand enum.
 
 pub mod build;
+pub mod builder_cache;
 pub mod container;
 pub mod image;
 pub mod pipeline;
@@ -78,6 +79,12 @@ pub enum Command {
     Registry(registry::RegistryCommand),
     /// Build a set of images described by rbuild.yaml.
     Pipeline(pipeline::PipelineArgs),
+    /// Build cache commands.
+    Builder {
+        /// What to do.
+        #[command(subcommand)]
+        command: builder_cache::BuilderCommand,
+    },
 }
 
 /// Runs the parsed command line; the returned code is the process exit code.
@@ -89,6 +96,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Container(c) => container::run(&g, c),
         Command::Registry(c) => registry::run(&g, c),
         Command::Pipeline(args) => pipeline::run(&g, args),
+        Command::Builder { command } => builder_cache::run(&g, command),
     }
 }
 

@@ -5,6 +5,7 @@
 //! not owner). The index maps a key to the layer the step produced (if any) and the image state
 //! after the step, so a hit needs no file copy and no mount.
 
+pub mod prune;
 pub mod remote;
 pub mod shared;
 
@@ -34,6 +35,9 @@ pub enum CacheError {
         /// Cause.
         source: serde_json::Error,
     },
+    /// The image store could not be read.
+    #[error(transparent)]
+    Store(#[from] rbuild_layerfs::StoreError),
     /// The shared (registry) cache could not deliver or take content.
     #[error("shared build cache {reference}: {message}")]
     Shared {
@@ -140,6 +144,11 @@ impl CacheIndex {
         CacheIndex {
             dir: cache_dir.join("keys"),
         }
+    }
+
+    /// The directory holding the records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn path(&self, key: &CacheKey) -> PathBuf {

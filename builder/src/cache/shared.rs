@@ -28,20 +28,7 @@ pub fn usable_record(
     shared: Option<&dyn SharedCache>,
     key: &CacheKey,
 ) -> Option<CacheRecord> {
-    let at_hand =
-        |l: &LayerRef| store.has_blob(&l.digest) || shared.is_some_and(|s| s.can_fetch(l));
-    let usable = |rec: &CacheRecord| -> bool {
-        if rec.layer.as_ref().is_some_and(|l| !at_hand(l)) {
-            return false;
-        }
-        let Ok(state) = serde_json::from_value::<ImageState>(rec.state.clone()) else {
-            return false;
-        };
-        state
-            .layers
-            .iter()
-            .all(|l| at_hand(l) || store.has_layer(&l.diff_id))
-    };
+    let usable = |rec: &CacheRecord| layers_at_hand(store, shared, rec);
     let rec = match index.get(key).filter(usable) {
         Some(local) => local,
         None => {
@@ -56,6 +43,23 @@ pub fn usable_record(
         s.record_used(key, &rec);
     }
     Some(rec)
+}
+
+/// Whether every layer `rec` needs is in `store` (or fetchable from `shared`): its own layer as a
+/// blob, the image state's layers as blobs or unpacked layers. An unreadable state counts as not.
+pub fn layers_at_hand(store: &Store, shared: Option<&dyn SharedCache>, rec: &CacheRecord) -> bool {
+    let at_hand =
+        |l: &LayerRef| store.has_blob(&l.digest) || shared.is_some_and(|s| s.can_fetch(l));
+    if rec.layer.as_ref().is_some_and(|l| !at_hand(l)) {
+        return false;
+    }
+    let Ok(state) = serde_json::from_value::<ImageState>(rec.state.clone()) else {
+        return false;
+    };
+    state
+        .layers
+        .iter()
+        .all(|l| at_hand(l) || store.has_layer(&l.diff_id))
 }
 
 /// Fetches the blobs of those `layers` that are missing from the store and that the shared cache

@@ -21,6 +21,18 @@ impl Store {
     /// Everything reachable from index.json (tags and dangling images), and from any digest
     /// mentioned in the JSON files of cache/, containers/ and mounts/ (other components' records).
     pub(crate) fn reachable(&self, include_dangling: bool) -> Result<Reachable> {
+        self.reachable_from(include_dangling, &["cache", "containers", "mounts"])
+    }
+
+    /// Diff IDs of the layers that images (tagged or dangling), containers and mounts need,
+    /// leaving out what only the build cache mentions: the layers a build-cache prune can let go
+    /// of are those outside this set.
+    pub fn layers_held_by_images(&self) -> Result<BTreeSet<Digest>> {
+        Ok(self.reachable_from(true, &["containers", "mounts"])?.layers)
+    }
+
+    /// Everything reachable from index.json and from digests in the JSON files of `record_dirs`.
+    fn reachable_from(&self, include_dangling: bool, record_dirs: &[&str]) -> Result<Reachable> {
         let mut r = Reachable::default();
         for desc in self.read_index()?.manifests() {
             if !include_dangling && super::index::descriptor_ref_name(desc).is_none() {
@@ -30,7 +42,7 @@ impl Store {
             self.mark_manifest(&digest, &mut r);
         }
         let mut by_config: Option<Vec<(Digest, Digest)>> = None;
-        for dir in ["cache", "containers", "mounts"] {
+        for dir in record_dirs {
             for digest in digests_in_json_files(&self.root().join(dir)) {
                 if self.has_blob(&digest) && !self.mark_manifest(&digest, &mut r) {
                     r.blobs.insert(digest.clone());

@@ -2,6 +2,7 @@
 
 use super::list::{human_size, print_table};
 use crate::cmd::ExitStatusError;
+use rbuild_builder::cache::prune::prune_build_cache;
 use rbuild_layerfs::Store;
 use std::process::ExitCode;
 
@@ -59,11 +60,18 @@ pub fn prune(store: &Store) -> anyhow::Result<ExitCode> {
     for d in &r.images_removed {
         println!("deleted dangling image {d}");
     }
+    // Dangling build cache: records of layers no image holds any more. The layers only they
+    // kept go in a second pass.
+    let lock = store.lock()?;
+    let cache = prune_build_cache(store, false)?;
+    drop(lock);
+    let freed = store.prune()?;
     println!(
-        "Removed {} blobs and {} layers; total reclaimed space: {}",
-        r.blobs_removed,
-        r.layers_removed,
-        human_size(r.bytes_freed)
+        "Removed {} blobs, {} layers and {} dangling build cache records; total reclaimed space: {}",
+        r.blobs_removed + freed.blobs_removed,
+        r.layers_removed + freed.layers_removed,
+        cache.records_removed,
+        human_size(r.bytes_freed + freed.bytes_freed + cache.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)
 }
