@@ -26,59 +26,17 @@ pub enum ImageCommand {
     #[command(alias = "image-ls")]
     Images(ImagesArgs),
     /// Give an image another name: tag SOURCE TARGET.
-    Tag {
-        /// Existing image (name, tag or ID).
-        source: String,
-        /// New name[:tag].
-        target: String,
-    },
+    Tag(TagArgs),
     /// Remove images (untag; the image goes with its last tag).
-    Rmi {
-        /// Remove an image with several tags or a mounted image too.
-        #[arg(short, long)]
-        force: bool,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Rmi(RmiArgs),
     /// Show image details as JSON (like docker image inspect), or format them with -f.
-    Inspect {
-        /// Go template, e.g. '{{.Id}}' or '{{json .Config}}'.
-        #[arg(short, long)]
-        format: Option<String>,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Inspect(InspectArgs),
     /// Show the history of an image.
-    History {
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Only show image IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Image (name, tag or ID).
-        image: String,
-    },
+    History(HistoryArgs),
     /// Write images to a tar (loadable by docker load, and an OCI image layout).
-    Save {
-        /// Output file (default: stdout, when it is not a terminal).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Save(SaveArgs),
     /// Load images from a docker-archive or OCI archive tar.
-    Load {
-        /// Input file (default: stdin).
-        #[arg(short, long)]
-        input: Option<PathBuf>,
-        /// Print only the loaded image names.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Load(LoadArgs),
     /// Mount an image read-only and print the mount point.
     Mount {
         /// Image (name, tag or ID); without it, list mounted images.
@@ -102,6 +60,80 @@ pub enum ImageCommand {
         #[command(subcommand)]
         command: SystemCommand,
     },
+}
+
+/// Arguments of `rbuild tag`.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// Existing image (name, tag or ID).
+    pub source: String,
+    /// New name[:tag].
+    pub target: String,
+}
+
+/// Arguments of `rbuild rmi`.
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Remove an image with several tags or a mounted image too.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images (names, tags or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// Arguments of `rbuild inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Go template, e.g. '{{.Id}}' or '{{json .Config}}'.
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// Images (names, tags or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// Arguments of `rbuild history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Image (name, tag or ID).
+    pub image: String,
+}
+
+/// Arguments of `rbuild save`.
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// Output file (default: stdout, when it is not a terminal).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Images (names, tags or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// Arguments of `rbuild load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Input file (default: stdin).
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Print only the loaded image names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `rbuild system prune` (and `image prune`).
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Do not prompt (rbuild never prompts; accepted for docker compatibility).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// Arguments of `rbuild import`.
@@ -153,92 +185,36 @@ pub enum ImageGroupCommand {
     Ls(ImagesArgs),
     /// Remove images (same as `rbuild rmi`).
     #[command(alias = "remove")]
-    Rm {
-        /// Remove an image with several tags or a mounted image too.
-        #[arg(short, long)]
-        force: bool,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Rm(RmiArgs),
     /// Show image details (same as `rbuild inspect`).
-    Inspect {
-        /// Go template, e.g. '{{.Id}}'.
-        #[arg(short, long)]
-        format: Option<String>,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Inspect(InspectArgs),
     /// Show the history of an image (same as `rbuild history`).
-    History {
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Only show image IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Image (name, tag or ID).
-        image: String,
-    },
+    History(HistoryArgs),
     /// Give an image another name (same as `rbuild tag`).
-    Tag {
-        /// Existing image (name, tag or ID).
-        source: String,
-        /// New name[:tag].
-        target: String,
-    },
+    Tag(TagArgs),
     /// Write images to a tar (same as `rbuild save`).
-    Save {
-        /// Output file (default: stdout, when it is not a terminal).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Images (names, tags or IDs).
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Save(SaveArgs),
     /// Load images from a tar (same as `rbuild load`).
-    Load {
-        /// Input file (default: stdin).
-        #[arg(short, long)]
-        input: Option<PathBuf>,
-        /// Print only the loaded image names.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Load(LoadArgs),
     /// Create a base image from a root filesystem (same as `rbuild import`).
     Import(ImportArgs),
     /// Remove dangling images and unreferenced data (same as `rbuild system prune`).
-    Prune {
-        /// Do not prompt (rbuild never prompts).
-        #[arg(short, long)]
-        force: bool,
-    },
+    Prune(PruneArgs),
 }
 
 impl From<ImageGroupCommand> for ImageCommand {
     fn from(c: ImageGroupCommand) -> ImageCommand {
         match c {
             ImageGroupCommand::Ls(args) => ImageCommand::Images(args),
-            ImageGroupCommand::Rm { force, images } => ImageCommand::Rmi { force, images },
-            ImageGroupCommand::Inspect { format, images } => {
-                ImageCommand::Inspect { format, images }
-            }
-            ImageGroupCommand::History {
-                no_trunc,
-                quiet,
-                image,
-            } => ImageCommand::History {
-                no_trunc,
-                quiet,
-                image,
-            },
-            ImageGroupCommand::Tag { source, target } => ImageCommand::Tag { source, target },
-            ImageGroupCommand::Save { output, images } => ImageCommand::Save { output, images },
-            ImageGroupCommand::Load { input, quiet } => ImageCommand::Load { input, quiet },
+            ImageGroupCommand::Rm(args) => ImageCommand::Rmi(args),
+            ImageGroupCommand::Inspect(args) => ImageCommand::Inspect(args),
+            ImageGroupCommand::History(args) => ImageCommand::History(args),
+            ImageGroupCommand::Tag(args) => ImageCommand::Tag(args),
+            ImageGroupCommand::Save(args) => ImageCommand::Save(args),
+            ImageGroupCommand::Load(args) => ImageCommand::Load(args),
             ImageGroupCommand::Import(args) => ImageCommand::Import(args),
-            ImageGroupCommand::Prune { force } => ImageCommand::System {
-                command: SystemCommand::Prune { force },
+            ImageGroupCommand::Prune(args) => ImageCommand::System {
+                command: SystemCommand::Prune(args),
             },
         }
     }
@@ -250,11 +226,7 @@ pub enum SystemCommand {
     /// Show disk usage.
     Df,
     /// Remove dangling images and unreferenced blobs, layers and temporary files.
-    Prune {
-        /// Do not prompt (rbuild never prompts; accepted for docker compatibility).
-        #[arg(short, long)]
-        force: bool,
-    },
+    Prune(PruneArgs),
     /// Re-hash every blob and check the index, images and layers; exit 1 naming any problem.
     Check,
 }
@@ -275,24 +247,18 @@ pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCommand::Import(args) => transfer::import(&store, args),
         ImageCommand::Images(args) => list::images(&store, args),
-        ImageCommand::Tag { source, target } => tags::tag(&store, &source, &target),
-        ImageCommand::Rmi { force, images } => tags::rmi(&store, force, &images),
-        ImageCommand::Inspect { format, images } => {
-            inspect::inspect(&store, format.as_deref(), &images)
-        }
-        ImageCommand::History {
-            no_trunc,
-            quiet,
-            image,
-        } => inspect::history(&store, &image, no_trunc, quiet),
-        ImageCommand::Save { output, images } => transfer::save(&store, output.as_deref(), &images),
-        ImageCommand::Load { input, quiet } => transfer::load(&store, input.as_deref(), quiet),
+        ImageCommand::Tag(a) => tags::tag(&store, &a.source, &a.target),
+        ImageCommand::Rmi(a) => tags::rmi(&store, a.force, &a.images),
+        ImageCommand::Inspect(a) => inspect::inspect(&store, a.format.as_deref(), &a.images),
+        ImageCommand::History(a) => inspect::history(&store, &a.image, a.no_trunc, a.quiet),
+        ImageCommand::Save(a) => transfer::save(&store, a.output.as_deref(), &a.images),
+        ImageCommand::Load(a) => transfer::load(&store, a.input.as_deref(), a.quiet),
         ImageCommand::Mount { image } => mount::mount(g, &store, image.as_deref()),
         ImageCommand::Umount { images } => mount::umount(&store, &images),
         ImageCommand::Image { command } => run(g, command.into()),
         ImageCommand::System { command } => match command {
             SystemCommand::Df => system::df(&store),
-            SystemCommand::Prune { force: _ } => system::prune(&store),
+            SystemCommand::Prune(_) => system::prune(&store),
             SystemCommand::Check => system::check(&store),
         },
     }
