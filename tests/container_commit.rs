@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestRoot;
+use common::{poll_until, TestRoot};
 
 /// Removes every container of the store on drop (also when an assertion failed), so no
 /// container process, cgroup or mount outlives the test.
@@ -102,19 +102,10 @@ fn commit_of_a_running_container_pauses_it_and_lets_it_run_on() {
         "-c",
         "echo ready > /ready; i=0; while true; do i=$((i+1)); echo $i > /counter; done",
     ]);
-    let mut ready = false;
-    for _ in 0..500 {
-        if root
-            .rbuild(&["exec", "busy", "test", "-e", "/ready"])
-            .status
-            .success()
-        {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(ready, "the container started");
+    assert!(
+        root.wait_for_success(&["exec", "busy", "test", "-e", "/ready"]),
+        "the container started"
+    );
     let out = root.rbuild(&["commit", "busy", "busy:snap"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -123,14 +114,9 @@ fn commit_of_a_running_container_pauses_it_and_lets_it_run_on() {
     assert!(id.starts_with("sha256:"), "{id}");
     // Thawed again: an exec (which joins the cgroup) runs and the loop goes on.
     let first = root.ok(&["exec", "busy", "cat", "/counter"]);
-    let mut moved = false;
-    for _ in 0..500 {
-        if root.ok(&["exec", "busy", "cat", "/counter"]) != first {
-            moved = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let moved = poll_until(500, || {
+        root.ok(&["exec", "busy", "cat", "/counter"]) != first
+    });
     assert!(moved, "the container runs on after the commit");
     let out = root.ok(&["run", "--rm", "busy:snap", "cat", "/ready"]);
     assert_eq!(out.trim(), "ready");

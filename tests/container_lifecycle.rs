@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestRoot;
+use common::{poll_until, TestRoot};
 
 /// Removes every container of the store on drop (also when an assertion failed), so no
 /// container process, cgroup or mount outlives the test.
@@ -99,18 +99,11 @@ fn detach_exec_stop_rm_leaves_nothing_behind() {
         "-c",
         "sleep 1; touch /tmp/detached-done; sleep 1000000",
     ]);
-    let mut done = false;
-    for _ in 0..1000 {
-        if root
-            .rbuild(&["exec", "svc", "test", "-e", "/tmp/detached-done"])
+    let done = poll_until(1000, || {
+        root.rbuild(&["exec", "svc", "test", "-e", "/tmp/detached-done"])
             .status
             .success()
-        {
-            done = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    });
     assert!(done, "exec -d command was killed with its rbuild");
     let out = root.rbuild(&["exec", "svc", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
@@ -159,24 +152,10 @@ fn kill_sends_the_signal_and_detached_rm_cleans_up() {
         "trap 'exit 42' TERM; touch /trapped; while true; do sleep 1; done",
     ]);
     // pid 1 ignores a TERM that comes before its handler is installed: wait for it.
-    for _ in 0..500 {
-        if root
-            .rbuild(&["exec", "k", "test", "-e", "/trapped"])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    root.wait_for_success(&["exec", "k", "test", "-e", "/trapped"]);
     // pid 1 with a TERM handler: the signal reaches it.
     root.ok(&["kill", "-s", "TERM", "k"]);
-    for _ in 0..500 {
-        if root.ok(&["ps", "-aq"]).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    poll_until(500, || root.ok(&["ps", "-aq"]).is_empty());
     assert_eq!(root.ok(&["ps", "-aq"]), "", "--rm removed the container");
     assert!(mounts_below(root.path()).is_empty());
 }
@@ -198,13 +177,10 @@ fn detached_tty_output_goes_to_the_log() {
         "tty; exec sleep 1000000",
     ]);
     let mut log = String::new();
-    for _ in 0..500 {
+    poll_until(500, || {
         log = root.ok(&["logs", "t"]);
-        if !log.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        !log.is_empty()
+    });
     assert_eq!(log, "/dev/pts/0\r\n");
     root.ok(&["rm", "-f", "t"]);
     assert!(mounts_below(root.path()).is_empty());

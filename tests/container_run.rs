@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{describe, TestRoot};
+use common::{describe, poll_until, TestRoot};
 
 /// Removes every container of the store on drop (also when an assertion failed), so no
 /// container process, cgroup or mount outlives the test.
@@ -264,13 +264,10 @@ fn sigterm_to_rbuild_reaches_pid_1() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..1000 {
-        if ready.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(ready.exists(), "container did not start");
+    assert!(
+        poll_until(1000, || ready.exists()),
+        "container did not start"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

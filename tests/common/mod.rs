@@ -85,6 +85,11 @@ impl TestRoot {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `rbuild --root ROOT ARGS...` until it succeeds (up to ~5 s); whether it did.
+    pub fn wait_for_success(&self, args: &[&str]) -> bool {
+        poll_until(500, || self.rbuild(args).status.success())
+    }
+
     /// Imports a busybox-static rootfs as NAME and returns the image ID.
     pub fn import_busybox(&self, name: &str) -> String {
         import_busybox(self.path(), name)
@@ -194,4 +199,15 @@ pub fn import_busybox(root: &Path, name: &str) -> String {
         "import printed {id:?}, expected an image ID"
     );
     id
+}
+
+/// Calls `done` every 10 ms, at most `tries` times, until it returns true; whether it did.
+pub fn poll_until(tries: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
 }
