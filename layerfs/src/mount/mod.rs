@@ -3,6 +3,11 @@
 //! A [`MountSpec`] names the layer dirs (lowest first), an optional upper/work pair and the
 //! target. [`mount_union`] picks the driver and returns a [`UnionMount`] guard that unmounts
 //! when dropped, so a failing caller never leaks a mount.
+//!
+//! [`Driver::Auto`] mounts overlayfs and, when the kernel refuses it for a reason the FUSE
+//! driver does not share (no overlayfs, no privilege, an upper dir on a filesystem overlayfs
+//! will not write to, too many layers, ...), mounts the same spec with FUSE and prints a
+//! one-line notice saying why (once per process; every fallback is also logged with tracing).
 
 pub mod fuse;
 mod overlay;
@@ -34,6 +39,22 @@ pub enum Driver {
     /// Overlay when the kernel allows it, otherwise FUSE.
     #[default]
     Auto,
+}
+
+/// Environment variable naming the storage driver (`overlay`, `fuse` or `auto`): the CLI's
+/// `--storage-driver` default, and what tests that mount read through [`Driver::from_env_or`].
+pub const DRIVER_ENV: &str = "RBUILD_STORAGE_DRIVER";
+
+impl Driver {
+    /// The driver named by `$RBUILD_STORAGE_DRIVER`, or `default` when it is unset or empty;
+    /// an unknown name is an error. Tests that mount use this so CI can run them under each
+    /// driver.
+    pub fn from_env_or(default: Driver) -> Result<Driver> {
+        match std::env::var(DRIVER_ENV) {
+            Ok(name) if !name.trim().is_empty() => name.trim().parse(),
+            _ => Ok(default),
+        }
+    }
 }
 
 impl FromStr for Driver {
@@ -104,6 +125,14 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    /// [`Driver::Auto`]: overlayfs refused the mount and the FUSE fallback failed as well.
+    #[error("{overlay}; the FUSE fallback failed as well: {fuse}")]
+    NoDriver {
+        /// Why overlayfs failed.
+        overlay: Box<MountError>,
+        /// Why the FUSE driver failed.
+        fuse: Box<MountError>,
+    },
     /// The mount was still busy; it has been detached lazily instead.
     #[error("{0} was busy and has been detached lazily; processes may still use it")]
     Busy(PathBuf),
@@ -118,6 +147,8 @@ pub struct UnionMount {
     target: PathBuf,
     driver: Driver,
     mounted: bool,
+    /// Why [`Driver::Auto`] fell back to FUSE, if it did.
+    fallback: Option<String>,
     /// Driver state that must live as long as the mount (e.g. a FUSE session).
     session: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -128,6 +159,7 @@ impl fmt::Debug for UnionMount {
             .field("target", &self.target)
             .field("driver", &self.driver)
             .field("mounted", &self.mounted)
+            .field("fallback", &self.fallback)
             .finish()
     }
 }
@@ -143,6 +175,7 @@ impl UnionMount {
             target,
             driver,
             mounted: true,
+            fallback: None,
             session,
         }
     }
@@ -155,6 +188,12 @@ impl UnionMount {
     /// The driver that made this mount (never [`Driver::Auto`]).
     pub fn driver(&self) -> Driver {
         self.driver
+    }
+
+    /// Why [`Driver::Auto`] mounted with FUSE instead of overlayfs (the reason of the notice);
+    /// `None` when the requested driver made the mount.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// Leaves the filesystem mounted after the guard is gone; returns the mount point.
@@ -197,19 +236,92 @@ pub fn mount_union(spec: &MountSpec, driver: Driver) -> Result<UnionMount> {
     fuse::detach_stale(&spec.target);
     validate(spec)?;
     match driver {
-        Driver::Overlay => overlay::mount(spec),
+        Driver::Overlay => mount_overlay(spec),
         Driver::Fuse => mount_fuse(spec),
-        Driver::Auto => match overlay::mount(spec) {
-            Ok(mount) => Ok(mount),
-            Err(overlay_err) if overlay::unavailable(&overlay_err) => match mount_fuse(spec) {
-                Ok(mount) => {
-                    eprintln!("notice: using the FUSE storage driver: {overlay_err}");
-                    Ok(mount)
-                }
-                Err(_) => Err(overlay_err),
-            },
-            Err(e) => Err(e),
+        Driver::Auto => mount_auto(spec, mount_overlay),
+    }
+}
+
+/// The overlay driver; a refusal carries the kernel's own reason when it gave one.
+fn mount_overlay(spec: &MountSpec) -> Result<UnionMount> {
+    overlay::mount(spec).map_err(|err| match err {
+        MountError::Mount {
+            driver,
+            target,
+            source,
+            detail,
+        } if detail.is_empty() => MountError::Mount {
+            driver,
+            target,
+            // mount(2) leaves its reason in the kernel log only: replay it in a mount context.
+            detail: overlay::explain(spec),
+            source,
         },
+        other => other,
+    })
+}
+
+/// [`Driver::Auto`]: `overlay`, and FUSE when overlayfs refuses this mount (see
+/// [`overlay_refusal`]).
+fn mount_auto(
+    spec: &MountSpec,
+    overlay: impl FnOnce(&MountSpec) -> Result<UnionMount>,
+) -> Result<UnionMount> {
+    let overlay_err = match overlay(spec) {
+        Ok(mount) => return Ok(mount),
+        Err(e) => e,
+    };
+    let Some(why) = overlay_refusal(&overlay_err) else {
+        return Err(overlay_err);
+    };
+    match mount_fuse(spec) {
+        Ok(mut mount) => {
+            let reason = format!("{why} ({overlay_err})").replace('\n', "; ");
+            announce_fallback(&reason);
+            mount.fallback = Some(reason);
+            Ok(mount)
+        }
+        Err(fuse_err) => Err(MountError::NoDriver {
+            overlay: Box::new(overlay_err),
+            fuse: Box::new(fuse_err),
+        }),
+    }
+}
+
+/// Why overlayfs failed with `err` in words for the notice, when the failure is one the FUSE
+/// driver does not share; `None` otherwise (e.g. EBUSY: the upper dir is in use by another
+/// mount, which FUSE must not share either).
+///
+/// What the kernel returns: ENODEV without overlayfs; EPERM without CAP_SYS_ADMIN (or in a user
+/// namespace before Linux 5.11); ENOSYS without the mount API; EINVAL when it refuses the dirs
+/// (an upper dir on overlayfs, FUSE, NFS or a read-only filesystem, upper and work dirs on
+/// different mounts, more than 500 layers, stacking too deep); EOPNOTSUPP when a filesystem
+/// lacks a feature overlayfs needs.
+fn overlay_refusal(err: &MountError) -> Option<&'static str> {
+    let MountError::Mount { source, .. } = err else {
+        return None;
+    };
+    Some(match source.raw_os_error()? {
+        libc::ENODEV => "this kernel has no overlayfs",
+        libc::EPERM => "no privilege to mount overlayfs",
+        libc::ENOSYS => "this kernel lacks a mount call overlayfs needs",
+        libc::EINVAL => "overlayfs refuses these dirs",
+        libc::EOPNOTSUPP => "a filesystem lacks a feature overlayfs needs",
+        _ => return None,
+    })
+}
+
+/// Prints the one-line fallback notice the first time in this process; later fallbacks are
+/// only logged.
+fn announce_fallback(reason: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+    tracing::info!(%reason, "overlayfs refused a mount; using the FUSE storage driver");
+    if !ANNOUNCED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "notice: using the FUSE storage driver (slower): {reason}; \
+             choose one with --storage-driver overlay|fuse"
+        );
     }
 }
 
@@ -264,4 +376,151 @@ fn validate(spec: &MountSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`Driver::Auto`] with overlay failures injected (the real refusals are in
+    //! tests/mount_auto.rs): each errno that FUSE does not share falls back, the others do not.
+
+    use super::*;
+    use std::fs;
+
+    /// One layer with a file, an empty upper/work pair and a mount point below `root`.
+    fn spec(root: &Path) -> MountSpec {
+        let dir = |name: &str| {
+            let p = root.join(name);
+            fs::create_dir_all(&p).expect("create test dir");
+            p
+        };
+        let layer = dir("layer");
+        fs::write(layer.join("base"), b"from the layer").expect("write layer file");
+        MountSpec {
+            layers: vec![layer],
+            upper: Some(dir("upper")),
+            work: Some(dir("work")),
+            target: dir("merged"),
+        }
+    }
+
+    /// An overlay driver that fails with `errno`, as the kernel would.
+    fn refusing(errno: i32) -> impl FnOnce(&MountSpec) -> Result<UnionMount> {
+        move |spec| {
+            Err(MountError::Mount {
+                driver: Driver::Overlay,
+                target: spec.target.clone(),
+                source: std::io::Error::from_raw_os_error(errno),
+                detail: String::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_a_working_fuse_mount_when_overlay_is_missing_or_forbidden() {
+        for (errno, why) in [
+            (libc::ENODEV, "this kernel has no overlayfs"),
+            (libc::EPERM, "no privilege to mount overlayfs"),
+            (libc::ENOSYS, "lacks a mount call"),
+            (libc::EINVAL, "overlayfs refuses these dirs"),
+            (libc::EOPNOTSUPP, "lacks a feature overlayfs needs"),
+        ] {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let spec = spec(tmp.path());
+            let mount = mount_auto(&spec, refusing(errno)).expect("FUSE fallback mount");
+            assert_eq!(mount.driver(), Driver::Fuse);
+            let reason = mount.fallback_reason().expect("a fallback reason");
+            assert!(reason.contains(why), "errno {errno}: {reason}");
+            let os_error = std::io::Error::from_raw_os_error(errno).to_string();
+            assert!(reason.contains(&os_error), "{reason}");
+            assert!(!reason.contains('\n'), "the notice is one line: {reason}");
+            assert_eq!(
+                fs::read(spec.target.join("base")).expect("read through FUSE"),
+                b"from the layer"
+            );
+            fs::write(spec.target.join("new"), b"n").expect("write through FUSE");
+            mount.unmount().expect("unmount");
+            let upper = spec.upper.as_ref().expect("upper");
+            assert_eq!(fs::read(upper.join("new")).expect("upper file"), b"n");
+        }
+    }
+
+    #[test]
+    fn auto_keeps_overlay_errors_that_fuse_would_share() {
+        // EBUSY: the upper dir is in use by another mount; ENOENT/EROFS: the dirs themselves.
+        for errno in [libc::EBUSY, libc::ENOENT, libc::EROFS, libc::ELOOP] {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let spec = spec(tmp.path());
+            let err = mount_auto(&spec, refusing(errno)).expect_err("no fallback");
+            assert!(
+                matches!(&err, MountError::Mount { driver: Driver::Overlay, source, .. }
+                    if source.raw_os_error() == Some(errno)),
+                "{err}"
+            );
+            assert!(!fuse::is_stale(&spec.target));
+            assert_eq!(
+                fs::read_dir(&spec.target).expect("mount point").count(),
+                0,
+                "nothing is mounted"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_reports_both_drivers_when_the_fallback_fails_too() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut spec = spec(tmp.path());
+        // A layer that is not there defeats the FUSE driver as well.
+        spec.layers.push(tmp.path().join("missing-layer"));
+        let err = mount_auto(&spec, refusing(libc::ENODEV)).expect_err("both fail");
+        let MountError::NoDriver { overlay, fuse } = &err else {
+            panic!("expected NoDriver, got {err}");
+        };
+        assert!(matches!(
+            **overlay,
+            MountError::Mount {
+                driver: Driver::Overlay,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&**fuse, MountError::Mount { driver: Driver::Fuse, source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound),
+            "{fuse}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("the FUSE fallback failed as well"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn only_kernel_refusals_count_as_overlay_refusals() {
+        let bad_spec = MountError::BadSpec {
+            target: "/t".into(),
+            reason: "x".into(),
+        };
+        assert_eq!(overlay_refusal(&bad_spec), None);
+        let unavailable = MountError::DriverUnavailable {
+            driver: Driver::Overlay,
+            reason: "x".into(),
+        };
+        assert_eq!(overlay_refusal(&unavailable), None);
+    }
+
+    #[test]
+    fn driver_comes_from_the_environment_or_the_default() {
+        // The only test in this binary that touches the variable.
+        std::env::remove_var(DRIVER_ENV);
+        assert_eq!(
+            Driver::from_env_or(Driver::Overlay).unwrap(),
+            Driver::Overlay
+        );
+        std::env::set_var(DRIVER_ENV, " fuse ");
+        assert_eq!(Driver::from_env_or(Driver::Overlay).unwrap(), Driver::Fuse);
+        std::env::set_var(DRIVER_ENV, "zfs");
+        let err = Driver::from_env_or(Driver::Auto).unwrap_err();
+        assert!(err.to_string().contains("overlay, fuse or auto"), "{err}");
+        std::env::remove_var(DRIVER_ENV);
+    }
 }

@@ -42,14 +42,31 @@ pub(super) fn mount(spec: &MountSpec) -> Result<UnionMount> {
     Ok(UnionMount::new(spec.target.clone(), Driver::Overlay, None))
 }
 
-/// True when an error means overlay cannot work here at all (so another driver may).
-pub(super) fn unavailable(err: &MountError) -> bool {
-    match err {
-        MountError::Mount { source, .. } => matches!(
-            source.raw_os_error(),
-            Some(libc::ENODEV) | Some(libc::EPERM) | Some(libc::ENOSYS)
-        ),
-        _ => false,
+/// The kernel's reason for refusing `spec` (e.g. ": e overlay: filesystem on /u not supported
+/// as upperdir"), read from a mount context configured like [`mount`] does but never mounted;
+/// empty when the kernel gives none. mount(2) only writes its reason to the kernel log.
+pub(super) fn explain(spec: &MountSpec) -> String {
+    let Ok(fs) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
+        return String::new();
+    };
+    let configured = (|| -> rustix::io::Result<()> {
+        fsconfig_set_string(&fs, "source", "overlay")?;
+        for layer in spec.layers.iter().rev() {
+            fsconfig_set_string(&fs, "lowerdir+", layer.as_path())?;
+        }
+        if let (Some(upper), Some(work)) = (&spec.upper, &spec.work) {
+            fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
+            fsconfig_set_string(&fs, "workdir", work.as_path())?;
+        }
+        for (key, value) in FIXED_OPTIONS {
+            fsconfig_set_string(&fs, key, value)?;
+        }
+        // Creates (and, when `fs` is closed, drops) a superblock that is never mounted.
+        fsconfig_create(&fs)
+    })();
+    match configured {
+        Ok(()) => String::new(),
+        Err(_) => context_log(&fs),
     }
 }
 
