@@ -3,6 +3,7 @@
 pub mod build;
 pub mod builder_cache;
 pub mod container;
+pub mod fuse_serve;
 pub mod image;
 pub mod pipeline;
 pub mod publish;
@@ -85,6 +86,9 @@ pub enum Command {
         #[command(subcommand)]
         command: builder_cache::BuilderCommand,
     },
+    /// Serve a FUSE mount that outlives the command that made it (internal).
+    #[command(name = "__fuse-serve", hide = true)]
+    FuseServe(fuse_serve::FuseServeArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit code.
@@ -96,6 +100,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Container(c) => container::run(&g, c),
         Command::Registry(c) => registry::run(&g, c),
         Command::Pipeline(args) => pipeline::run(&g, args),
+        Command::FuseServe(args) => fuse_serve::run(args),
         Command::Builder { command } => builder_cache::run(&g, command),
     }
 }

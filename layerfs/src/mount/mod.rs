@@ -325,6 +325,64 @@ fn announce_fallback(reason: &str) {
     }
 }
 
+/// Like [`mount_union`], but a FUSE mount is served by a separate process started with
+/// `server` (see [`fuse::server`]), so it outlives this process; the server ends itself when
+/// `owner` (if given) disappears. The guard's drop or [`UnionMount::unmount`] unmount it (the
+/// server then exits); [`UnionMount::persist`] leaves it to a later command.
+pub fn mount_union_served(
+    spec: &MountSpec,
+    driver: Driver,
+    server: &fuse::server::ServerCommand,
+    owner: Option<&Path>,
+) -> Result<UnionMount> {
+    let served = |spec: &MountSpec| -> Result<UnionMount> {
+        fuse::detach_stale(&spec.target);
+        validate(spec)?;
+        let process = fuse::server::spawn(server, spec, owner)?;
+        Ok(UnionMount::new(
+            spec.target.clone(),
+            Driver::Fuse,
+            Some(Box::new(process)),
+        ))
+    };
+    match driver {
+        Driver::Fuse => served(spec),
+        Driver::Overlay => mount_union(spec, Driver::Overlay),
+        Driver::Auto => {
+            // The decision of `mount_auto`, with the served FUSE mount as the fallback.
+            let overlay_err = match mount_union(spec, Driver::Overlay) {
+                Ok(mount) => return Ok(mount),
+                Err(e) => e,
+            };
+            let Some(why) = overlay_refusal(&overlay_err) else {
+                return Err(overlay_err);
+            };
+            match served(spec) {
+                Ok(mut mount) => {
+                    let reason = format!("{why} ({overlay_err})").replace('\n', "; ");
+                    announce_fallback(&reason);
+                    mount.fallback = Some(reason);
+                    Ok(mount)
+                }
+                Err(fuse_err) => Err(MountError::NoDriver {
+                    overlay: Box::new(overlay_err),
+                    fuse: Box::new(fuse_err),
+                }),
+            }
+        }
+    }
+}
+
+/// The pid of the process serving `mount` when it is a FUSE mount made by
+/// [`mount_union_served`]; record it so later commands can end the server.
+pub fn server_pid(mount: &UnionMount) -> Option<u32> {
+    mount
+        .session
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<fuse::server::FuseServer>())
+        .map(fuse::server::FuseServer::pid)
+}
+
 /// The FUSE driver entry point (see [`fuse`]).
 fn mount_fuse(spec: &MountSpec) -> Result<UnionMount> {
     let mount = fuse::mount(spec)?;

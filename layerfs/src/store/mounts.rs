@@ -6,7 +6,11 @@ use super::error::{IoContext, Result, StoreError};
 use super::fsutil::{atomic_write, ensure_dir, random_hex, remove_any};
 use super::Store;
 use crate::image::Image;
-use crate::mount::{mount_union, unmount_target, Driver, MountError, MountSpec};
+use crate::mount::fuse::server::{self as fuse_server, ServerCommand};
+use crate::mount::{
+    fuse, mount_union, mount_union_served, server_pid, unmount_target, Driver, MountError,
+    MountSpec,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +27,9 @@ pub struct MountRecord {
     pub target: PathBuf,
     /// The driver that made the mount.
     pub driver: String,
+    /// The process serving a FUSE mount (see [`crate::mount::fuse::server`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
 }
 
 impl Store {
@@ -38,18 +45,42 @@ impl Store {
     /// Mounts the image read-only and leaves it mounted; returns the mount point. Mounting an
     /// image that is already mounted returns the existing mount point. The record is written
     /// before the mount, so a process killed in between leaves a stale record (dropped by
-    /// [`Store::image_mounts`]) rather than an unrecorded mount.
+    /// [`Store::image_mounts`]) rather than an unrecorded mount. The FUSE driver is refused: its
+    /// server would die with this process (see [`Store::mount_image_served`]).
     pub fn mount_image(&self, image: &Image, driver: Driver) -> Result<PathBuf> {
+        self.mount_image_with(image, driver, None)
+    }
+
+    /// [`Store::mount_image`], where a FUSE mount is served by a separate process started with
+    /// `server`; its pid is kept in the record, and the server ends itself when the record goes.
+    pub fn mount_image_served(
+        &self,
+        image: &Image,
+        driver: Driver,
+        server: &ServerCommand,
+    ) -> Result<PathBuf> {
+        self.mount_image_with(image, driver, Some(server))
+    }
+
+    fn mount_image_with(
+        &self,
+        image: &Image,
+        driver: Driver,
+        server: Option<&ServerCommand>,
+    ) -> Result<PathBuf> {
         let layers = self.image_layer_dirs(image)?;
         let _lock = self.lock()?;
         let (record_path, target) = self.mount_paths(image);
-        let write_record = |driver: Driver| -> Result<()> {
+        // A mount whose server was killed fails every access; clear it first.
+        fuse::detach_stale(&target);
+        let write_record = |driver: Driver, server_pid: Option<u32>| -> Result<()> {
             let record = MountRecord {
                 image_id: image.id().to_string(),
                 manifest: image.manifest_digest.to_string(),
                 layers: image.diff_ids().iter().map(|d| d.to_string()).collect(),
                 target: target.clone(),
                 driver: driver.to_string(),
+                server_pid,
             };
             let data = serde_json::to_vec_pretty(&record)
                 .map_err(|e| StoreError::json("mount record", e))?;
@@ -58,26 +89,37 @@ impl Store {
         };
         if is_mount_point(&target) {
             if !record_path.exists() {
-                write_record(driver)?;
+                write_record(driver, None)?;
             }
             return Ok(target);
         }
         ensure_dir(&target, 0o755)?;
-        write_record(driver)?;
+        write_record(driver, None)?;
         let spec = MountSpec {
             layers,
             upper: None,
             work: None,
             target: target.clone(),
         };
-        let mount = match mount_union(&spec, driver) {
+        let mounted = match server {
+            Some(server) => {
+                let mut command = server.clone();
+                if command.log.is_none() {
+                    command.log = target.parent().map(|dir| dir.join("fuse.log"));
+                }
+                mount_union_served(&spec, driver, &command, Some(&record_path))
+            }
+            None => mount_union(&spec, driver),
+        };
+        let mount = match mounted {
             Ok(m) => m,
             Err(e) => {
                 let _ = remove_any(&record_path);
                 return Err(mount_err(e));
             }
         };
-        if mount.driver() == Driver::Fuse {
+        let server_pid = server_pid(&mount);
+        if mount.driver() == Driver::Fuse && server_pid.is_none() {
             // A FUSE mount is served by this process and would die with it.
             drop(mount);
             let _ = remove_any(&record_path);
@@ -86,8 +128,8 @@ impl Store {
                 target.display()
             )));
         }
-        if mount.driver() != driver {
-            write_record(mount.driver())?;
+        if mount.driver() != driver || server_pid.is_some() {
+            write_record(mount.driver(), server_pid)?;
         }
         Ok(mount.persist())
     }
@@ -97,11 +139,21 @@ impl Store {
     pub fn unmount_image(&self, image: &Image) -> Result<bool> {
         let _lock = self.lock()?;
         let (record_path, target) = self.mount_paths(image);
-        let was_mounted = is_mount_point(&target);
-        if was_mounted {
+        let server = read_record(&record_path).and_then(|r| r.server_pid);
+        // A mount whose server was killed is dead (ENOTCONN): detaching it is all there is to do.
+        let was_dead = fuse::detach_stale(&target);
+        let was_mounted = was_dead || is_mount_point(&target);
+        if was_mounted && !was_dead {
             match unmount_target(&target) {
                 Ok(()) | Err(MountError::Busy(_)) => {}
                 Err(e) => return Err(mount_err(e)),
+            }
+        }
+        if let Some(pid) = server {
+            // It exits once its mount is gone; one still serving a busy, lazily detached
+            // mount is told to stop.
+            if !fuse_server::wait_gone(pid, &target, SERVER_EXIT_WAIT) {
+                fuse_server::end_server(pid, &target, SERVER_EXIT_WAIT);
             }
         }
         let had_record = record_path.exists();
@@ -125,6 +177,8 @@ impl Store {
             let data = std::fs::read(&path).at("read", &path)?;
             let record: MountRecord = serde_json::from_slice(&data)
                 .map_err(|e| StoreError::json(path.display().to_string(), e))?;
+            // A mount whose server was killed is dead: detach it, then drop its record.
+            fuse::detach_stale(&record.target);
             if is_mount_point(&record.target) {
                 out.push(record);
             } else {
@@ -154,6 +208,15 @@ impl Store {
     pub fn is_image_mounted(&self, image: &Image) -> bool {
         is_mount_point(&self.mount_paths(image).1)
     }
+}
+
+/// How long `umount` waits for a FUSE server to exit before telling it to stop.
+const SERVER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn read_record(path: &Path) -> Option<MountRecord> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|data| serde_json::from_slice(&data).ok())
 }
 
 fn mount_err(e: MountError) -> StoreError {

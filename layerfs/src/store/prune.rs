@@ -27,6 +27,9 @@ pub struct PruneReport {
 impl Store {
     /// Prunes the store (see the module documentation).
     pub fn prune(&self) -> Result<PruneReport> {
+        // Drops the records of image mounts that are gone (or dead: a killed FUSE server), so
+        // they no longer keep their images; takes the lock itself, so before ours.
+        self.image_mounts()?;
         let lock = self.lock()?;
         let cutoff: Option<SystemTime> = self.other_live_sessions()?.into_iter().min();
         let is_fresh = |path: &Path| match (

@@ -5,6 +5,7 @@ use crate::cmd::image::open_store;
 use crate::cmd::{ExitStatusError, Globals};
 use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
+use rbuild_layerfs::mount::fuse;
 use rbuild_runner::{ProcessSpec, RunnerError, Stdio};
 use std::path::Path;
 use std::process::ExitCode;
@@ -97,6 +98,9 @@ pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
         .map_err(|_| anyhow!("invalid signal {s}: use a name like TERM or a number"))
 }
 
+/// How long `stop` and `rm` wait for a FUSE server to exit after its mount is gone.
+const SERVER_EXIT_WAIT: Duration = Duration::from_secs(3);
+
 /// Waits until the container's monitor has finished (state written, mounts released).
 fn wait_stopped(root: &Path, c: &ContainerState, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -123,7 +127,21 @@ fn reap(root: &Path, c: &ContainerState) {
         let _ = cg.destroy();
     }
     let merged = c.dir(root).join("merged");
-    let _ = rbuild_layerfs::mount::unmount_target(&merged);
+    // A FUSE mount whose server was killed is dead (ENOTCONN) and only needs detaching.
+    if !fuse::detach_stale(&merged) {
+        let _ = rbuild_layerfs::mount::unmount_target(&merged);
+    }
+    let server = c
+        .reload(root)
+        .ok()
+        .and_then(|s| s.fuse_server_pid)
+        .or(c.fuse_server_pid);
+    if let Some(pid) = server {
+        // The server exits once its mount is gone; one that lingers is told to stop.
+        if !fuse::server::wait_gone(pid, &merged, SERVER_EXIT_WAIT) {
+            fuse::server::end_server(pid, &merged, SERVER_EXIT_WAIT);
+        }
+    }
     if let Ok(mut s) = c.reload(root) {
         if s.status == Status::Running {
             s.status = Status::Exited;
@@ -131,6 +149,7 @@ fn reap(root: &Path, c: &ContainerState) {
             s.finished_at = Some(state::now());
             s.pid = 0;
             s.cgroup = None;
+            s.fuse_server_pid = None;
             let _ = s.save(root);
         }
     }

@@ -248,6 +248,7 @@ pub fn run(g: &Globals, a: RunArgs) -> anyhow::Result<ExitCode> {
         cgroup: None,
         driver: g.storage_driver.clone(),
         error: None,
+        fuse_server_pid: None,
     };
     let dir = st.dir(store.root());
     for sub in ["upper", "work", "merged"] {

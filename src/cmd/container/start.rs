@@ -6,7 +6,9 @@ use super::state::{ContainerState, Status};
 use crate::cmd::image::open_store;
 use crate::cmd::{ExitStatusError, Globals};
 use anyhow::{anyhow, Context};
-use rbuild_layerfs::mount::{mount_union, Driver, MountSpec};
+use rbuild_layerfs::mount::{
+    fuse, mount_union, mount_union_served, server_pid, unmount_target, Driver, MountSpec,
+};
 use rbuild_layerfs::{Digest, Store};
 use rbuild_runner::{Network, ProcessSpec, RunnerError, SandboxSpec, Stdio};
 use std::io::{Read, Write};
@@ -139,6 +141,8 @@ fn supervise(
         st.finished_at = Some(super::state::now());
         st.pid = 0;
         st.cgroup = None;
+        // The mount (and with it any FUSE server) went with the failed start.
+        st.fuse_server_pid = None;
         notify(&mut ready, &code.to_string(), &format!("{e:#}"));
     }
     if st.config.auto_remove {
@@ -171,16 +175,25 @@ fn run_and_wait(
         .with_context(|| format!("--storage-driver {}", st.driver))?;
     let merged = dir.join("merged");
     std::fs::create_dir_all(&merged)?;
-    let mount = mount_union(
-        &MountSpec {
-            layers,
-            upper: Some(dir.join("upper")),
-            work: Some(dir.join("work")),
-            target: merged.clone(),
-        },
-        driver,
-    )
+    clear_leftover_mount(st, &merged);
+    let spec = MountSpec {
+        layers,
+        upper: Some(dir.join("upper")),
+        work: Some(dir.join("work")),
+        target: merged.clone(),
+    };
+    let mount = match attach {
+        // In the foreground the FUSE server lives in this process (no start-up cost); a
+        // detached container's is a process of its own that outlives this monitor and ends
+        // when its mount or this container's record goes.
+        Attach::Foreground => mount_union(&spec, driver),
+        Attach::Detached => {
+            let server = crate::cmd::fuse_serve::server_command(Some(dir.join("fuse.log")));
+            mount_union_served(&spec, driver, &server, Some(&dir.join("state.json")))
+        }
+    }
     .with_context(|| format!("mounting the root filesystem of container {}", st.name))?;
+    st.fuse_server_pid = server_pid(&mount);
     let log = dir.join("log");
     let stdio = match (attach, st.config.tty) {
         (Attach::Foreground, true) => Stdio::Pty { log: None },
@@ -228,8 +241,23 @@ fn run_and_wait(
     st.finished_at = Some(super::state::now());
     st.pid = 0;
     st.cgroup = None;
+    // Unmounts; a FUSE server exits with its mount.
     drop(mount);
+    st.fuse_server_pid = None;
     Ok(status)
+}
+
+/// Removes what a killed monitor left at `merged`: its mount (possibly dead, when it was a
+/// FUSE mount served by the monitor itself) and the FUSE server of a detached start, so a new
+/// mount is not stacked on top of the old one.
+fn clear_leftover_mount(st: &mut ContainerState, merged: &std::path::Path) {
+    if !fuse::detach_stale(merged) {
+        // EINVAL (nothing mounted) is the common case.
+        let _ = unmount_target(merged);
+    }
+    if let Some(pid) = st.fuse_server_pid.take() {
+        fuse::server::end_server(pid, merged, std::time::Duration::from_secs(3));
+    }
 }
 
 /// `rbuild start`: starts each stopped container in the background.

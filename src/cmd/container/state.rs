@@ -147,6 +147,10 @@ pub struct ContainerState {
     pub driver: String,
     /// Start error, if the last start failed.
     pub error: Option<String>,
+    /// The process serving the root filesystem when it is a FUSE mount of a detached
+    /// container (it outlives the monitor; `stop` and `rm` end it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuse_server_pid: Option<u32>,
 }
 
 /// Directory holding all containers.

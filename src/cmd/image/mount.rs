@@ -19,8 +19,10 @@ pub fn mount(g: &Globals, store: &Store, name: Option<&str>) -> anyhow::Result<E
         .parse()
         .with_context(|| format!("--storage-driver {}", g.storage_driver))?;
     let image = store.resolve_image(name)?;
+    // A FUSE mount is served by a separate process that outlives this command.
+    let server = crate::cmd::fuse_serve::server_command(None);
     let path = store
-        .mount_image(&image, driver)
+        .mount_image_served(&image, driver, &server)
         .with_context(|| format!("mounting {name}"))?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

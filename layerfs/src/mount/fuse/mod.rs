@@ -4,12 +4,14 @@
 //! [`Driver::Auto`](super::Driver::Auto) fallback when overlayfs cannot be mounted.
 //!
 //! One file per job: [`layers`] (resolution across layers), [`inodes`] (inode table),
-//! [`copyup`], [`whiteout`], [`unionfs`] (the fuser `Filesystem`) and this file (mount,
-//! unmount, stale-mount recovery).
+//! [`copyup`], [`whiteout`], [`unionfs`] (the fuser `Filesystem`), [`server`] (a separate
+//! server process for mounts that outlive the command) and this file (mount, unmount,
+//! stale-mount recovery).
 
 pub mod copyup;
 pub mod inodes;
 pub mod layers;
+pub mod server;
 pub mod unionfs;
 pub mod watchdog;
 pub mod whiteout;
@@ -74,8 +76,26 @@ fn mount_error(target: &Path, source: io::Error) -> MountError {
 }
 
 /// Mounts `spec` with the FUSE driver: `spec.layers` read-only (lowest first) and
-/// `spec.upper`, when given, as the writable layer (`spec.work` is not needed).
+/// `spec.upper`, when given, as the writable layer (`spec.work` is not needed). The mount is
+/// served by threads of this process (see [`server`] for a mount that outlives it).
 pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
+    let session = new_session(spec)?;
+    let session = session.spawn().map_err(|e| mount_error(&spec.target, e))?;
+    // The kernel connection number is the minor of the mount's anonymous device.
+    let watchdog = connection_of(&spec.target).and_then(|c| watchdog::Watchdog::start(c).ok());
+    if watchdog.is_none() {
+        tracing::warn!(target = %spec.target.display(), "no FUSE watchdog: a killed rbuild may hang on this mount");
+    }
+    Ok(FuseMount {
+        target: spec.target.clone(),
+        session: Some(session),
+        watchdog,
+    })
+}
+
+/// Mounts `spec` and returns the session, not yet serving: the caller must start serving it
+/// before anything touches the mount point.
+pub(crate) fn new_session(spec: &MountSpec) -> Result<fuser::Session<UnionFs>, MountError> {
     if !Path::new("/dev/fuse").exists() {
         return Err(MountError::DriverUnavailable {
             driver: Driver::Fuse,
@@ -108,21 +128,15 @@ pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
     config.n_threads = Some(threads);
-    let session = fuser::Session::new(filesystem, &spec.target, &config)
-        .map_err(|e| mount_error(&spec.target, e))?;
-    let session = session.spawn().map_err(|e| mount_error(&spec.target, e))?;
-    // The kernel connection number is the minor of the mount's anonymous device.
-    let watchdog = rustix::fs::stat(&spec.target)
+    fuser::Session::new(filesystem, &spec.target, &config).map_err(|e| mount_error(&spec.target, e))
+}
+
+/// The kernel connection number of the FUSE mount at `target` (the minor of its anonymous
+/// device), as named in /sys/fs/fuse/connections. The mount must be served already.
+pub(crate) fn connection_of(target: &Path) -> Option<u32> {
+    rustix::fs::stat(target)
         .ok()
-        .and_then(|st| watchdog::Watchdog::start(rustix::fs::minor(st.st_dev)).ok());
-    if watchdog.is_none() {
-        tracing::warn!(target = %spec.target.display(), "no FUSE watchdog: a killed rbuild may hang on this mount");
-    }
-    Ok(FuseMount {
-        target: spec.target.clone(),
-        session: Some(session),
-        watchdog,
-    })
+        .map(|st| rustix::fs::minor(st.st_dev))
 }
 
 /// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).
@@ -144,7 +158,7 @@ pub fn detach_stale(path: &Path) -> bool {
 }
 
 /// rbuild FUSE mounts at or below `dir`: (mount point, kernel connection number).
-fn rbuild_mounts_below(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
+pub(crate) fn rbuild_mounts_below(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
