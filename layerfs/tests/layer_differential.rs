@@ -1,5 +1,6 @@
 //! Differential test: changes made through a real overlay mount, snapshotted with write_layer
-//! and applied with apply_layer, must give the same merged tree as the mount itself.
+//! and applied with apply_layer, must give the same merged tree as the mount itself. The mounts
+//! use the driver named by RBUILD_STORAGE_DRIVER when set (CI runs this file again with `fuse`).
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_same_tree, snapshot};
 use rbuild_layerfs::layer::{apply_layer, write_layer, ApplyLimits, Compression, WriteOptions};
-use rbuild_layerfs::mount::{mount_union, Driver, MountSpec, UnionMount};
+use rbuild_layerfs::mount::{mount_union, MountSpec, UnionMount};
 use rustix::fs::XattrFlags;
 
 /// A vfs_cap_data v2 value granting cap_net_raw (bit 13), effective.
@@ -37,7 +38,7 @@ fn mount(layers: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> Un
         work: upper.map(|u| u.1.to_path_buf()),
         target: target.to_path_buf(),
     };
-    mount_union(&spec, Driver::Overlay).unwrap()
+    mount_union(&spec, common::storage_driver()).unwrap()
 }
 
 /// Renames, falling back to copy + delete where overlay (redirect_dir=off) says EXDEV, as

@@ -1,6 +1,7 @@
 //! OCI whiteout rules, checked through a real overlay mount of the applied layer over a lower
 //! layer: whiteouts and opaque markers hide lower layers only, never entries of their own
-//! layer, wherever they sit in the tar.
+//! layer, wherever they sit in the tar. The mount uses the driver named by
+//! RBUILD_STORAGE_DRIVER when set (CI runs this file again with `fuse`).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use common::RawTar;
 use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
-use rbuild_layerfs::mount::{mount_union, Driver, MountSpec};
+use rbuild_layerfs::mount::{mount_union, MountSpec};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -57,7 +58,7 @@ fn opaque_marker_and_whiteouts_apply_before_same_layer_siblings() {
         work: None,
         target,
     };
-    let mount = mount_union(&spec, Driver::Overlay).unwrap();
+    let mount = mount_union(&spec, common::storage_driver()).unwrap();
     let view = mount.target();
     assert_eq!(names(&view.join("dir")), ["a", "b"]);
     assert_eq!(fs::read(view.join("dir/a")).unwrap(), b"layer a");

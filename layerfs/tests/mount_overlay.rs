@@ -1,8 +1,12 @@
-//! Real overlayfs mounts through mount_union (run as root).
+//! Real union mounts through mount_union (run as root): kernel overlayfs, or the driver named
+//! by RBUILD_STORAGE_DRIVER (CI runs this file again with `fuse`).
+
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::storage_driver;
 use rbuild_layerfs::mount::{mount_union, unmount_target, Driver, MountError, MountSpec};
 
 /// True when `target` is a mount point of this mount namespace.
@@ -53,8 +57,8 @@ fn writable_mount_writes_only_the_upper_dir_and_unmounts_on_drop() {
         work: Some(dirs.dir("work")),
         target: dirs.dir("merged"),
     };
-    let mount = mount_union(&spec, Driver::Overlay).unwrap();
-    assert_eq!(mount.driver(), Driver::Overlay);
+    let mount = mount_union(&spec, storage_driver()).unwrap();
+    assert_eq!(mount.driver(), storage_driver());
     let merged = mount.target().to_path_buf();
     assert!(is_mounted(&merged));
     assert_eq!(fs::read_to_string(merged.join("common")).unwrap(), "1");
@@ -85,7 +89,7 @@ fn mounts_without_upper_are_read_only() {
             work: None,
             target: dirs.dir("ro"),
         };
-        let mount = mount_union(&spec, Driver::Overlay).unwrap();
+        let mount = mount_union(&spec, storage_driver()).unwrap();
         assert!(fs::read_to_string(mount.target().join("common")).is_ok());
         let err = fs::write(mount.target().join("x"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
@@ -103,7 +107,7 @@ fn upper_without_layers_is_mounted_writable() {
         work: Some(dirs.dir("work")),
         target: dirs.dir("merged"),
     };
-    let mount = mount_union(&spec, Driver::Overlay).unwrap();
+    let mount = mount_union(&spec, storage_driver()).unwrap();
     fs::write(mount.target().join("x"), b"x").unwrap();
     mount.unmount().unwrap();
     assert_eq!(fs::read(dirs.dir("upper").join("x")).unwrap(), b"x");
@@ -134,7 +138,7 @@ fn chain_of_128_layers_mounts() {
             work: upper.then(|| dirs.dir(&format!("work{upper}"))),
             target: dirs.dir("merged"),
         };
-        let mount = mount_union(&spec, Driver::Overlay).unwrap();
+        let mount = mount_union(&spec, storage_driver()).unwrap();
         let merged = mount.target();
         assert_eq!(fs::read_to_string(merged.join("common")).unwrap(), "127");
         for i in (0..128).filter(|i| *i != 3) {
@@ -163,7 +167,7 @@ fn guard_unmounts_when_the_caller_panics() {
         target: dirs.dir("merged"),
     };
     let result = std::panic::catch_unwind(|| {
-        let _mount = mount_union(&spec, Driver::Overlay).unwrap();
+        let _mount = mount_union(&spec, storage_driver()).unwrap();
         assert!(is_mounted(&spec.target));
         panic!("caller failed while mounted");
     });
@@ -183,7 +187,7 @@ fn persisted_mount_stays_until_unmounted_by_path() {
         work: None,
         target: dirs.dir("merged"),
     };
-    let target = mount_union(&spec, Driver::Overlay).unwrap().persist();
+    let target = mount_union(&spec, storage_driver()).unwrap().persist();
     assert!(is_mounted(&target));
     unmount_target(&target).unwrap();
     assert!(!is_mounted(&target));
@@ -199,7 +203,7 @@ fn bad_specs_are_refused_with_clear_errors() {
         work: None,
         target: dirs.dir("merged"),
     };
-    let err = mount_union(&base, Driver::Overlay).unwrap_err();
+    let err = mount_union(&base, storage_driver()).unwrap_err();
     assert!(err.to_string().contains("needs a work dir"), "{err}");
     let missing = MountSpec {
         layers: vec![layers[0].clone(), dirs.tmp.path().join("nope")],
@@ -207,7 +211,7 @@ fn bad_specs_are_refused_with_clear_errors() {
         work: None,
         target: dirs.dir("merged"),
     };
-    let err = mount_union(&missing, Driver::Overlay).unwrap_err();
+    let err = mount_union(&missing, storage_driver()).unwrap_err();
     assert!(matches!(err, MountError::BadSpec { .. }) && err.to_string().contains("nope"));
     let nothing = MountSpec {
         layers: Vec::new(),
@@ -215,7 +219,7 @@ fn bad_specs_are_refused_with_clear_errors() {
         work: None,
         target: dirs.dir("merged"),
     };
-    assert!(mount_union(&nothing, Driver::Overlay).is_err());
+    assert!(mount_union(&nothing, storage_driver()).is_err());
     assert!(!is_mounted(&dirs.dir("merged")));
 }
 

@@ -218,3 +218,10 @@ pub fn empty_or_absent(dir: &Path) -> bool {
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
+
+/// The union driver for tests that mount: `$RBUILD_STORAGE_DRIVER` (CI's second pass sets it
+/// to `fuse`), else kernel overlayfs.
+pub fn storage_driver() -> rbuild_layerfs::mount::Driver {
+    rbuild_layerfs::mount::Driver::from_env_or(rbuild_layerfs::mount::Driver::Overlay)
+        .expect("RBUILD_STORAGE_DRIVER must be overlay, fuse or auto")
+}
