@@ -18,6 +18,10 @@ use tar::{EntryType, Header};
 mod upper_walk;
 use upper_walk::EntryStat;
 
+#[path = "parallel_gzip.rs"]
+mod parallel_gzip;
+use parallel_gzip::ParallelGzip;
+
 use super::whiteout::{
     is_opaque_value, is_overlay_xattr, OPAQUE_MARKER, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER,
     OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER, WHITEOUT_PREFIX,
@@ -173,7 +177,7 @@ impl Write for ChannelWriter {
 
 /// The compression stage of the pipeline.
 enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Plain(W),
 }
@@ -181,10 +185,11 @@ enum Compressor<W: Write> {
 impl<W: Write> Compressor<W> {
     fn new(compression: Compression, inner: W) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Compressor::Gzip(ParallelGzip::new(
                 inner,
                 flate2::Compression::default(),
-            )),
+                parallel_gzip::default_workers(),
+            )?),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
