@@ -140,8 +140,11 @@ pub(crate) fn connection_of(target: &Path) -> Option<u32> {
 }
 
 /// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).
+/// Asks with statfs, which always reaches the server: stat may be answered from the kernel's
+/// attribute cache long after the server died.
 pub fn is_stale(path: &Path) -> bool {
-    matches!(fs::symlink_metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    matches!(rustix::fs::statfs(path), Err(rustix::io::Errno::NOTCONN))
+        || matches!(fs::symlink_metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
 }
 
 /// Lazily unmounts `path` if it is a FUSE mount whose server died (e.g. a killed rbuild);

@@ -392,6 +392,63 @@ mod tests {
         assert_eq!(spec.layers.len(), 2);
     }
 
+    fn shell_server(script: &str) -> ServerCommand {
+        ServerCommand {
+            program: PathBuf::from("/bin/sh"),
+            arg0: OsString::from("sh"),
+            args: vec!["-c".into(), script.into(), "sh".into()],
+            log: None,
+        }
+    }
+
+    fn spec_in(dir: &Path) -> MountSpec {
+        let target = dir.join("merged");
+        fs::create_dir_all(&target).expect("mount point");
+        MountSpec {
+            layers: vec![dir.to_path_buf()],
+            upper: None,
+            work: None,
+            target,
+        }
+    }
+
+    #[test]
+    fn the_server_error_text_reaches_the_caller() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = shell_server("cat >/dev/null; echo 'error: no luck with the layers'");
+        let err = spawn(&server, &spec_in(dir.path()), None).expect_err("the server failed");
+        assert!(err.to_string().contains("no luck with the layers"), "{err}");
+    }
+
+    #[test]
+    fn a_server_that_dies_before_answering_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = spawn(&shell_server("exit 3"), &spec_in(dir.path()), None)
+            .expect_err("the server died");
+        assert!(err.to_string().contains("FUSE server"), "{err}");
+    }
+
+    #[test]
+    fn the_request_and_mount_point_reach_the_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seen = dir.path().join("seen");
+        let script = format!("cat > {0}; echo \"$1\" >> {0}; echo ok", seen.display());
+        let spec = spec_in(dir.path());
+        let owner = dir.path().join("owner.json");
+        let server = spawn(&shell_server(&script), &spec, Some(&owner)).expect("answered ok");
+        drop(server);
+        let text = fs::read_to_string(&seen).expect("what the server got");
+        let (json, target) = text.split_once('}').expect("request then target");
+        let request: ServeRequest =
+            serde_json::from_str(&format!("{json}}}")).expect("request JSON");
+        assert_eq!(request.layers, spec.layers);
+        assert_eq!(request.owner.as_deref(), Some(owner.as_path()));
+        assert_eq!(
+            Path::new(target.trim()),
+            canonical_mount_point(&spec.target)
+        );
+    }
+
     #[test]
     fn our_own_process_is_not_a_server() {
         assert!(!is_server(std::process::id(), Path::new("/")));
