@@ -162,6 +162,8 @@ pub fn spawn(
     cmd.arg0(&command.arg0)
         .args(&command.args)
         .arg(target)
+        // Holding no directory of the caller's busy.
+        .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr);
@@ -238,7 +240,14 @@ pub fn serve(target: &Path, request: &ServeRequest, mut ready: File) -> Result<(
         }
     };
     let connection = super::connection_of(target);
-    let _ = ready.write_all(b"ok\n");
+    if let Err(e) = ready.write_all(b"ok\n") {
+        // The caller died before it could record this mount: nobody would ever end it.
+        take_down(target, connection, Duration::ZERO);
+        return Err(server_error(
+            target,
+            format!("the caller is gone, mount taken down: {e}"),
+        ));
+    }
     drop(ready);
     let control_target = target.to_path_buf();
     let owner = request.owner.clone();
@@ -281,19 +290,19 @@ fn control(target: &Path, owner: Option<&Path>, connection: Option<u32>, signals
             break;
         }
     }
-    take_down(target, connection);
+    take_down(target, connection, ABORT_GRACE);
 }
 
-/// Detaches our mount at `target` (never someone else's mount there), waits a grace period for
-/// its last users, then aborts the connection so the serving threads end.
-fn take_down(target: &Path, connection: Option<u32>) {
+/// Detaches our mount at `target` (never someone else's mount there), waits `grace` for its
+/// last users, then aborts the connection so the serving threads end.
+fn take_down(target: &Path, connection: Option<u32>, grace: Duration) {
     let ours = super::rbuild_mounts_below(target)
         .into_iter()
         .any(|(point, conn)| point == target && conn.is_some() && conn == connection);
     if ours {
         let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
     }
-    std::thread::sleep(ABORT_GRACE);
+    std::thread::sleep(grace);
     if let Some(connection) = connection {
         let abort = format!("/sys/fs/fuse/connections/{connection}/abort");
         if fs::write(&abort, b"1").is_err() {
