@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{apply_layer, write_layer, ApplyLimits, LayerInfo, WriteOptions};
+use super::{apply_layer, ApplyLimits, LayerInfo, WriteOptions};
 use crate::digest::Digest;
 use crate::store::{Result, Store, StoreError};
 
@@ -14,11 +14,17 @@ impl Store {
     /// store's filesystem and no longer mounted; if the layer exists already, `upper` is removed.
     pub fn commit_upper(&self, upper: &Path, opts: &WriteOptions) -> Result<LayerInfo> {
         let mut ingest = self.ingest()?;
-        let info =
-            write_layer(upper, opts, &mut ingest).map_err(|e| StoreError::Layer(Box::new(e)))?;
-        ingest.commit(Some(&info.digest), Some(info.size))?;
-        self.commit_layer_dir(upper, &info.diff_id)?;
-        Ok(info)
+        // The ingest hashes what it is given, so the writer does not hash the blob again.
+        let diff_id = super::writer::write_layer_unhashed(upper, opts, &mut ingest)
+            .map_err(|e| StoreError::Layer(Box::new(e)))?;
+        let (digest, size) = ingest.commit(None, None)?;
+        self.commit_layer_dir(upper, &diff_id)?;
+        Ok(LayerInfo {
+            diff_id,
+            digest,
+            size,
+            media_type: opts.compression.media_type().to_string(),
+        })
     }
 
     /// Unpacks the layer blob `blob` into `layers/<expected_diff_id>` unless it is there

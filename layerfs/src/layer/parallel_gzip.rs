@@ -140,6 +140,15 @@ impl<W: Write> ParallelGzip<W> {
         Ok(self.inner)
     }
 
+    /// Writes `data`, taking the buffer over when it is a whole chunk at a chunk boundary (the
+    /// bytes written are the same as with `write_all`, only a copy is saved).
+    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if self.pending.is_empty() && data.len() == CHUNK_SIZE {
+            return self.dispatch(data, false);
+        }
+        self.write_all(&data)
+    }
+
     /// Hands a chunk to the workers, first writing finished chunks when too many are in flight.
     fn dispatch(&mut self, data: Vec<u8>, last: bool) -> io::Result<()> {
         if !self.header_written {
@@ -568,6 +577,21 @@ mod tests {
                 "{workers} workers, writes of {write_size} bytes"
             );
         }
+        // Whole chunks handed over by value, with an unaligned piece in between.
+        let mut gz = ParallelGzip::new(Vec::new(), flate2::Compression::default(), 3).unwrap();
+        let (head, rest) = data.split_at(2 * CHUNK_SIZE);
+        for piece in head.chunks(CHUNK_SIZE) {
+            gz.write_owned(piece.to_vec()).unwrap();
+        }
+        let (odd, rest) = rest.split_at(100);
+        gz.write_owned(odd.to_vec()).unwrap();
+        for piece in rest.chunks(CHUNK_SIZE) {
+            gz.write_owned(piece.to_vec()).unwrap();
+        }
+        assert!(
+            gz.finish().unwrap() == one,
+            "write_owned changed the output"
+        );
     }
 
     #[test]

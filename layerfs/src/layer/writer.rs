@@ -29,8 +29,12 @@ use super::whiteout::{
 use super::{Compression, LayerError, LayerInfo, Result, WriteOptions};
 use crate::digest::{Digest, HashingWriter};
 
-/// Buffer between the tar builder and the hashers/compressor: large writes keep both fast.
+/// Buffer between the tar builder and the hasher: large writes keep file reads and sha256 fast.
 const STREAM_BUFFER: usize = 1 << 20;
+
+/// Size of the tar pieces handed from the tar thread to the compressor: the parallel gzip
+/// compressor's chunk, so it takes each piece over without copying it.
+const STREAM_CHUNK: usize = parallel_gzip::CHUNK_SIZE;
 
 /// Tar chunks in flight between the tar thread and the compressor.
 const CHANNEL_DEPTH: usize = 4;
@@ -54,9 +58,35 @@ const ZSTD_LEVEL: i32 = 3;
 /// (even directory/symlink exchanges) cannot make the walk read anything outside `upper`.
 ///
 /// Two threads share the work: one walks the upper dir and produces the tar stream (hashing it
-/// into the diff_id), the calling thread compresses it, hashes the blob and writes `out`, so
-/// the compressor, which is the slowest stage, never waits for file I/O.
+/// into the diff_id), the calling thread compresses it (gzip in parallel chunks on worker
+/// threads, zstd multithreaded), hashes the blob and writes `out`, so the compressor
+/// never waits for file I/O.
 pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result<LayerInfo> {
+    let (blob, diff_id) = write_blob(upper, opts, HashingWriter::new(out))?;
+    let (mut out, digest, size) = blob.finish();
+    out.flush().map_err(LayerError::Stream)?;
+    Ok(LayerInfo {
+        diff_id,
+        digest,
+        size,
+        media_type: opts.compression.media_type().to_string(),
+    })
+}
+
+/// [`write_layer`] for a destination that hashes the blob itself (a store ingest, whose commit
+/// returns the digest and size): the blob is not hashed twice. Returns the diff_id.
+pub(crate) fn write_layer_unhashed(
+    upper: &Path,
+    opts: &WriteOptions,
+    out: impl Write,
+) -> Result<Digest> {
+    let (mut out, diff_id) = write_blob(upper, opts, out)?;
+    out.flush().map_err(LayerError::Stream)?;
+    Ok(diff_id)
+}
+
+/// The tar/compress pipeline: writes the blob to `out`, returns `out` and the diff_id.
+fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W, Digest)> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let mtime_clamp = opts.mtime_clamp;
     let (produced, consumed) = std::thread::scope(|scope| {
@@ -82,14 +112,9 @@ pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result
     });
     // A failed consumer stops the producer (its sends fail), so the consumer's error is the
     // root cause; a failed producer just ends the stream early, so its error wins otherwise.
-    let (digest, size) = consumed?;
+    let out = consumed?;
     let diff_id = produced?;
-    Ok(LayerInfo {
-        diff_id,
-        digest,
-        size,
-        media_type: opts.compression.media_type().to_string(),
-    })
+    Ok((out, diff_id))
 }
 
 /// Walks `upper` and writes the tar stream into `tx` in chunks; returns its sha256.
@@ -97,7 +122,7 @@ pub fn write_layer(upper: &Path, opts: &WriteOptions, out: impl Write) -> Result
 /// The walk is an explicit stack of open directory fds (no recursion, so depth costs no stack),
 /// each child looked up by name relative to its parent's fd: see [`upper_walk`].
 fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) -> Result<Digest> {
-    let tar_stream = HashingWriter::new(ChannelWriter { tx });
+    let tar_stream = HashingWriter::new(ChunkSender::new(tx));
     let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
     let mut writer = EntryWriter {
         upper,
@@ -130,7 +155,8 @@ fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) 
     let tar_stream = buffered
         .into_inner()
         .map_err(|e| LayerError::Stream(e.into_error()))?;
-    let (_, diff_id, _) = tar_stream.finish();
+    let (chunks, diff_id, _) = tar_stream.finish();
+    chunks.finish().map_err(LayerError::Stream)?;
     Ok(diff_id)
 }
 
@@ -141,34 +167,53 @@ struct DirFrame {
     names: std::vec::IntoIter<CString>,
 }
 
-/// Compresses the chunks from `rx` into `out`; returns the blob's digest and size.
-fn compress_stream(
-    rx: Receiver<Vec<u8>>,
-    compression: Compression,
-    out: impl Write,
-) -> Result<(Digest, u64)> {
-    let blob = HashingWriter::new(out);
-    let mut compressor = Compressor::new(compression, blob).map_err(LayerError::Stream)?;
+/// Compresses the chunks from `rx` into `out`; returns `out`.
+fn compress_stream<W: Write>(rx: Receiver<Vec<u8>>, compression: Compression, out: W) -> Result<W> {
+    let mut compressor = Compressor::new(compression, out).map_err(LayerError::Stream)?;
     for chunk in rx {
-        compressor.write_all(&chunk).map_err(LayerError::Stream)?;
+        compressor.write_chunk(chunk).map_err(LayerError::Stream)?;
     }
-    let blob = compressor.finish().map_err(LayerError::Stream)?;
-    let (mut out, digest, size) = blob.finish();
-    out.flush().map_err(LayerError::Stream)?;
-    Ok((digest, size))
+    compressor.finish().map_err(LayerError::Stream)
 }
 
-/// Hands each write to the compressing thread.
-struct ChannelWriter {
+/// Cuts the tar stream into [`STREAM_CHUNK`] pieces and hands each to the compressing thread.
+struct ChunkSender {
     tx: SyncSender<Vec<u8>>,
+    chunk: Vec<u8>,
 }
 
-impl Write for ChannelWriter {
+impl ChunkSender {
+    fn new(tx: SyncSender<Vec<u8>>) -> Self {
+        ChunkSender {
+            tx,
+            chunk: Vec::with_capacity(STREAM_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer compressor stopped"))
+    }
+
+    /// Sends the last, partly filled piece.
+    fn finish(mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+impl Write for ChunkSender {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx.send(buf.to_vec()).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the layer compressor stopped")
-        })?;
-        Ok(buf.len())
+        let n = buf.len().min(STREAM_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -202,35 +247,20 @@ impl<W: Write> Compressor<W> {
         })
     }
 
+    /// Compresses the next piece of the stream.
+    fn write_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(enc) => enc.write_owned(chunk),
+            Compressor::Zstd(enc) => enc.write_all(&chunk),
+            Compressor::Plain(w) => w.write_all(&chunk),
+        }
+    }
+
     fn finish(self) -> io::Result<W> {
         match self {
             Compressor::Gzip(enc) => enc.finish(),
             Compressor::Zstd(enc) => enc.finish(),
             Compressor::Plain(w) => Ok(w),
-        }
-    }
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::Gzip(enc) => enc.write(buf),
-            Compressor::Zstd(enc) => enc.write(buf),
-            Compressor::Plain(w) => w.write(buf),
-        }
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Compressor::Gzip(enc) => enc.write_all(buf),
-            Compressor::Zstd(enc) => enc.write_all(buf),
-            Compressor::Plain(w) => w.write_all(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::Gzip(enc) => enc.flush(),
-            Compressor::Zstd(enc) => enc.flush(),
-            Compressor::Plain(w) => w.flush(),
         }
     }
 }
