@@ -291,3 +291,40 @@ fn server_ends_when_its_record_is_gone() {
     );
     assert!(mounts_below(root.path()).is_empty(), "{}", path.display());
 }
+
+#[test]
+fn killed_monitor_leaves_a_server_that_start_and_rm_end() {
+    let root = TestRoot::new();
+    let _cleanup = Cleanup(&root);
+    root.import_busybox("bb");
+    let id = fuse_ok(&root, &["run", "-d", "bb", "tail", "-f", "/dev/null"])
+        .trim()
+        .to_string();
+    let state = root.path().join("containers").join(&id).join("state.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("state.json")).expect("parse");
+    let monitor = record["monitor_pid"].as_i64().expect("monitor pid") as i32;
+    let server = servers_below(root.path());
+    assert_eq!(server.len(), 1, "{server:?}");
+    kill9(monitor);
+    // The server outlives the monitor (the container dies with it).
+    assert!(poll_until(500, || root.ok(&["ps", "-q"]).trim().is_empty()));
+    assert_eq!(servers_below(root.path()), server);
+    // start replaces the old mount and server instead of stacking a new mount on them.
+    root.ok(&["start", &id]);
+    let restarted = servers_below(root.path());
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert_ne!(restarted[0].0, server[0].0);
+    assert_eq!(mounts_below(root.path()).len(), 1);
+    assert_eq!(root.ok(&["exec", &id, "echo", "ok"]), "ok\n");
+    kill9(
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&state).expect("state"))
+            .expect("parse")["monitor_pid"]
+            .as_i64()
+            .expect("monitor pid") as i32,
+    );
+    assert!(poll_until(500, || root.ok(&["ps", "-q"]).trim().is_empty()));
+    // rm ends the orphaned server.
+    root.ok(&["rm", &id]);
+    assert_nothing_left(&root);
+}
