@@ -68,6 +68,11 @@ pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> 
             .write_all(&chunk)
             .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
     }
+    // The disk writes the tail while the layer is still being unpacked; the commit's fsync
+    // then has little left to wait for.
+    ingest
+        .flush()
+        .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
     Ok(ingest)
 }
 
