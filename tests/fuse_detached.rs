@@ -328,3 +328,46 @@ fn killed_monitor_leaves_a_server_that_start_and_rm_end() {
     root.ok(&["rm", &id]);
     assert_nothing_left(&root);
 }
+
+/// Runs `rbuild --storage-driver fuse ARGS` with an extra inherited descriptor (the write end of
+/// a pipe, without close-on-exec, as shells leak them) and returns stdout once it exits, and
+/// whether the pipe then reads end-of-file: no process left behind holds the descriptor.
+fn run_with_leaked_pipe(root: &TestRoot, args: &[&str]) -> (String, bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    let out = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root.root_str(), "--storage-driver", "fuse"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rbuild");
+    assert!(out.status.success(), "{}", common::describe(args, &out));
+    drop(write_end);
+    let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::from(2000u16)).expect("poll");
+    let eof = ready == 1
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), eof)
+}
+
+#[test]
+fn detached_processes_keep_no_descriptor_of_the_caller() {
+    let root = TestRoot::new();
+    let _cleanup = Cleanup(&root);
+    root.import_busybox("bb");
+    let (id, eof) = run_with_leaked_pipe(&root, &["run", "-d", "bb", "tail", "-f", "/dev/null"]);
+    assert!(
+        eof,
+        "the container monitor or its FUSE server holds the caller's pipe"
+    );
+    assert_eq!(servers_below(root.path()).len(), 1);
+    root.ok(&["rm", "-f", id.trim()]);
+    let (_, eof) = run_with_leaked_pipe(&root, &["mount", "bb"]);
+    assert!(eof, "the image mount's FUSE server holds the caller's pipe");
+    assert_eq!(servers_below(root.path()).len(), 1);
+    root.ok(&["umount", "bb"]);
+    assert_nothing_left(&root);
+}

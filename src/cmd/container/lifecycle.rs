@@ -316,6 +316,7 @@ fn exec_detached(
         nix::unistd::ForkResult::Child => {
             drop(r);
             let _ = nix::unistd::setsid();
+            super::start::close_inherited_fds();
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -79,6 +79,7 @@ fn detach(store: &Store, st: ContainerState) -> anyhow::Result<()> {
         nix::unistd::ForkResult::Child => {
             drop(r);
             let _ = nix::unistd::setsid();
+            close_inherited_fds();
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -245,6 +246,30 @@ fn run_and_wait(
     drop(mount);
     st.fuse_server_pid = None;
     Ok(status)
+}
+
+/// Closes the descriptors above stderr that this process inherited from its caller: those
+/// without close-on-exec, as everything rbuild opens has it. A detached monitor then does not
+/// hold its caller's pipes open (a shell waiting on `$(rbuild run -d ...)` could wait for them).
+pub(super) fn close_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/close on descriptor numbers; one that is already closed (the
+        // directory listing's own) fails harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::close(fd);
+            }
+        }
+    }
 }
 
 /// Removes what a killed monitor left at `merged`: its mount (possibly dead, when it was a

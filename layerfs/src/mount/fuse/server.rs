@@ -167,11 +167,19 @@ pub fn spawn(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr);
-    // SAFETY: setsid is async-signal-safe; it detaches the server from our terminal and
-    // process group so signals meant for this command do not reach it.
+    // SAFETY: setsid and close_range are async-signal-safe system calls. setsid detaches the
+    // server from our terminal and process group, so signals meant for this command do not
+    // reach it; descriptors our own caller leaked to us (a shell's pipes, say) are marked
+    // close-on-exec so the long-lived server does not hold them open.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
