@@ -299,8 +299,10 @@ measure() { # tool row reset-mode|- command...
     fi
     if env $(tool_env "$tool") hyperfine -N --runs "$RUNS" --warmup 1 "${prep[@]}" \
         --export-json "$json" "$*" >/dev/null 2>"$WORK/h-err"; then
-        MEDIAN[$tool/$row]=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['results'][0]['median'])" "$json")
-        printf '  %-10s %-12s %8.3fs\n' "$tool" "$row" "${MEDIAN[$tool/$row]}"
+        read -r "MEDIAN[$tool/$row]" spread < <(python3 -c "import json,sys
+r = json.load(open(sys.argv[1]))['results'][0]
+print(r['median'], f\"(min {r['min']:.3f}s, max {r['max']:.3f}s)\")" "$json")
+        printf '  %-10s %-12s %8.3fs %s\n' "$tool" "$row" "${MEDIAN[$tool/$row]}" "$spread"
     else
         echo "  $tool $row FAILED: $*" >&2
         tail -n 5 "$WORK/h-err" >&2
