@@ -1,11 +1,23 @@
 //! Benchmark of the union drivers, not a test: kernel overlayfs, rbuild's FUSE driver and
 //! fuse-overlayfs on the same layers, in one run. Started by bench/fuse/run.sh (release build);
 //! ignored in normal test runs. Prints seconds per row and the ratios.
+//!
+//! All three drivers are mounted side by side and every row runs round-robin over them
+//! (overlay, rbuild-fuse, fuse-overlayfs, overlay, ...), keeping the best of the rounds: on a
+//! shared machine the load changes from second to second, and timing one driver after the
+//! other would hand whichever ran in a quiet moment an advantage.
+//!
+//! Environment: RBUILD_BENCH_DIR (scratch filesystem, default /var/tmp, about 5 GiB free),
+//! RBUILD_BENCH_ROUNDS (default 3), RBUILD_BENCH_ONLY (comma-separated drivers),
+//! RBUILD_BENCH_TRACE=1 (count the FUSE requests of each row through a private tracefs
+//! instance; tracing slows the FUSE rows down, so compare times of untraced runs only).
 
 mod fuse_support;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -16,6 +28,7 @@ use rbuild_layerfs::mount::{mount_union, Driver, MountSpec, UnionMount};
 const SMALL_FILES: usize = 20_000;
 const ARCHIVE_FILES: usize = 10_000;
 const BIG_BYTES: usize = 1 << 30;
+const DRIVERS: [&str; 3] = ["overlay", "rbuild-fuse", "fuse-overlayfs"];
 
 enum Mounted {
     Union(#[allow(dead_code)] UnionMount),
@@ -80,9 +93,8 @@ fn timed(f: impl FnOnce()) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn create_stat_unlink(root: &Path) {
-    let dir = root.join("small");
-    fs::create_dir(&dir).expect("mkdir");
+fn create_stat_unlink(dir: &Path) {
+    fs::create_dir(dir).expect("mkdir");
     for i in 0..SMALL_FILES {
         File::create(dir.join(format!("f{i}"))).expect("create");
     }
@@ -115,6 +127,18 @@ fn read_big(path: &Path) {
         total += n;
     }
     assert_eq!(total, BIG_BYTES);
+}
+
+fn untar(archive: &Path, dir: &Path) {
+    fs::create_dir(dir).expect("mkdir unpack");
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "tar failed in {}", dir.display());
 }
 
 /// An uncompressed tar of ARCHIVE_FILES small files in 100 directories.
@@ -151,70 +175,213 @@ fn drop_caches() {
     let _ = fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Counts FUSE requests by opcode through a private tracefs instance (event
+/// fuse/fuse_request_send, kernel >= 6.16); the instance is removed on drop.
+struct RequestTrace {
+    dir: PathBuf,
+}
+
+impl RequestTrace {
+    fn start() -> Option<RequestTrace> {
+        let tracing = Path::new("/sys/kernel/tracing");
+        if !tracing.join("instances").exists() {
+            let _ = Command::new("mount")
+                .args(["-t", "tracefs", "nodev"])
+                .arg(tracing)
+                .status();
+        }
+        let dir = tracing.join(format!(
+            "instances/rbuild-fuse-bench-{}",
+            std::process::id()
+        ));
+        fs::create_dir(&dir).ok()?;
+        let trace = RequestTrace { dir };
+        fs::write(trace.dir.join("buffer_size_kb"), "131072").ok()?;
+        fs::write(trace.dir.join("events/fuse/fuse_request_send/enable"), "1").ok()?;
+        Some(trace)
+    }
+
+    /// Empties the buffer.
+    fn clear(&self) {
+        let _ = fs::write(self.dir.join("trace"), "");
+    }
+
+    /// Requests sent to FUSE connection `connection` since the last clear, by opcode name.
+    fn take(&self, connection: u32) -> BTreeMap<String, u64> {
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        self.clear();
+        let needle = format!("connection {connection} ");
+        let mut counts = BTreeMap::new();
+        for line in text.lines().filter(|l| l.contains(&needle)) {
+            if let Some(op) = line
+                .split_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(op, _)| op.trim_start_matches("FUSE_"))
+            {
+                *counts.entry(op.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for RequestTrace {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("events/fuse/fuse_request_send/enable"), "0");
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// One mounted driver under test.
+struct Subject {
+    name: &'static str,
+    root: PathBuf,
+    /// FUSE connection number (minor of the mount's device), None for overlay.
+    connection: Option<u32>,
+    _mounted: Mounted,
+}
+
 #[test]
 #[ignore = "benchmark: run bench/fuse/run.sh"]
 fn union_driver_benchmark() {
     let base = std::env::var_os("RBUILD_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let rounds: usize = std::env::var("RBUILD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let only = std::env::var("RBUILD_BENCH_ONLY").ok();
     let tmp = tempfile::tempdir_in(&base).expect("bench dir");
     let layers = make_layer(tmp.path());
     let archive = tmp.path().join("archive.tar");
     make_archive(&archive);
-    let drivers = ["overlay", "rbuild-fuse", "fuse-overlayfs"];
-    let only = std::env::var("RBUILD_BENCH_ONLY").ok();
-    let rows = [
-        "20k create+stat+unlink",
-        "1 GiB sequential write",
-        "1 GiB seq. read (warm, best/3)",
-        "1 GiB lower read (cold)",
-        "unpack 10k-file archive",
-    ];
-    let mut results = vec![vec![0f64; drivers.len()]; rows.len()];
-    for (d, name) in drivers.iter().enumerate() {
-        if only.as_deref().is_some_and(|o| o != *name) {
+    let mut subjects = Vec::new();
+    for name in DRIVERS {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == name))
+        {
             continue;
         }
         let dirs = MountDirs::new(tmp.path(), name);
         let mounted = mount(name, &layers, &dirs);
-        let root = dirs.target.clone();
-        results[0][d] = timed(|| create_stat_unlink(&root));
-        let big = root.join("big");
-        results[1][d] = timed(|| write_big(&big));
-        // Best of three: a sub-second row is easily disturbed on a shared machine.
-        results[2][d] = (0..3)
-            .map(|_| timed(|| read_big(&big)))
-            .fold(f64::INFINITY, f64::min);
-        drop_caches();
-        results[3][d] = timed(|| read_big(&root.join("usr/share/big-lower")));
-        fs::create_dir(root.join("unpack")).expect("mkdir unpack");
-        results[4][d] = timed(|| {
-            let status = Command::new("tar")
-                .arg("-xf")
-                .arg(&archive)
-                .arg("-C")
-                .arg(root.join("unpack"))
-                .status()
-                .expect("run tar");
-            assert!(status.success(), "tar failed on {name}");
+        let connection = (name != "overlay")
+            .then(|| fs::metadata(&dirs.target).expect("stat mount"))
+            .map(|meta| rustix::fs::minor(meta.dev()));
+        subjects.push(Subject {
+            name,
+            root: dirs.target.clone(),
+            connection,
+            _mounted: mounted,
         });
-        drop(mounted);
-        fs::remove_dir_all(tmp.path().join(name)).expect("clean bench dirs");
     }
-    println!(
-        "\n{:<30} {:>10} {:>12} {:>15} {:>13} {:>15}",
-        "row (seconds)", drivers[0], drivers[1], drivers[2], "fuse/overlay", "fuse/fuse-ovl"
+    let trace = if std::env::var_os("RBUILD_BENCH_TRACE").is_some() {
+        let trace = RequestTrace::start();
+        if trace.is_none() {
+            println!("RBUILD_BENCH_TRACE: no tracefs instance with fuse events; not counting");
+        }
+        trace
+    } else {
+        None
+    };
+    println!("load at start: {}", loadavg());
+
+    let rows = [
+        "20k create+stat+unlink",
+        "1 GiB sequential write+fsync",
+        "1 GiB seq. read (warm)",
+        "1 GiB lower read (cold)",
+        "unpack 10k-file archive",
+    ];
+    let mut best = vec![vec![f64::INFINITY; subjects.len()]; rows.len()];
+    let mut requests: Vec<Vec<BTreeMap<String, u64>>> =
+        vec![vec![BTreeMap::new(); subjects.len()]; rows.len()];
+    for (r, _) in rows.iter().enumerate() {
+        for round in 0..rounds {
+            for (s, subject) in subjects.iter().enumerate() {
+                let root = &subject.root;
+                // Untimed preparation of the round.
+                match r {
+                    1 => {
+                        let _ = fs::remove_file(root.join("big"));
+                        let _ = Command::new("sync").status();
+                    }
+                    3 => drop_caches(),
+                    _ => {}
+                }
+                if let Some(trace) = &trace {
+                    trace.clear();
+                }
+                let seconds = timed(|| match r {
+                    0 => create_stat_unlink(&root.join(format!("small{round}"))),
+                    1 => write_big(&root.join("big")),
+                    2 => read_big(&root.join("big")),
+                    3 => read_big(&root.join("usr/share/big-lower")),
+                    _ => untar(&archive, &root.join(format!("unpack{round}"))),
+                });
+                if let (Some(trace), Some(connection)) = (&trace, subject.connection) {
+                    for (op, n) in trace.take(connection) {
+                        *requests[r][s].entry(op).or_insert(0) += n;
+                    }
+                }
+                best[r][s] = best[r][s].min(seconds);
+                if r == 0 {
+                    fs::remove_dir(root.join(format!("small{round}"))).expect("rmdir small");
+                }
+            }
+        }
+    }
+    println!("load at end: {}", loadavg());
+
+    let column = |name: &str| subjects.iter().position(|s| s.name == name);
+    let (overlay, ours, peer) = (
+        column("overlay"),
+        column("rbuild-fuse"),
+        column("fuse-overlayfs"),
     );
+    let ratio = |t: &[f64], a: Option<usize>, b: Option<usize>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}x", t[a] / t[b]),
+        _ => "-".into(),
+    };
+    println!("\nbest of {rounds} rounds, drivers interleaved");
+    print!("{:<30}", "row (seconds)");
+    for subject in &subjects {
+        print!(" {:>15}", subject.name);
+    }
+    println!(" {:>13} {:>14}", "fuse/overlay", "fuse/fuse-ovl");
     for (r, row) in rows.iter().enumerate() {
-        let t = &results[r];
+        print!("{row:<30}");
+        for t in &best[r] {
+            print!(" {t:>15.3}");
+        }
         println!(
-            "{:<30} {:>10.3} {:>12.3} {:>15.3} {:>12.2}x {:>14.2}x",
-            row,
-            t[0],
-            t[1],
-            t[2],
-            t[1] / t[0],
-            t[1] / t[2]
+            " {:>13} {:>14}",
+            ratio(&best[r], ours, overlay),
+            ratio(&best[r], ours, peer)
         );
     }
+    if trace.is_some() {
+        println!("\nFUSE requests per round (all opcodes seen)");
+        for (r, row) in rows.iter().enumerate() {
+            for (s, subject) in subjects.iter().enumerate() {
+                if subject.connection.is_none() {
+                    continue;
+                }
+                let summary: Vec<String> = requests[r][s]
+                    .iter()
+                    .map(|(op, n)| format!("{op} {}", n / rounds as u64))
+                    .collect();
+                println!("{row:<30} {:<15} {}", subject.name, summary.join(", "));
+            }
+        }
+    }
+    drop(subjects);
 }
