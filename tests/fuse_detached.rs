@@ -371,3 +371,101 @@ fn detached_processes_keep_no_descriptor_of_the_caller() {
     root.ok(&["umount", "bb"]);
     assert_nothing_left(&root);
 }
+
+/// A store root inside an overlayfs mount (overlayfs refuses an upper dir there, so `auto`
+/// falls back to FUSE); unmounts everything below it on drop.
+struct OverlayBackedRoot {
+    dir: tempfile::TempDir,
+}
+
+impl OverlayBackedRoot {
+    fn new() -> OverlayBackedRoot {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-test-ovl-")
+            .tempdir()
+            .expect("temp dir");
+        for sub in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("overlay dir");
+        }
+        let options = format!(
+            "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+            dir.path().display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &dir.path().join("merged"),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mount the overlay that holds the store");
+        OverlayBackedRoot { dir }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("merged/store")
+    }
+
+    /// `rbuild --root STORE ARGS` with the default (auto) driver.
+    fn rbuild(&self, args: &[&str]) -> std::process::Output {
+        let store = self.store();
+        let mut full = vec!["--root", store.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        std::process::Command::new(common::rbuild_bin())
+            .args(&full)
+            .env_remove("RBUILD_STORAGE_DRIVER")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run rbuild")
+    }
+
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.rbuild(args);
+        assert!(out.status.success(), "{}", common::describe(args, &out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for OverlayBackedRoot {
+    fn drop(&mut self) {
+        if self.store().exists() {
+            let out = self.rbuild(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.rbuild(&["rm", "-f", id]);
+            }
+            for (pid, _) in servers_below(&self.store()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        common::unmount_below(self.dir.path());
+    }
+}
+
+#[test]
+fn auto_falls_back_to_a_served_fuse_mount_for_detached_containers() {
+    let root = OverlayBackedRoot::new();
+    std::fs::create_dir(root.store()).expect("store dir");
+    common::import_busybox(&root.store(), "bb");
+    let (id, notice) = root.ok(&["run", "-d", "bb", "tail", "-f", "/dev/null"]);
+    let id = id.trim().to_string();
+    assert!(
+        notice.contains("notice: using the FUSE storage driver"),
+        "the fallback notice reaches the caller: {notice:?}"
+    );
+    let servers = servers_below(&root.store());
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    assert_eq!(root.ok(&["exec", &id, "echo", "served"]).0, "served\n");
+    root.ok(&["rm", "-f", &id]);
+    assert!(poll_until(500, || servers_below(&root.store()).is_empty()));
+    assert!(
+        mounts_below(&root.store()).is_empty(),
+        "{:?}",
+        mounts_below(&root.store())
+    );
+}

@@ -102,7 +102,13 @@ fn detach(store: &Store, st: ContainerState) -> anyhow::Result<()> {
             let mut msg = String::new();
             std::fs::File::from(r).read_to_string(&mut msg)?;
             match msg.split_once('\t') {
-                Some(("ok", _)) => Ok(()),
+                Some(("ok", notice)) => {
+                    // The monitor's own stderr is /dev/null: its notice is printed here.
+                    if !notice.is_empty() {
+                        eprintln!("notice: {notice}");
+                    }
+                    Ok(())
+                }
                 Some((code, m)) => Err(anyhow!(ExitStatusError {
                     code: code.parse().unwrap_or(START_FAILED),
                     message: m.to_string(),
@@ -234,7 +240,11 @@ fn run_and_wait(
     st.oom_killed = false;
     st.error = None;
     st.save(store_root)?;
-    notify(ready, "ok", "");
+    let notice = mount
+        .fallback_reason()
+        .map(|why| format!("using the FUSE storage driver (slower): {why}"))
+        .unwrap_or_default();
+    notify(ready, "ok", &notice);
     let status = running.wait()?;
     st.status = Status::Exited;
     st.exit_code = Some(status.code);
