@@ -211,3 +211,13 @@ pub fn poll_until(tries: u32, mut done: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The storage driver the tests' `rbuild` commands use: `$RBUILD_STORAGE_DRIVER` (which they
+/// inherit as their `--storage-driver`; CI's second pass sets it to `fuse`), else `auto`.
+pub fn storage_driver() -> String {
+    std::env::var("RBUILD_STORAGE_DRIVER")
+        .ok()
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "auto".into())
+}
