@@ -469,3 +469,48 @@ fn auto_falls_back_to_a_served_fuse_mount_for_detached_containers() {
         mounts_below(&root.store())
     );
 }
+
+/// Kills a child process on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_or_a_busy_umount_still_ends_the_server() {
+    let root = TestRoot::new();
+    let _cleanup = Cleanup(&root);
+    root.import_busybox("bb");
+    // SIGTERM: the server unmounts and exits; the next listing drops the record.
+    let path = PathBuf::from(fuse_ok(&root, &["mount", "bb"]).trim());
+    let (pid, _) = servers_below(root.path())[0].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the server");
+    assert!(poll_until(500, || servers_below(root.path()).is_empty()));
+    assert!(mounts_below(root.path()).is_empty());
+    assert!(root.ok(&["mount"]).trim().is_empty());
+    // A process working inside the mount keeps it busy: umount detaches it lazily, and the
+    // server, no longer owned by any record, cuts the last user off instead of serving forever.
+    fuse_ok(&root, &["mount", "bb"]);
+    let user = KillOnDrop(
+        std::process::Command::new("/bin/busybox")
+            .args(["sleep", "600"])
+            .current_dir(&path)
+            .spawn()
+            .expect("start a process inside the mount"),
+    );
+    root.ok(&["umount", "bb"]);
+    assert!(
+        poll_until(1000, || servers_below(root.path()).is_empty()),
+        "the server kept serving a detached mount"
+    );
+    assert!(mounts_below(root.path()).is_empty());
+    drop(user);
+}

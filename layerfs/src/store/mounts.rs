@@ -143,16 +143,18 @@ impl Store {
         // A mount whose server was killed is dead (ENOTCONN): detaching it is all there is to do.
         let was_dead = fuse::detach_stale(&target);
         let was_mounted = was_dead || is_mount_point(&target);
+        let mut busy = false;
         if was_mounted && !was_dead {
             match unmount_target(&target) {
-                Ok(()) | Err(MountError::Busy(_)) => {}
+                Ok(()) => {}
+                Err(MountError::Busy(_)) => busy = true,
                 Err(e) => return Err(mount_err(e)),
             }
         }
         if let Some(pid) = server {
-            // It exits once its mount is gone; one still serving a busy, lazily detached
-            // mount is told to stop.
-            if !fuse_server::wait_gone(pid, &target, SERVER_EXIT_WAIT) {
+            // It exits once its mount is gone. One serving a busy, lazily detached mount would
+            // serve its users on: it is told to stop (it cuts them off after a short grace).
+            if busy || !fuse_server::wait_gone(pid, &target, SERVER_EXIT_WAIT) {
                 fuse_server::end_server(pid, &target, SERVER_EXIT_WAIT);
             }
         }
