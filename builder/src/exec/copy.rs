@@ -2,7 +2,7 @@
 //! the mounted parent rootfs with Docker's directory-content semantics.
 
 use super::archive;
-use super::fswrite::{split_path, Attrs, RootWriter};
+use super::fswrite::{set_file_attrs, split_path, Attrs, RootWriter};
 use super::plan::{resolve_from, FromSource};
 use super::step::{normalize_abs, StageCtx};
 use super::users::resolve_owner;
@@ -17,6 +17,17 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Files at least this large are copied on worker threads, several at a time: the in-kernel
+/// copy of a large file keeps one core busy.
+const PARALLEL_COPY_MIN: u64 = 1 << 20;
+
+/// Large files queued (each with two open fds) before the queue is copied.
+const COPY_QUEUE_FILES: usize = 64;
+
+/// Most threads copying at once.
+const MAX_COPY_THREADS: usize = 4;
 
 /// The parts of COPY and ADD that matter here.
 pub(crate) struct CopySpec<'a> {
@@ -328,6 +339,7 @@ impl Builder<'_, '_> {
             job,
             owner,
             dirs: HashMap::new(),
+            queue: Vec::new(),
         };
         if let Some((layers, paths)) = &job.from {
             return self.with_readonly(layers, |src_root| {
@@ -430,6 +442,23 @@ struct Copier<'w> {
     owner: Option<(u32, u32)>,
     /// Opened in-image directories by path.
     dirs: HashMap<String, OwnedFd>,
+    /// Large files created and waiting for their content (see [`Copier::copy_queued`]).
+    queue: Vec<QueuedCopy>,
+}
+
+/// A large file whose destination exists (empty) and whose content is still to be copied.
+struct QueuedCopy {
+    src: File,
+    dest: File,
+    attrs: Attrs,
+}
+
+impl QueuedCopy {
+    fn run(mut self) -> std::io::Result<()> {
+        // In-kernel (copy_file_range, else sendfile) where the filesystems allow it.
+        std::io::copy(&mut self.src, &mut self.dest)?;
+        set_file_attrs(&self.dest, self.attrs)
+    }
 }
 
 impl Copier<'_> {
@@ -487,7 +516,46 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// Copies the content of the queued large files, several at a time. The files already exist
+    /// with their final names, so the order in which they fill does not matter.
+    fn copy_queued(&mut self) -> std::io::Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_COPY_THREADS)
+            .min(queue.len());
+        if threads <= 1 {
+            return queue.into_iter().try_for_each(QueuedCopy::run);
+        }
+        let jobs = Mutex::new(queue.into_iter());
+        let next = || jobs.lock().unwrap_or_else(|p| p.into_inner()).next();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        while let Some(job) = next() {
+                            job.run()?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a copy thread panicked")))
+            })
+        })
+    }
+
     fn tree(&mut self, base: &Path, tree: &SourceTree, multi: bool) -> std::io::Result<()> {
+        let copied = self.tree_entries(base, tree, multi);
+        // Queued files are filled even after an error, so no fd is left open; the first error
+        // is the one reported.
+        let filled = self.copy_queued();
+        copied.and(filled)
+    }
+
+    fn tree_entries(&mut self, base: &Path, tree: &SourceTree, multi: bool) -> std::io::Result<()> {
         let src_root = if tree.rel.is_empty() {
             base.to_path_buf()
         } else {
@@ -500,6 +568,7 @@ impl Copier<'_> {
                 let target = format!("{}/{}", dest.trim_end_matches('/'), e.rel);
                 self.entry(&src_root.join(&e.rel), &target, e)?;
             }
+            self.copy_queued()?;
             // Directory mtimes last (writing inside a dir changes its mtime), deepest first.
             for e in tree.entries.iter().skip(1).rev() {
                 if matches!(e.kind, EntryKind::Dir) {
@@ -540,7 +609,19 @@ impl Copier<'_> {
             EntryKind::File(_) => {
                 let mut f = File::open(src)?;
                 let dir = self.dir(&parent)?;
-                w.copy_file_at(dir, &name, &mut f, a)?;
+                if e.size < PARALLEL_COPY_MIN {
+                    w.copy_file_at(dir, &name, &mut f, a)?;
+                } else {
+                    let dest = w.create_file_at(dir, &name)?;
+                    self.queue.push(QueuedCopy {
+                        src: f,
+                        dest,
+                        attrs: a,
+                    });
+                    if self.queue.len() >= COPY_QUEUE_FILES {
+                        self.copy_queued()?;
+                    }
+                }
             }
             EntryKind::Symlink(t) => {
                 let dir = self.dir(&parent)?;

@@ -244,6 +244,12 @@ impl RootWriter {
         Ok(n)
     }
 
+    /// Creates regular file `name` in `dir` (mode 0600, empty), replacing whatever was there;
+    /// write it, then give it its attributes with [`set_file_attrs`].
+    pub fn create_file_at(&self, dir: &OwnedFd, name: &str) -> io::Result<File> {
+        self.create_at(dir, name)
+    }
+
     fn create_at(&self, dir: &OwnedFd, name: &str) -> io::Result<File> {
         check_name(name)?;
         let flags =
@@ -321,6 +327,11 @@ fn timestamps((s, ns): (i64, i64)) -> Timestamps {
         last_access: t,
         last_modification: t,
     }
+}
+
+/// Sets owner, mode and (when given) mtime of a file written after [`RootWriter::create_file_at`].
+pub fn set_file_attrs(file: &File, a: Attrs) -> io::Result<()> {
+    apply_attrs(file, a)
 }
 
 fn apply_attrs(fd: &impl AsFd, a: Attrs) -> io::Result<()> {
