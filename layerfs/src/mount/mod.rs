@@ -238,7 +238,7 @@ pub fn mount_union(spec: &MountSpec, driver: Driver) -> Result<UnionMount> {
     match driver {
         Driver::Overlay => mount_overlay(spec),
         Driver::Fuse => mount_fuse(spec),
-        Driver::Auto => mount_auto(spec, mount_overlay),
+        Driver::Auto => mount_auto(spec, mount_overlay, mount_fuse),
     }
 }
 
@@ -261,11 +261,12 @@ fn mount_overlay(spec: &MountSpec) -> Result<UnionMount> {
     })
 }
 
-/// [`Driver::Auto`]: `overlay`, and FUSE when overlayfs refuses this mount (see
+/// [`Driver::Auto`]: `overlay`, and `fuse` when overlayfs refuses this mount (see
 /// [`overlay_refusal`]).
 fn mount_auto(
     spec: &MountSpec,
     overlay: impl FnOnce(&MountSpec) -> Result<UnionMount>,
+    fuse: impl FnOnce(&MountSpec) -> Result<UnionMount>,
 ) -> Result<UnionMount> {
     let overlay_err = match overlay(spec) {
         Ok(mount) => return Ok(mount),
@@ -274,7 +275,7 @@ fn mount_auto(
     let Some(why) = overlay_refusal(&overlay_err) else {
         return Err(overlay_err);
     };
-    match mount_fuse(spec) {
+    match fuse(spec) {
         Ok(mut mount) => {
             let reason = format!("{why} ({overlay_err})").replace('\n', "; ");
             announce_fallback(&reason);
@@ -348,28 +349,7 @@ pub fn mount_union_served(
     match driver {
         Driver::Fuse => served(spec),
         Driver::Overlay => mount_union(spec, Driver::Overlay),
-        Driver::Auto => {
-            // The decision of `mount_auto`, with the served FUSE mount as the fallback.
-            let overlay_err = match mount_union(spec, Driver::Overlay) {
-                Ok(mount) => return Ok(mount),
-                Err(e) => e,
-            };
-            let Some(why) = overlay_refusal(&overlay_err) else {
-                return Err(overlay_err);
-            };
-            match served(spec) {
-                Ok(mut mount) => {
-                    let reason = format!("{why} ({overlay_err})").replace('\n', "; ");
-                    announce_fallback(&reason);
-                    mount.fallback = Some(reason);
-                    Ok(mount)
-                }
-                Err(fuse_err) => Err(MountError::NoDriver {
-                    overlay: Box::new(overlay_err),
-                    fuse: Box::new(fuse_err),
-                }),
-            }
-        }
+        Driver::Auto => mount_auto(spec, |spec| mount_union(spec, Driver::Overlay), served),
     }
 }
 
@@ -484,7 +464,8 @@ mod tests {
         ] {
             let tmp = tempfile::tempdir().expect("temp dir");
             let spec = spec(tmp.path());
-            let mount = mount_auto(&spec, refusing(errno)).expect("FUSE fallback mount");
+            let mount =
+                mount_auto(&spec, refusing(errno), mount_fuse).expect("FUSE fallback mount");
             assert_eq!(mount.driver(), Driver::Fuse);
             let reason = mount.fallback_reason().expect("a fallback reason");
             assert!(reason.contains(why), "errno {errno}: {reason}");
@@ -508,7 +489,7 @@ mod tests {
         for errno in [libc::EBUSY, libc::ENOENT, libc::EROFS, libc::ELOOP] {
             let tmp = tempfile::tempdir().expect("temp dir");
             let spec = spec(tmp.path());
-            let err = mount_auto(&spec, refusing(errno)).expect_err("no fallback");
+            let err = mount_auto(&spec, refusing(errno), mount_fuse).expect_err("no fallback");
             assert!(
                 matches!(&err, MountError::Mount { driver: Driver::Overlay, source, .. }
                     if source.raw_os_error() == Some(errno)),
@@ -529,7 +510,7 @@ mod tests {
         let mut spec = spec(tmp.path());
         // A layer that is not there defeats the FUSE driver as well.
         spec.layers.push(tmp.path().join("missing-layer"));
-        let err = mount_auto(&spec, refusing(libc::ENODEV)).expect_err("both fail");
+        let err = mount_auto(&spec, refusing(libc::ENODEV), mount_fuse).expect_err("both fail");
         let MountError::NoDriver { overlay, fuse } = &err else {
             panic!("expected NoDriver, got {err}");
         };
