@@ -17,6 +17,7 @@ use crate::reference::ImageRef;
 use crate::unpack::{apply_chunks, commit_layer, ingest_chunks, LayerJob};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use rbuild_layerfs::store::SealedBlob;
 use rbuild_layerfs::{Digest, Store};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
@@ -338,6 +339,22 @@ async fn pull_from(
         )));
     }
 
+    // Config and manifest blobs are written and fsynced while the layers download, and moved
+    // into place (one directory fsync) only after every layer is committed.
+    let sealing = {
+        let store = store.clone();
+        let docs = [
+            (config_bytes.clone(), config_digest.clone()),
+            (manifest.body.clone(), manifest.digest.clone()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            docs.iter()
+                .filter(|(_, digest)| !store.has_blob(digest))
+                .map(|(data, digest)| seal_verified(&store, data, digest))
+                .collect::<Result<Vec<SealedBlob>>>()
+        })
+    };
+
     // Layers, in parallel; each one is verified and committed on its own.
     let mut jobs = Vec::new();
     for (desc, diff_id) in image.layers().iter().zip(diff_ids) {
@@ -353,17 +370,21 @@ async fn pull_from(
             urls: desc.urls().clone().unwrap_or_default(),
         });
     }
-    futures_util::stream::iter(
+    let layers = futures_util::stream::iter(
         jobs.into_iter()
             .map(|job| pull_layer(store, session, job, progress.clone())),
     )
     .buffer_unordered(options.jobs.max(1))
     .try_collect::<Vec<()>>()
-    .await?;
+    .await;
+    // Waited for also after a layer failed, so the sealed files are gone when pull returns.
+    let sealed = sealing
+        .await
+        .map_err(|e| RegistryError::BadContent(format!("blob task failed: {e}")))?;
+    layers?;
 
     // Config and manifest blobs, then the tag (last).
-    put_verified(store, &config_bytes, &config_digest)?;
-    put_verified(store, &manifest.body, &manifest.digest)?;
+    store.publish_blobs(sealed?).map_err(store_err)?;
     let oci_digest: oci_spec::image::Digest = manifest
         .digest
         .as_str()
@@ -394,19 +415,16 @@ async fn pull_from(
     })
 }
 
-fn put_verified(store: &Store, data: &[u8], digest: &Digest) -> Result<()> {
+/// Writes `data` into an ingest, verifies it against `digest` and fsyncs it, unpublished.
+fn seal_verified(store: &Store, data: &[u8], digest: &Digest) -> Result<SealedBlob> {
     use std::io::Write;
-    if store.has_blob(digest) {
-        return Ok(());
-    }
     let mut ingest = store.ingest().map_err(store_err)?;
     ingest
         .write_all(data)
         .map_err(|e| RegistryError::io(format!("write blob {digest}"), e))?;
     ingest
-        .commit(Some(digest), Some(data.len() as u64))
-        .map_err(store_err)?;
-    Ok(())
+        .seal(Some(digest), Some(data.len() as u64))
+        .map_err(store_err)
 }
 
 /// Maps a store error into this crate's error.

@@ -7,7 +7,7 @@ use crate::media::LayerEncoding;
 use crate::pull::store_err;
 use bytes::Bytes;
 use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
-use rbuild_layerfs::store::{Ingest, ScratchDir};
+use rbuild_layerfs::store::{ScratchDir, SealedBlob};
 use rbuild_layerfs::{Digest, Store};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -50,8 +50,9 @@ impl Read for ChunkReader {
 }
 
 /// Writes a layer's chunks into a store ingest (hashing them) as they arrive, checking that the
-/// first bytes match the compression the media type announces. The ingest is not committed yet.
-pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> Result<Ingest> {
+/// first bytes match the compression the media type announces; at the end of the stream checks
+/// digest and size and fsyncs. The blob is not published yet.
+pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> Result<SealedBlob> {
     let mut ingest = store.ingest().map_err(store_err)?;
     let mut first = true;
     while let Some(chunk) = rx.blocking_recv() {
@@ -68,12 +69,10 @@ pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> 
             .write_all(&chunk)
             .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
     }
-    // The disk writes the tail while the layer is still being unpacked; the commit's fsync
-    // then has little left to wait for.
+    // Verified and fsynced while the layer may still be unpacking; published by commit_layer.
     ingest
-        .flush()
-        .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
-    Ok(ingest)
+        .seal(Some(&job.digest), Some(job.size))
+        .map_err(store_err)
 }
 
 /// An unpacked, diff_id-verified layer waiting in a scratch dir.
@@ -107,16 +106,14 @@ pub fn apply_chunks(store: &Store, job: &LayerJob, rx: Receiver<Bytes>) -> Resul
     })
 }
 
-/// Verifies and commits the blob (digest and size), then the unpacked layer.
+/// Publishes the verified blob, then the unpacked layer.
 pub fn commit_layer(
     store: &Store,
     job: &LayerJob,
-    ingest: Ingest,
+    blob: SealedBlob,
     applied: Option<AppliedLayer>,
 ) -> Result<()> {
-    ingest
-        .commit(Some(&job.digest), Some(job.size))
-        .map_err(store_err)?;
+    blob.publish().map_err(store_err)?;
     if let Some(layer) = applied {
         store
             .commit_layer_dir(&layer.dir, &job.diff_id)

@@ -121,10 +121,23 @@ impl Ingest {
     /// Finishes the write: fsync, check the digest and size against what is expected (when
     /// given), then move the blob into place. Returns the digest and size of the content.
     pub fn commit(
-        mut self,
+        self,
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<(Digest, u64)> {
+        self.seal(expected, expected_size)?.publish()
+    }
+
+    /// The first half of [`Ingest::commit`]: checks the digest and size against what is
+    /// expected (when given) and fsyncs the content, but leaves it in the tmp dir (where a
+    /// crashed process's leftovers are cleaned up) until [`SealedBlob::publish`] or
+    /// [`Store::publish_blobs`] moves it into place. Lets a caller do the slow part early and
+    /// publish only once everything it depends on is verified.
+    pub fn seal(
+        mut self,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<SealedBlob> {
         let writer = self
             .writer
             .take()
@@ -154,8 +167,65 @@ impl Ingest {
         }
         file.sync_all().at("fsync", &self.path)?;
         drop(file);
-        self.store.commit_file_as_blob(&self.path, &digest)?;
-        Ok((digest, size))
+        Ok(SealedBlob {
+            store: self.store.clone(),
+            // Ownership of the file moves to the sealed blob; this ingest's drop skips it.
+            path: std::mem::take(&mut self.path),
+            digest,
+            size,
+        })
+    }
+}
+
+/// A verified, fsynced blob still in the tmp dir; dropping it discards it.
+pub struct SealedBlob {
+    store: Store,
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+}
+
+impl std::fmt::Debug for SealedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBlob")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl SealedBlob {
+    /// Digest of the content.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Moves the blob into `blobs/sha256/<hex>` and fsyncs that directory. Returns the digest and
+    /// size of the content.
+    pub fn publish(self) -> Result<(Digest, u64)> {
+        let store = self.store.clone();
+        let out = (self.digest.clone(), self.size);
+        store.publish_blobs(vec![self])?;
+        Ok(out)
+    }
+
+    /// Renames the blob into place without the directory fsync; true if it was renamed (not
+    /// already present).
+    fn rename_into_place(mut self) -> Result<bool> {
+        let path = std::mem::take(&mut self.path);
+        let placed = self.store.place_file_as_blob(&path, &self.digest);
+        if placed.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        placed
+    }
+}
+
+impl Drop for SealedBlob {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -179,7 +249,9 @@ impl Write for Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -250,17 +322,30 @@ impl Store {
         ingest.commit(expected, size)
     }
 
-    /// Moves a verified, fsynced file into `blobs/sha256/<hex>`; if the blob already exists the
-    /// file is dropped and the existing blob is marked as recently used.
-    pub(crate) fn commit_file_as_blob(&self, file: &Path, digest: &Digest) -> Result<()> {
+    /// Moves sealed blobs into `blobs/sha256/` with one directory fsync for all of them.
+    pub fn publish_blobs(&self, blobs: Vec<SealedBlob>) -> Result<()> {
+        let mut renamed = false;
+        for blob in blobs {
+            renamed |= blob.rename_into_place()?;
+        }
+        if renamed {
+            fsync_dir(&self.root().join("blobs/sha256"))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a verified, fsynced file into `blobs/sha256/<hex>` (no directory fsync): true if it
+    /// was renamed into place, false if the blob was already there (then `file` is removed and
+    /// the existing blob is marked as recently used).
+    fn place_file_as_blob(&self, file: &Path, digest: &Digest) -> Result<bool> {
         let dest = self.blob_path(digest);
         if dest.is_file() {
             let _ = fs::remove_file(file);
             self.touch(&dest);
-            return Ok(());
+            return Ok(false);
         }
         fs::rename(file, &dest).at("commit blob", &dest)?;
-        fsync_dir(&self.root().join("blobs/sha256"))
+        Ok(true)
     }
 
     /// Sets a path's mtime to now: objects touched by a live process are kept by prune.
@@ -289,7 +374,11 @@ mod tests {
         let mut ingest = store.ingest().expect("ingest");
         let mut piece = 0u32;
         while data.len() < (WRITEBACK_CHUNK as usize) * 2 + 12345 {
-            let len = if piece.is_multiple_of(3) { 700 } else { 400 << 10 };
+            let len = if piece.is_multiple_of(3) {
+                700
+            } else {
+                400 << 10
+            };
             let chunk: Vec<u8> = (0..len).map(|i| (i as u32 ^ piece) as u8).collect();
             ingest.write_all(&chunk).expect("write");
             data.extend_from_slice(&chunk);
@@ -315,5 +404,52 @@ mod tests {
             .expect("commit");
         assert_eq!((digest.clone(), size), (want, data.len() as u64));
         assert_eq!(store.read_blob(&digest).expect("read blob"), data);
+    }
+
+    fn tmp_files(store: &Store) -> usize {
+        walkdir::WalkDir::new(store.root().join("tmp"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file() && !e.path().to_string_lossy().ends_with(".lock"))
+            .count()
+    }
+
+    /// A sealed blob is invisible until published; several publish with one call; a dropped
+    /// one leaves nothing behind; a wrong digest never gets sealed.
+    #[test]
+    fn sealed_blobs_appear_only_when_published() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store")).expect("open store");
+        let seal = |data: &[u8]| {
+            let mut ingest = store.ingest().expect("ingest");
+            ingest.write_all(data).expect("write");
+            ingest
+                .seal(Some(&Digest::of_bytes(data)), Some(data.len() as u64))
+                .expect("seal")
+        };
+        let (a, b, c) = (seal(b"config"), seal(b"manifest"), seal(b"dropped"));
+        let (da, db, dc) = (a.digest().clone(), b.digest().clone(), c.digest().clone());
+        assert!(!store.has_blob(&da) && !store.has_blob(&db) && !store.has_blob(&dc));
+        assert_eq!(tmp_files(&store), 3, "sealed files wait in the tmp dir");
+        drop(c);
+        assert_eq!(tmp_files(&store), 2, "a dropped sealed blob is removed");
+        store.publish_blobs(vec![a, b]).expect("publish");
+        assert_eq!(store.read_blob(&da).expect("config"), b"config");
+        assert_eq!(store.read_blob(&db).expect("manifest"), b"manifest");
+        assert!(!store.has_blob(&dc));
+        assert_eq!(tmp_files(&store), 0);
+
+        // Publishing what is already there keeps the existing blob and removes the new file.
+        let again = seal(b"config");
+        assert_eq!(again.publish().expect("publish again"), (da, 6));
+        assert_eq!(tmp_files(&store), 0);
+
+        let mut ingest = store.ingest().expect("ingest");
+        ingest.write_all(b"content").expect("write");
+        let err = ingest
+            .seal(Some(&Digest::of_bytes(b"other")), None)
+            .expect_err("wrong digest");
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert_eq!(tmp_files(&store), 0, "the refused content is removed");
     }
 }

@@ -24,7 +24,7 @@ pub(crate) use df::tree_size;
 pub use df::DiskUsage;
 pub use error::{Result, StoreError};
 pub use index::{descriptor_digest, descriptor_ref_name, REF_NAME};
-pub use ingest::Ingest;
+pub use ingest::{Ingest, SealedBlob};
 pub use lock::StoreLock;
 pub use mounts::MountRecord;
 pub use prune::PruneReport;
