@@ -42,7 +42,7 @@ pub(super) fn mount(spec: &MountSpec) -> Result<UnionMount> {
     Ok(UnionMount::new(spec.target.clone(), Driver::Overlay, None))
 }
 
-/// The kernel's reason for refusing `spec` (e.g. ": e overlay: filesystem on /u not supported
+/// The kernel's reason for refusing `spec` (e.g. ": overlay: filesystem on /u not supported
 /// as upperdir"), read from a mount context configured like [`mount`] does but never mounted;
 /// empty when the kernel gives none. mount(2) only writes its reason to the kernel log.
 pub(super) fn explain(spec: &MountSpec) -> String {
@@ -161,7 +161,8 @@ fn mount_fsconfig(spec: &MountSpec) -> Result<()> {
     .map_err(|e| mount_error(target, e.into(), " (move_mount)".into()))
 }
 
-/// Messages the kernel left in a mount context ("e overlayfs: ..."), joined for an error.
+/// Messages the kernel left in a mount context ("e overlay: ..."), without their severity
+/// letter, joined for an error.
 fn context_log(fs: &OwnedFd) -> String {
     let mut lines = Vec::new();
     let mut file = std::fs::File::from(match fs.try_clone() {
@@ -173,7 +174,13 @@ fn context_log(fs: &OwnedFd) -> String {
         if n == 0 {
             break;
         }
-        lines.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        let line = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        // Each message starts with its severity ("e ", "w ", "i "): keep only the words.
+        let words = match line.split_once(' ') {
+            Some((severity, words)) if matches!(severity, "e" | "w" | "i") => words.to_string(),
+            _ => line,
+        };
+        lines.push(words);
         if lines.len() > 8 {
             break;
         }
