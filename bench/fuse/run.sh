@@ -4,7 +4,7 @@
 # Rows: 20,000 create/stat/unlink; 1 GiB sequential write (with fsync) and read; a cold read
 # of 1 GiB of lower-layer data; `tar -x` of a 10,000-file archive.
 # Needs root, /dev/fuse and fuse-overlayfs. RBUILD_BENCH_DIR picks the scratch filesystem
-# (default /var/tmp); about 5 GiB free space is needed. RBUILD_BENCH_TRACE=1 also counts the
+# (default /var/tmp); about 2.5 GiB free space is needed. RBUILD_BENCH_TRACE=1 also counts the
 # FUSE requests of every row (tracefs; slows the FUSE rows, so compare untraced times only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -7,7 +7,7 @@
 //! shared machine the load changes from second to second, and timing one driver after the
 //! other would hand whichever ran in a quiet moment an advantage.
 //!
-//! Environment: RBUILD_BENCH_DIR (scratch filesystem, default /var/tmp, about 5 GiB free),
+//! Environment: RBUILD_BENCH_DIR (scratch filesystem, default /var/tmp, about 2.5 GiB free),
 //! RBUILD_BENCH_ROUNDS (default 3), RBUILD_BENCH_ONLY (comma-separated drivers),
 //! RBUILD_BENCH_TRACE=1 (count the FUSE requests of each row through a private tracefs
 //! instance; tracing slows the FUSE rows down, so compare times of untraced runs only).
@@ -304,37 +304,46 @@ fn union_driver_benchmark() {
     let mut best = vec![vec![f64::INFINITY; subjects.len()]; rows.len()];
     let mut requests: Vec<Vec<BTreeMap<String, u64>>> =
         vec![vec![BTreeMap::new(); subjects.len()]; rows.len()];
-    for (r, _) in rows.iter().enumerate() {
+    // Times `op` as row `r` of subject `s`, counting its FUSE requests when tracing.
+    let mut measure = |r: usize, s: usize, op: &dyn Fn()| {
+        if let Some(trace) = &trace {
+            trace.clear();
+        }
+        let seconds = timed(op);
+        if let (Some(trace), Some(connection)) = (&trace, subjects[s].connection) {
+            for (name, n) in trace.take(connection) {
+                *requests[r][s].entry(name).or_insert(0) += n;
+            }
+        }
+        best[r][s] = best[r][s].min(seconds);
+    };
+    // Steps: 0 small files; 1 the big file written (row 1), read warm (row 2) and removed, so
+    // only one big file exists at a time; 3 cold lower read; 4 unpack.
+    for step in [0, 1, 3, 4] {
         for round in 0..rounds {
             for (s, subject) in subjects.iter().enumerate() {
                 let root = &subject.root;
-                // Untimed preparation of the round.
-                match r {
+                match step {
+                    0 => {
+                        let dir = root.join(format!("small{round}"));
+                        measure(0, s, &|| create_stat_unlink(&dir));
+                        fs::remove_dir(&dir).expect("rmdir small");
+                    }
                     1 => {
-                        let _ = fs::remove_file(root.join("big"));
+                        let big = root.join("big");
                         let _ = Command::new("sync").status();
+                        measure(1, s, &|| write_big(&big));
+                        measure(2, s, &|| read_big(&big));
+                        fs::remove_file(&big).expect("remove big");
                     }
-                    3 => drop_caches(),
-                    _ => {}
-                }
-                if let Some(trace) = &trace {
-                    trace.clear();
-                }
-                let seconds = timed(|| match r {
-                    0 => create_stat_unlink(&root.join(format!("small{round}"))),
-                    1 => write_big(&root.join("big")),
-                    2 => read_big(&root.join("big")),
-                    3 => read_big(&root.join("usr/share/big-lower")),
-                    _ => untar(&archive, &root.join(format!("unpack{round}"))),
-                });
-                if let (Some(trace), Some(connection)) = (&trace, subject.connection) {
-                    for (op, n) in trace.take(connection) {
-                        *requests[r][s].entry(op).or_insert(0) += n;
+                    3 => {
+                        drop_caches();
+                        measure(3, s, &|| read_big(&root.join("usr/share/big-lower")));
                     }
-                }
-                best[r][s] = best[r][s].min(seconds);
-                if r == 0 {
-                    fs::remove_dir(root.join(format!("small{round}"))).expect("rmdir small");
+                    _ => {
+                        let dir = root.join(format!("unpack{round}"));
+                        measure(4, s, &|| untar(&archive, &dir));
+                    }
                 }
             }
         }

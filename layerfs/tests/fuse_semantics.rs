@@ -236,3 +236,34 @@ fn shared_writable_mmap_reaches_the_upper_dir() {
     assert_eq!(fs::read(dirs.upper.join("data/c")).unwrap(), b"Data c");
     drop(mount);
 }
+
+#[test]
+fn unlinked_open_file_keeps_working_like_overlay() {
+    for (name, driver) in [("overlay", Driver::Overlay), ("fuse", Driver::Fuse)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layers = make_layers(tmp.path());
+        let dirs = MountDirs::new(tmp.path(), name);
+        let mount = dirs.mount(&layers, driver);
+        let path = mount.target().join("scratch");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create scratch");
+        file.write_all(b"hello world").expect("write");
+        fs::remove_file(&path).expect("unlink while open");
+        file.set_len(5).expect("ftruncate unlinked file");
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .expect("fchmod unlinked file");
+        let meta = file.metadata().expect("fstat unlinked file");
+        assert_eq!(meta.len(), 5, "{name}: size after ftruncate");
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{name}: mode after fchmod");
+        assert_eq!(meta.nlink(), 0, "{name}: link count of an unlinked file");
+        let mut data = String::new();
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        file.read_to_string(&mut data).expect("read back");
+        assert_eq!(data, "hello", "{name}: data after ftruncate");
+        assert!(!path.exists(), "{name}: name is gone");
+    }
+}

@@ -33,8 +33,21 @@ const TTL: Duration = Duration::from_secs(60);
 /// An open regular file.
 struct OpenFile {
     file: Arc<File>,
+    /// The inode the handle was opened on.
+    ino: u64,
+    /// Layer of the real file: attribute changes through the handle go to its descriptor
+    /// only when this is the upper layer.
+    layer: LayerIndex,
     /// Keeps the kernel passthrough registration alive while the handle is open.
     _backing: Option<Arc<BackingId>>,
+}
+
+/// Where a setattr applies its changes.
+enum AttrTarget {
+    /// The open upper file of the caller's handle.
+    Handle(Arc<File>),
+    /// The upper file by path.
+    Path(PathBuf),
 }
 
 /// Mutable state, guarded by one lock.
@@ -513,10 +526,21 @@ impl UnionFs {
             fh,
             OpenFile {
                 file,
+                ino,
+                layer,
                 _backing: backing.clone(),
             },
         );
         (fh, fopen, backing)
+    }
+
+    /// Some open handle of inode `ino` on its real file in `layer`: what is left of a file
+    /// unlinked while open.
+    fn handle_of(st: &State, ino: u64, layer: LayerIndex) -> Option<Arc<File>> {
+        st.files
+            .values()
+            .find(|f| f.ino == ino && f.layer == layer)
+            .map(|f| f.file.clone())
     }
 
     fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
@@ -535,11 +559,27 @@ impl UnionFs {
 
     fn do_getattr(&self, ino: u64, fh: Option<FileHandle>) -> Res<FileAttr> {
         let st = self.lock();
-        if let Some(open) = fh.and_then(|fh| st.files.get(&fh.0)) {
+        // A handle opened before a copy-up still holds the lower file: not this inode's data.
+        // (An unlinked open file has no path any more; its handle is all there is.)
+        let node_layer = st.inodes.get(ino).map(|node| node.layer);
+        if let Some(open) = fh
+            .and_then(|fh| st.files.get(&fh.0))
+            .filter(|f| node_layer.is_none_or(|layer| layer == f.layer))
+        {
             let meta = open.file.metadata().map_err(errno)?;
             return Ok(attr_of(ino, &meta, false));
         }
-        let (rel, layer, dir_layers) = self.node_info(&st, ino)?;
+        let (rel, layer, dir_layers) = match self.node_info(&st, ino) {
+            Ok(info) => info,
+            // fstat of a file unlinked while open.
+            Err(Errno::ENOENT) => {
+                let file = node_layer
+                    .and_then(|layer| Self::handle_of(&st, ino, layer))
+                    .ok_or(Errno::ENOENT)?;
+                return Ok(attr_of(ino, &file.metadata().map_err(errno)?, false));
+            }
+            Err(e) => return Err(e),
+        };
         let meta = lstat(&self.layers.real(layer, &rel))?;
         Ok(attr_of(ino, &meta, dir_layers.len() > 1))
     }
@@ -558,27 +598,48 @@ impl UnionFs {
     ) -> Res<FileAttr> {
         let mut st = self.lock();
         let upper = self.upper()?;
-        let rel = self.ensure_upper(&mut st, ino)?;
-        let path = self.layers.real(upper, &rel);
+        // Through the handle's descriptor when it holds the upper file (fchown, fchmod,
+        // futimens as the caller did: no path walks, and right for an unlinked open file too);
+        // otherwise by path, after a copy-up.
         let open = fh
             .and_then(|fh| st.files.get(&fh.0))
+            .filter(|f| f.layer == upper)
             .map(|f| f.file.clone());
+        let target = match open {
+            Some(file) => AttrTarget::Handle(file),
+            None => match self.ensure_upper(&mut st, ino) {
+                Ok(rel) => AttrTarget::Path(self.layers.real(upper, &rel)),
+                // fchmod, fchown, futimens of a file unlinked while open: no path, no fh.
+                Err(Errno::ENOENT) => {
+                    AttrTarget::Handle(Self::handle_of(&st, ino, upper).ok_or(Errno::ENOENT)?)
+                }
+                Err(e) => return Err(e),
+            },
+        };
         if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::lchown(&path, uid, gid).map_err(errno)?;
+            match &target {
+                AttrTarget::Handle(file) => std::os::unix::fs::fchown(&**file, uid, gid),
+                AttrTarget::Path(path) => std::os::unix::fs::lchown(path, uid, gid),
+            }
+            .map_err(errno)?;
         }
         if let Some(mode) = mode {
-            let meta = lstat(&path)?;
-            if !meta.file_type().is_symlink() {
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(errno)?;
+            let perm = fs::Permissions::from_mode(mode & 0o7777);
+            match &target {
+                AttrTarget::Handle(file) => file.set_permissions(perm).map_err(errno)?,
+                AttrTarget::Path(path) => {
+                    if !lstat(path)?.file_type().is_symlink() {
+                        fs::set_permissions(path, perm).map_err(errno)?;
+                    }
+                }
             }
         }
         if let Some(size) = size {
-            match &open {
-                Some(file) => file.set_len(size).map_err(errno)?,
-                None => OpenOptions::new()
+            match &target {
+                AttrTarget::Handle(file) => file.set_len(size).map_err(errno)?,
+                AttrTarget::Path(path) => OpenOptions::new()
                     .write(true)
-                    .open(&path)
+                    .open(path)
                     .and_then(|f| f.set_len(size))
                     .map_err(errno)?,
             }
@@ -588,10 +649,18 @@ impl UnionFs {
                 last_access: to_timespec(atime),
                 last_modification: to_timespec(mtime),
             };
-            rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| errno(e.into()))?;
+            match &target {
+                AttrTarget::Handle(file) => rustix::fs::futimens(&**file, &times),
+                AttrTarget::Path(path) => {
+                    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+            }
+            .map_err(|e| errno(e.into()))?;
         }
-        let meta = lstat(&path)?;
+        let meta = match &target {
+            AttrTarget::Handle(file) => file.metadata().map_err(errno)?,
+            AttrTarget::Path(path) => lstat(path)?,
+        };
         let merged = st.inodes.get(ino).is_some_and(|n| n.dir_layers.len() > 1);
         Ok(attr_of(ino, &meta, merged))
     }
