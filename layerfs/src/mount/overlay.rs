@@ -177,7 +177,7 @@ fn context_log(fs: &OwnedFd) -> String {
         let line = String::from_utf8_lossy(&buf[..n]).trim().to_string();
         // Each message starts with its severity ("e ", "w ", "i "): keep only the words.
         let words = match line.split_once(' ') {
-            Some((severity, words)) if matches!(severity, "e" | "w" | "i") => words.to_string(),
+            Some(("e" | "w" | "i", words)) => words.to_string(),
             _ => line,
         };
         lines.push(words);
