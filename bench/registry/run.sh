@@ -18,7 +18,9 @@
 # podman and docker run with private storage (and docker with a private dockerd + containerd)
 # inside the work dir; nothing of a system installation is used or changed.
 #
-#   [RBUILD_BIN=...] [SIZE_MIB=256] [SKIP_DOCKER=1] [SKIP_PODMAN=1] bench/registry/run.sh [ROUNDS]
+#   [RBUILD_BIN=...] [RBUILD_COMPARE=other-rbuild] [SIZE_MIB=256] [SKIP_DOCKER=1] [SKIP_PODMAN=1] \
+#     bench/registry/run.sh [ROUNDS]
+# RBUILD_COMPARE adds rows for a second rbuild binary (A/B of a change in the same run).
 #   (default 5 rounds; needs skopeo, docker-registry, curl, python3; podman, docker.io optional)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -150,6 +152,7 @@ TOML
 fi
 
 # The benchmark description for the driver.
+export RBUILD_COMPARE=${RBUILD_COMPARE:-}
 export W SHM RB SRC IMG LAYER PM DK DST_DISK DST_TMPFS SRC_PID DST_DISK_PID DST_TMPFS_PID ROUNDS
 python3 - >"$W/spec.json" <<'PY'
 import json, os
@@ -163,6 +166,10 @@ pull = [
      "prepare": f"rm -rf {W}/skopeo-layout",
      "cmd": f"skopeo copy -q --src-tls-verify=false docker://{SRC}/{IMG} oci:{W}/skopeo-layout:big"},
 ]
+CMP = e["RBUILD_COMPARE"]
+if CMP:
+    pull.append({"name": "rbuild pull (RBUILD_COMPARE)", "prepare": f"rm -rf {W}/pull-root",
+                 "cmd": f"{CMP} --root {W}/pull-root pull -q {SRC}/{IMG}"})
 if PM:
     pull.append({"name": "podman pull", "prepare": f"{PM} rmi -af",
                  "cmd": f"{PM} pull -q --tls-verify=false {SRC}/{IMG}"})
@@ -188,6 +195,8 @@ for kind, dst, pid, data in (("disk", e["DST_DISK"], e["DST_DISK_PID"], f"{W}/ds
         {"name": "skopeo copy from rbuild's store",
          "cmd": f"skopeo copy -q --dest-tls-verify=false oci:{W}/store:{dst}/{IMG} docker://{dst}/{IMG}"},
     ]
+    if CMP:
+        rows.append({"name": "rbuild push (RBUILD_COMPARE)", "cmd": f"{CMP} --root {W}/store push -q {dst}/{IMG}"})
     if PM:
         rows.append({"name": "podman push", "cmd": f"{PM} push -q --tls-verify=false {dst}/{IMG}"})
     if DK:
