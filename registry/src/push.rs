@@ -17,11 +17,10 @@ use rbuild_layerfs::{Digest, Store};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, Response, StatusCode, Url};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Which manifest format to push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,41 +290,57 @@ fn next_offset(resp: &Response) -> Option<u64> {
     Some(end + 1)
 }
 
-/// A request body streaming `len` bytes of the file at `path` from `offset`, counting what was
-/// sent in `sent`. The file is read in 1 MiB pieces, never whole.
+/// Bytes per piece of an upload body: the unit of progress reporting.
+const BODY_PIECE: usize = 1 << 20;
+
+/// A request body streaming `len` bytes of the blob at `path` from `offset`, counting what was
+/// sent in `sent`. The blob is memory-mapped when the body is first polled and handed out in
+/// [`BODY_PIECE`] slices of the mapping, so nothing is copied before the socket write.
 fn file_body(path: PathBuf, offset: u64, len: u64, sent: Arc<AtomicU64>) -> reqwest::Body {
-    type State = (Option<tokio::fs::File>, u64, u64);
-    let stream =
-        futures_util::stream::unfold((None, offset, len) as State, move |(file, pos, left)| {
-            let (path, sent) = (path.clone(), sent.clone());
-            async move {
-                if left == 0 {
-                    return None;
-                }
-                let fail = |e: std::io::Error| Some((Err(e), (None, pos, 0)));
-                let mut file = match file {
-                    Some(f) => f,
-                    None => {
-                        let mut f = match tokio::fs::File::open(&path).await {
-                            Ok(f) => f,
-                            Err(e) => return fail(e),
-                        };
-                        if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)).await {
-                            return fail(e);
-                        }
-                        f
-                    }
-                };
-                let n = left.min(1 << 20);
-                let mut buf = vec![0u8; n as usize];
-                if let Err(e) = file.read_exact(&mut buf).await {
-                    return fail(e);
-                }
-                sent.fetch_add(n, Ordering::Relaxed);
-                Some((Ok(Bytes::from(buf)), (Some(file), pos + n, left - n)))
-            }
-        });
+    let stream = futures_util::stream::once(async move { map_blob_range(&path, offset, len) })
+        .map_ok(move |mapped| {
+            let sent = sent.clone();
+            futures_util::stream::iter((0..mapped.len()).step_by(BODY_PIECE).map(move |start| {
+                let piece = mapped.slice(start..(start + BODY_PIECE).min(mapped.len()));
+                sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                Ok::<Bytes, std::io::Error>(piece)
+            }))
+        })
+        .try_flatten();
     reqwest::Body::wrap_stream(stream)
+}
+
+/// Bytes `offset..offset + len` of the blob at `path`, memory-mapped.
+fn map_blob_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "blob {} has {size} bytes, fewer than the {} to upload; run `rbuild system check`",
+                path.display(),
+                offset.saturating_add(len)
+            ),
+        ));
+    }
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: committed blobs are immutable: written in full, fsynced and renamed into place,
+    // never written or truncated afterwards (a removed blob stays readable through the map).
+    // So the mapped bytes cannot change or vanish while the upload reads them.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(&file)?
+    };
+    // Read-ahead hints only; their failure changes nothing but speed.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let _ = map.advise(memmap2::Advice::WillNeed);
+    Ok(Bytes::from_owner(map))
 }
 
 async fn upload(
