@@ -21,9 +21,10 @@
 # All tools build the same Dockerfiles from the same contexts on the same busybox rootfs
 # (scripts/make-busybox-rootfs), imported by each tool as `busybox` (FROM busybox resolves
 # locally; buildah/podman get --pull=never), with --network host for RUN steps.
-# Times are the median of RUNS runs (after one warm-up run) measured by hyperfine.
+# Times are the median of RUNS runs (rbuild's sub-second rows: RUNS_FAST runs), after one warm-up
+# run, measured by hyperfine.
 #
-# Usage: bench/build/run.sh   (root; RUNS=5 BENCH_DIR=/var/tmp/rbuild-bench-build
+# Usage: bench/build/run.sh   (root; RUNS=5 RUNS_FAST=15 BENCH_DIR=/var/tmp/rbuild-bench-build
 #                              PEERS="buildah podman docker buildkit" to change;
 #                              RBUILD_BIN=path to time that binary instead of a fresh release build)
 # Peers: scripts/install-deps installs buildah, podman and docker.io; a missing peer is skipped
@@ -32,6 +33,8 @@ set -euo pipefail
 
 WORK=${BENCH_DIR:-/var/tmp/rbuild-bench-build}
 RUNS=${RUNS:-5}
+# rbuild's sub-second rows (cold6, cached6, run-*) get more runs: the targets judge them.
+RUNS_FAST=${RUNS_FAST:-15}
 WANTED=${PEERS:-buildah podman docker buildkit}
 SELF=$(realpath "$0")
 REPO=$(realpath "$(dirname "$0")/../..")
@@ -235,20 +238,36 @@ tool_env() { case $1 in docker) echo DOCKER_BUILDKIT=0 ;; buildkit) echo DOCKER_
 declare -A BUILD COLD VERSION
 SKIPPED=()
 TOOLS=(rbuild)
+DOCKER_STATE=
 BUILD[rbuild]="$(rbuild_cmd main) build -q --network host"
 COLD[rbuild]="$(rbuild_cmd fresh) build -q --network host"
 VERSION[rbuild]="$($RBIN --version)"
 
 # Loads busybox and builds base-big (30,000 files) and base-small (300 files) for a tool.
+# Returns non-zero, saying why, when a build fails or an image is missing afterwards.
 make_bases() { # tool
-    load_busybox "$1" main
+    local name
+    load_busybox "$1" main || { echo "$1: loading busybox failed" >&2; return 1; }
     for name in big small; do
-        env $(tool_env "$1") ${BUILD[$1]} -t "base-$name" "$WORK/ctx/$name" >/dev/null
+        env $(tool_env "$1") ${BUILD[$1]} -t "base-$name" "$WORK/ctx/$name" >/dev/null ||
+            { echo "$1: building base-$name failed" >&2; return 1; }
+    done
+    for name in busybox base-big base-small; do
+        has_image "$1" "$name" || { echo "$1: image $name is missing after the set-up" >&2; return 1; }
     done
 }
 
+has_image() { # tool name
+    case $1 in
+    rbuild) $(rbuild_cmd main) inspect "$2" ;;
+    buildah) $(buildah_cmd main) inspect --type image "$2" ;;
+    podman) $(podman_cmd main) image inspect "$2" ;;
+    docker) $DOCKER_CLI image inspect "$2" ;;
+    esac >/dev/null 2>&1
+}
+
 echo "loading busybox and building the bases (base-big: 30,000 files, base-small: 300) in each tool"
-make_bases rbuild
+make_bases rbuild || exit 1
 for peer in $WANTED; do
     case $peer in
     buildah | podman)
@@ -258,19 +277,20 @@ for peer in $WANTED; do
         BUILD[$peer]="$(${peer}_cmd main) $sub --layers --pull=never --network host -q"
         COLD[$peer]="$(${peer}_cmd fresh) $sub --layers --pull=never --network host -q"
         VERSION[$peer]="$($peer --version)"
-        make_bases "$peer"
+        make_bases "$peer" || { SKIPPED+=("$peer: its set-up failed (message above)"); continue; }
         TOOLS+=("$peer") ;;
     docker | buildkit)
         if ! [ -x /usr/sbin/dockerd ] || ! [ -x "$DOCKER_CLI" ]; then SKIPPED+=("$peer: docker.io is not installed"); continue; fi
         BUILD[$peer]="$DOCKER_CLI build -q --network host"
         COLD[$peer]=${BUILD[$peer]}
-        if ! [ -S "$DK/docker.sock" ]; then
+        if [ -z "$DOCKER_STATE" ]; then
             echo "starting a private dockerd in $DK"
-            start_dockerd || { SKIPPED+=("$peer: the private dockerd did not start (log above)"); continue; }
+            DOCKER_STATE="the private dockerd did not start or its set-up failed (messages above)"
             # Both builders share the engine's image store: the bases are built once (legacy builder).
             BUILD[docker]=${BUILD[$peer]}
-            make_bases docker
+            start_dockerd && make_bases docker && DOCKER_STATE=ok
         fi
+        [ "$DOCKER_STATE" = ok ] || { SKIPPED+=("$peer: $DOCKER_STATE"); continue; }
         VERSION[$peer]="docker engine $($DOCKER_CLI version -f '{{.Server.Version}}'),"
         if [ "$peer" = buildkit ]; then
             # BuildKit is built into the 20.10 engine and driven by its client; prove it runs here.
@@ -297,7 +317,7 @@ measure() { # tool row reset-mode|- command...
         prep=(--prepare "bash $SELF --reset $tool $mode")
         reset_storage "$tool" "$mode"
     fi
-    if env $(tool_env "$tool") hyperfine -N --runs "$RUNS" --warmup 1 "${prep[@]}" \
+    if env $(tool_env "$tool") hyperfine -N --runs "${MEASURE_RUNS:-$RUNS}" --warmup 1 "${prep[@]}" \
         --export-json "$json" "$*" >/dev/null 2>"$WORK/h-err"; then
         read -r "MEDIAN[$tool/$row]" spread < <(python3 -c "import json,sys
 r = json.load(open(sys.argv[1]))['results'][0]
@@ -313,11 +333,13 @@ print(r['median'], f\"(min {r['min']:.3f}s, max {r['max']:.3f}s)\")" "$json")
 for tool in "${TOOLS[@]}"; do
     echo "$tool: ${VERSION[$tool]}"
     b=${BUILD[$tool]}
-    measure "$tool" cold6 fresh ${COLD[$tool]} --no-cache -t cold "$WORK/ctx/cold"
+    fast=$RUNS
+    [ "$tool" = rbuild ] && [ "$RUNS_FAST" -gt "$RUNS" ] && fast=$RUNS_FAST
+    MEASURE_RUNS=$fast measure "$tool" cold6 fresh ${COLD[$tool]} --no-cache -t cold "$WORK/ctx/cold"
     env $(tool_env "$tool") $b -t cold "$WORK/ctx/cold" >/dev/null
-    measure "$tool" cached6 - $b -t cold "$WORK/ctx/cold"
+    MEASURE_RUNS=$fast measure "$tool" cached6 - $b -t cold "$WORK/ctx/cold"
     for base in big small; do
-        measure "$tool" "run-$base" bases $b --no-cache --build-arg "BASE=base-$base" -t onefile \
+        MEASURE_RUNS=$fast measure "$tool" "run-$base" bases $b --no-cache --build-arg "BASE=base-$base" -t onefile \
             -f "$WORK/ctx/onefile.Dockerfile" "$WORK/ctx/cold"
     done
     measure "$tool" add256 fresh ${COLD[$tool]} --no-cache -t add256 -f "$WORK/ctx/add256.Dockerfile" "$WORK/ctx/add256"
