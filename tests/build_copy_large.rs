@@ -1,6 +1,6 @@
 //! COPY/ADD of large files (copied several at a time on worker threads) keeps every file's
-//! content, owner, mode and mtime, next to small files copied in order, and a second uncached
-//! build of the same context gives the same image ID (its gzip layers are reproducible).
+//! content, owner, mode and mtime, next to small files copied in order; umoci unpacks the
+//! (parallel gzip) layers; a second uncached build of the same context gives the same image ID.
 
 mod build_support;
 mod common;
@@ -48,7 +48,7 @@ fn large_files_keep_content_owner_mode_and_mtime() {
         .and_then(|f| f.set_modified(old))
         .expect("set mtime");
 
-    let stamp = ["--timestamp", "1700000000"];
+    let stamp = ["--timestamp", "1700000000", "-t", "large"];
     let (id, _) = build_ok(&root, &ctx, &stamp);
     let sums = run_sh(
         &root,
@@ -76,6 +76,25 @@ fn large_files_keep_content_owner_mode_and_mtime() {
         ),
         "/data/a.bin 7 8 644\n/data/b.bin 7 8 751\n/single.bin 0 0 644\n1600000000\n"
     );
+
+    // umoci (Go's gzip) unpacks the layers from the store, stored-block segments and all.
+    let work = tempfile::tempdir().expect("tempdir");
+    let bundle = work.path().join("bundle");
+    let out = std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:large:latest", root.root_str()))
+        .arg(&bundle)
+        .output()
+        .expect("run umoci");
+    assert!(
+        out.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (rel, content) in &files[..3] {
+        let unpacked = std::fs::read(bundle.join("rootfs").join(rel)).expect("unpacked file");
+        assert!(&unpacked == content, "{rel} differs after umoci unpack");
+    }
 
     // The same context built again without the cache gives the same image.
     let (again, _) = build_ok(&root, &ctx, &["--no-cache", "--timestamp", "1700000000"]);
