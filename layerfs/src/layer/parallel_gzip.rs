@@ -55,6 +55,38 @@ const IN_FLIGHT_PER_WORKER: usize = 2;
 /// The gzip header: deflate, no flags, no mtime, no extra flags, OS unknown (as flate2 writes it).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
+/// Capacity of pooled buffers: a chunk plus room for what deflate adds to incompressible input.
+const BUFFER_CAPACITY: usize = CHUNK_SIZE + CHUNK_SIZE / 32;
+
+/// Most idle buffers a pool keeps.
+const MAX_POOLED: usize = 16;
+
+/// Chunk-sized buffers shared by the producer of the input, the workers and the writer, so the
+/// pipeline cycles through a few buffers instead of faulting in fresh memory for every chunk.
+#[derive(Debug, Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    /// An empty buffer with room for a chunk and its compressed form.
+    pub fn take(&self) -> Vec<u8> {
+        let pooled = self.0.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+        pooled.unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
+    }
+
+    /// Returns a buffer for reuse (dropped when the pool is full or the buffer is small).
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < CHUNK_SIZE {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut idle) = self.0.lock() {
+            if idle.len() < MAX_POOLED {
+                idle.push(buf);
+            }
+        }
+    }
+}
+
 /// Worker threads to use on this machine.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
@@ -95,11 +127,19 @@ pub struct ParallelGzip<W: Write> {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     header_written: bool,
+    pool: BufferPool,
 }
 
 impl<W: Write> ParallelGzip<W> {
-    /// A writer compressing at `level` with `workers` threads (at least one).
-    pub fn new(inner: W, level: flate2::Compression, workers: usize) -> io::Result<Self> {
+    /// A writer compressing at `level` with `workers` threads (at least one), taking its
+    /// buffers from `pool`, which the caller may share with whatever produces the chunks it
+    /// hands to [`ParallelGzip::write_owned`].
+    pub fn new(
+        inner: W,
+        level: flate2::Compression,
+        workers: usize,
+        pool: BufferPool,
+    ) -> io::Result<Self> {
         let workers = workers.clamp(1, MAX_WORKERS);
         let max_in_flight = workers * IN_FLIGHT_PER_WORKER;
         let (tx, rx) = mpsc::sync_channel::<Job>(max_in_flight);
@@ -107,14 +147,15 @@ impl<W: Write> ParallelGzip<W> {
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
             let rx = Arc::clone(&rx);
+            let pool = pool.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("layer-gzip-{i}"))
-                .spawn(move || work(&rx, level))?;
+                .spawn(move || work(&rx, level, &pool))?;
             handles.push(handle);
         }
         Ok(ParallelGzip {
             inner,
-            pending: Vec::with_capacity(CHUNK_SIZE),
+            pending: pool.take(),
             history: Vec::new(),
             crc: Crc::new(),
             in_flight: VecDeque::with_capacity(max_in_flight),
@@ -122,6 +163,7 @@ impl<W: Write> ParallelGzip<W> {
             jobs: Some(tx),
             workers: handles,
             header_written: false,
+            pool,
         })
     }
 
@@ -191,6 +233,7 @@ impl<W: Write> ParallelGzip<W> {
         let (bytes, crc) = done?;
         self.inner.write_all(&bytes)?;
         self.crc.combine(&crc);
+        self.pool.give(bytes);
         Ok(())
     }
 
@@ -208,7 +251,7 @@ impl<W: Write> Write for ParallelGzip<W> {
         let n = room.min(buf.len());
         self.pending.extend_from_slice(&buf[..n]);
         if self.pending.len() == CHUNK_SIZE {
-            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_SIZE));
+            let full = std::mem::replace(&mut self.pending, self.pool.take());
             self.dispatch(full, false)?;
         }
         Ok(n)
@@ -242,7 +285,7 @@ fn next_history(history: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// A worker: takes jobs until the channel closes.
-fn work(jobs: &Mutex<Receiver<Job>>, level: flate2::Compression) {
+fn work(jobs: &Mutex<Receiver<Job>>, level: flate2::Compression, pool: &BufferPool) {
     let mut compress = Compress::new(level, false);
     loop {
         let job = {
@@ -254,26 +297,29 @@ fn work(jobs: &Mutex<Receiver<Job>>, level: flate2::Compression) {
         };
         let mut crc = Crc::new();
         crc.update(&job.data);
-        let result = encode_chunk(&mut compress, &job.data, &job.history, job.last)
-            .map(|bytes| (bytes, crc));
+        let mut out = pool.take();
+        let result = encode_chunk(&mut compress, &job.data, &job.history, job.last, &mut out)
+            .map(|()| (out, crc));
+        pool.give(job.data);
         // The writer may have gone away (an error elsewhere); nothing to do then.
         let _ = job.reply.send(result);
     }
 }
 
-/// Raw deflate of one chunk, ending byte-aligned; with the final block when `last`.
-pub fn encode_chunk(
+/// Appends the raw deflate of one chunk to `out`, ending byte-aligned; with the final block
+/// when `last`.
+fn encode_chunk(
     compress: &mut Compress,
     data: &[u8],
     history: &[u8],
     last: bool,
-) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 8192 * 5 + 64);
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
     if data.is_empty() {
         if last {
-            write_stored(&mut out, &[], true);
+            write_stored(out, &[], true);
         }
-        return Ok(out);
+        return Ok(());
     }
     let runs = plan_runs(data);
     let count = runs.len();
@@ -281,13 +327,13 @@ pub fn encode_chunk(
         let final_run = last && i + 1 == count;
         let input = &data[run.start..run.end];
         if run.stored {
-            write_stored(&mut out, input, final_run);
+            write_stored(out, input, final_run);
         } else {
             let dictionary = window_before(history, data, run.start);
-            deflate_run(compress, &dictionary, input, final_run, &mut out)?;
+            deflate_run(compress, &dictionary, input, final_run, out)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A stretch of a chunk written one way.
@@ -527,10 +573,15 @@ mod tests {
 
     #[test]
     fn empty_input_is_a_valid_gzip_member() {
-        let gz = ParallelGzip::new(Vec::new(), flate2::Compression::default(), 2)
-            .unwrap()
-            .finish()
-            .unwrap();
+        let gz = ParallelGzip::new(
+            Vec::new(),
+            flate2::Compression::default(),
+            2,
+            BufferPool::default(),
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
         assert_eq!(gunzip(&gz), b"");
     }
 
@@ -563,8 +614,13 @@ mod tests {
     }
 
     fn compress_with(data: &[u8], workers: usize, write_size: usize) -> Vec<u8> {
-        let mut gz =
-            ParallelGzip::new(Vec::new(), flate2::Compression::default(), workers).unwrap();
+        let mut gz = ParallelGzip::new(
+            Vec::new(),
+            flate2::Compression::default(),
+            workers,
+            BufferPool::default(),
+        )
+        .unwrap();
         for piece in data.chunks(write_size) {
             gz.write_all(piece).unwrap();
         }
@@ -584,7 +640,13 @@ mod tests {
             );
         }
         // Whole chunks handed over by value, with an unaligned piece in between.
-        let mut gz = ParallelGzip::new(Vec::new(), flate2::Compression::default(), 3).unwrap();
+        let mut gz = ParallelGzip::new(
+            Vec::new(),
+            flate2::Compression::default(),
+            3,
+            BufferPool::default(),
+        )
+        .unwrap();
         let (head, rest) = data.split_at(2 * CHUNK_SIZE);
         for piece in head.chunks(CHUNK_SIZE) {
             gz.write_owned(piece.to_vec()).unwrap();

@@ -20,7 +20,7 @@ use upper_walk::EntryStat;
 
 #[path = "parallel_gzip.rs"]
 mod parallel_gzip;
-use parallel_gzip::ParallelGzip;
+use parallel_gzip::{BufferPool, ParallelGzip};
 
 use super::whiteout::{
     is_opaque_value, is_overlay_xattr, OPAQUE_MARKER, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER,
@@ -89,10 +89,12 @@ pub(crate) fn write_layer_unhashed(
 fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W, Digest)> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let mtime_clamp = opts.mtime_clamp;
+    let pool = BufferPool::default();
+    let chunks = ChunkSender::new(tx, pool.clone());
     let (produced, consumed) = std::thread::scope(|scope| {
         let producer = std::thread::Builder::new()
             .name("layer-tar".into())
-            .spawn_scoped(scope, move || produce_tar(upper, mtime_clamp, tx));
+            .spawn_scoped(scope, move || produce_tar(upper, mtime_clamp, chunks));
         let producer = match producer {
             Ok(handle) => handle,
             Err(e) => {
@@ -102,7 +104,7 @@ fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W,
                 )
             }
         };
-        let consumed = compress_stream(rx, opts.compression, out);
+        let consumed = compress_stream(rx, opts.compression, out, pool);
         let produced = producer.join().unwrap_or_else(|_| {
             Err(LayerError::Stream(io::Error::other(
                 "the layer tar thread panicked",
@@ -121,8 +123,8 @@ fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W,
 ///
 /// The walk is an explicit stack of open directory fds (no recursion, so depth costs no stack),
 /// each child looked up by name relative to its parent's fd: see [`upper_walk`].
-fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, tx: SyncSender<Vec<u8>>) -> Result<Digest> {
-    let tar_stream = HashingWriter::new(ChunkSender::new(tx));
+fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, chunks: ChunkSender) -> Result<Digest> {
+    let tar_stream = HashingWriter::new(chunks);
     let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
     let mut writer = EntryWriter {
         upper,
@@ -168,10 +170,18 @@ struct DirFrame {
 }
 
 /// Compresses the chunks from `rx` into `out`; returns `out`.
-fn compress_stream<W: Write>(rx: Receiver<Vec<u8>>, compression: Compression, out: W) -> Result<W> {
-    let mut compressor = Compressor::new(compression, out).map_err(LayerError::Stream)?;
+fn compress_stream<W: Write>(
+    rx: Receiver<Vec<u8>>,
+    compression: Compression,
+    out: W,
+    pool: BufferPool,
+) -> Result<W> {
+    let mut compressor =
+        Compressor::new(compression, out, pool.clone()).map_err(LayerError::Stream)?;
     for chunk in rx {
-        compressor.write_chunk(chunk).map_err(LayerError::Stream)?;
+        compressor
+            .write_chunk(chunk, &pool)
+            .map_err(LayerError::Stream)?;
     }
     compressor.finish().map_err(LayerError::Stream)
 }
@@ -180,18 +190,21 @@ fn compress_stream<W: Write>(rx: Receiver<Vec<u8>>, compression: Compression, ou
 struct ChunkSender {
     tx: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
+    /// Where the buffers come from (and go back to once compressed).
+    pool: BufferPool,
 }
 
 impl ChunkSender {
-    fn new(tx: SyncSender<Vec<u8>>) -> Self {
+    fn new(tx: SyncSender<Vec<u8>>, pool: BufferPool) -> Self {
         ChunkSender {
             tx,
-            chunk: Vec::with_capacity(STREAM_CHUNK),
+            chunk: pool.take(),
+            pool,
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, self.pool.take());
         self.tx
             .send(full)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer compressor stopped"))
@@ -228,12 +241,13 @@ enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    fn new(compression: Compression, inner: W) -> io::Result<Self> {
+    fn new(compression: Compression, inner: W, pool: BufferPool) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => Compressor::Gzip(ParallelGzip::new(
                 inner,
                 flate2::Compression::default(),
                 parallel_gzip::default_workers(),
+                pool,
             )?),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
@@ -247,13 +261,15 @@ impl<W: Write> Compressor<W> {
         })
     }
 
-    /// Compresses the next piece of the stream.
-    fn write_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+    /// Compresses the next piece of the stream; its buffer goes back to `pool` once used.
+    fn write_chunk(&mut self, chunk: Vec<u8>, pool: &BufferPool) -> io::Result<()> {
         match self {
-            Compressor::Gzip(enc) => enc.write_owned(chunk),
-            Compressor::Zstd(enc) => enc.write_all(&chunk),
-            Compressor::Plain(w) => w.write_all(&chunk),
+            Compressor::Gzip(enc) => return enc.write_owned(chunk),
+            Compressor::Zstd(enc) => enc.write_all(&chunk)?,
+            Compressor::Plain(w) => w.write_all(&chunk)?,
         }
+        pool.give(chunk);
+        Ok(())
     }
 
     fn finish(self) -> io::Result<W> {
