@@ -529,3 +529,52 @@ fn convert_manifest(
         .map_err(|e| RegistryError::BadContent(format!("manifest: {e}")))?;
     Ok((bytes, manifest_type.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_blob_ranges_are_exact_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..3 * BODY_PIECE + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write blob");
+
+        let whole = map_blob_range(&path, 0, data.len() as u64).expect("map whole");
+        assert_eq!(&whole[..], &data[..]);
+        // An odd, unaligned offset (a resumed chunk).
+        let part = map_blob_range(&path, 4097, 70_000).expect("map part");
+        assert_eq!(&part[..], &data[4097..4097 + 70_000]);
+        assert!(map_blob_range(&path, 5, 0).expect("empty").is_empty());
+
+        let err = map_blob_range(&path, 10, data.len() as u64).expect_err("past the end");
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("blob"), "{err}");
+    }
+
+    #[test]
+    fn file_body_streams_the_range_and_counts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..2 * BODY_PIECE + 5).map(|i| (i % 241) as u8).collect();
+        std::fs::write(&path, &data).expect("write blob");
+        let sent = Arc::new(AtomicU64::new(0));
+        let len = data.len() as u64 - 3;
+        let body = file_body(path, 3, len, sent.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut stream = http_body_util::BodyDataStream::new(body);
+        let mut got = Vec::new();
+        rt.block_on(async {
+            while let Some(piece) = stream.next().await {
+                let piece = piece.expect("piece");
+                assert!(piece.len() <= BODY_PIECE);
+                got.extend_from_slice(&piece);
+            }
+        });
+        assert_eq!(got, &data[3..]);
+        assert_eq!(sent.load(Ordering::Relaxed), len);
+    }
+}
