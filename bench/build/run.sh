@@ -308,7 +308,8 @@ for peer in $WANTED; do
     esac
 done
 
-declare -A MEDIAN
+# MEDIAN: median wall time; CPU: mean user + system time of the command and its children.
+declare -A MEDIAN CPU
 measure() { # tool row reset-mode|- command...
     local tool=$1 row=$2 mode=$3
     shift 3
@@ -319,9 +320,9 @@ measure() { # tool row reset-mode|- command...
     fi
     if env $(tool_env "$tool") hyperfine -N --runs "${MEASURE_RUNS:-$RUNS}" --warmup 1 "${prep[@]}" \
         --export-json "$json" "$*" >/dev/null 2>"$WORK/h-err"; then
-        read -r "MEDIAN[$tool/$row]" spread < <(python3 -c "import json,sys
+        read -r "MEDIAN[$tool/$row]" "CPU[$tool/$row]" spread < <(python3 -c "import json,sys
 r = json.load(open(sys.argv[1]))['results'][0]
-print(r['median'], f\"(min {r['min']:.3f}s, max {r['max']:.3f}s)\")" "$json")
+print(r['median'], r['user'] + r['system'], f\"(min {r['min']:.3f}s, max {r['max']:.3f}s)\")" "$json")
         printf '  %-10s %-12s %8.3fs %s\n' "$tool" "$row" "${MEDIAN[$tool/$row]}" "$spread"
     else
         echo "  $tool $row FAILED: $*" >&2
@@ -352,13 +353,13 @@ done
 # --- summary -------------------------------------------------------------------------------------
 echo
 for s in "${SKIPPED[@]}"; do echo "skipped $s"; done
-for k in "${!MEDIAN[@]}"; do echo "$k ${MEDIAN[$k]}"; done > "$WORK/medians"
+for k in "${!MEDIAN[@]}"; do echo "$k ${MEDIAN[$k]} ${CPU[$k]}"; done > "$WORK/medians"
 python3 - "$WORK/medians" "${TOOLS[@]}" <<'PY'
 import sys
-med = {}
+med, cpu = {}, {}
 for line in open(sys.argv[1]):
-    k, v = line.split()
-    med[k] = float(v)
+    k, v, c = line.split()
+    med[k], cpu[k] = float(v), float(c)
 tools = sys.argv[2:]
 peers = tools[1:]
 rows = ["cold6", "cached6", "run-big", "run-small", "add256", "add256-zstd"]
@@ -403,6 +404,8 @@ if big is not None and small is not None:
     # "As fast": within 10 % or 10 ms of the small base, whichever is larger (run-to-run noise).
     ok = big <= small + max(0.1 * small, 0.010)
     print(f"target run-big as fast as run-small (within 10 % or 10 ms): {big:.3f}s vs {small:.3f}s = {big / small:.2f}x -> {verdict(ok)}")
+    cb, cs = cpu["rbuild/run-big"], cpu["rbuild/run-small"]
+    print(f"  (CPU time, user + system, less load-sensitive: run-big {cb * 1000:.1f} ms vs run-small {cs * 1000:.1f} ms = {cb / cs:.2f}x)")
 r, bk = get("rbuild", "add256"), get("buildkit", "add256")
 if r is not None and bk is not None:
     print(f"target add256 <= 0.5 x BuildKit ({bk:.3f}s): rbuild gzip {r:.3f}s = {r / bk:.2f}x -> {verdict(r <= 0.5 * bk)}", end="")
