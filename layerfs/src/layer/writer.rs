@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -28,9 +28,7 @@ use super::whiteout::{
 };
 use super::{Compression, LayerError, LayerInfo, Result, WriteOptions};
 use crate::digest::{Digest, HashingWriter};
-
-/// Buffer between the tar builder and the hasher: large writes keep file reads and sha256 fast.
-const STREAM_BUFFER: usize = 1 << 20;
+use sha2::{Digest as _, Sha256};
 
 /// Size of the tar pieces handed from the tar thread to the compressor: the parallel gzip
 /// compressor's chunk, so it takes each piece over without copying it.
@@ -90,7 +88,7 @@ fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W,
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let mtime_clamp = opts.mtime_clamp;
     let pool = BufferPool::default();
-    let chunks = ChunkSender::new(tx, pool.clone());
+    let chunks = TarSink::new(tx, pool.clone());
     let (produced, consumed) = std::thread::scope(|scope| {
         let producer = std::thread::Builder::new()
             .name("layer-tar".into())
@@ -123,9 +121,8 @@ fn write_blob<W: Write>(upper: &Path, opts: &WriteOptions, out: W) -> Result<(W,
 ///
 /// The walk is an explicit stack of open directory fds (no recursion, so depth costs no stack),
 /// each child looked up by name relative to its parent's fd: see [`upper_walk`].
-fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, chunks: ChunkSender) -> Result<Digest> {
-    let tar_stream = HashingWriter::new(chunks);
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(STREAM_BUFFER, tar_stream));
+fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, sink: TarSink) -> Result<Digest> {
+    let mut builder = tar::Builder::new(sink);
     let mut writer = EntryWriter {
         upper,
         mtime_clamp,
@@ -153,13 +150,8 @@ fn produce_tar(upper: &Path, mtime_clamp: Option<i64>, chunks: ChunkSender) -> R
             });
         }
     }
-    let buffered = builder.into_inner().map_err(LayerError::Stream)?;
-    let tar_stream = buffered
-        .into_inner()
-        .map_err(|e| LayerError::Stream(e.into_error()))?;
-    let (chunks, diff_id, _) = tar_stream.finish();
-    chunks.finish().map_err(LayerError::Stream)?;
-    Ok(diff_id)
+    let sink = builder.into_inner().map_err(LayerError::Stream)?;
+    sink.finish().map_err(LayerError::Stream)
 }
 
 /// One open directory of the walk and the names in it still to visit.
@@ -186,46 +178,90 @@ fn compress_stream<W: Write>(
     compressor.finish().map_err(LayerError::Stream)
 }
 
-/// Cuts the tar stream into [`STREAM_CHUNK`] pieces and hands each to the compressing thread.
-struct ChunkSender {
+/// Where the tar thread writes the stream: [`STREAM_CHUNK`] pieces in pooled buffers, each hashed
+/// into the diff_id and handed to the compressing thread when full. File contents are read
+/// straight into the buffers ([`TarSink::append_body`]), so each byte is copied once.
+struct TarSink {
     tx: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     /// Where the buffers come from (and go back to once compressed).
     pool: BufferPool,
+    /// sha256 of the stream so far (the diff_id).
+    hasher: Sha256,
 }
 
-impl ChunkSender {
+impl TarSink {
     fn new(tx: SyncSender<Vec<u8>>, pool: BufferPool) -> Self {
-        ChunkSender {
+        TarSink {
             tx,
             chunk: pool.take(),
             pool,
+            hasher: Sha256::new(),
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
         let full = std::mem::replace(&mut self.chunk, self.pool.take());
+        self.hasher.update(&full);
         self.tx
             .send(full)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer compressor stopped"))
     }
 
-    /// Sends the last, partly filled piece.
-    fn finish(mut self) -> io::Result<()> {
-        if self.chunk.is_empty() {
-            return Ok(());
+    /// Appends exactly `size` bytes of `file` and the zero padding to the next tar block. A file
+    /// shorter than `size` is an `UnexpectedEof` error; whether it is longer is for the caller
+    /// to check (see [`grew`]).
+    fn append_body(&mut self, file: &File, size: u64) -> io::Result<()> {
+        let mut remaining = size;
+        while remaining > 0 {
+            if self.chunk.len() == STREAM_CHUNK {
+                self.send()?;
+            }
+            let len = self.chunk.len();
+            let room = (STREAM_CHUNK - len).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let spare = &mut self.chunk.spare_capacity_mut()[..room];
+            let read = match rustix::io::read(file, spare) {
+                Ok((filled, _)) => filled.len(),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while it was archived",
+                ));
+            }
+            // SAFETY: read(2) initialized the first `read` bytes of the spare capacity, and
+            // `read <= room <= spare capacity`.
+            unsafe { self.chunk.set_len(len + read) };
+            remaining -= read as u64;
         }
-        self.send()
+        let padding = (512 - size % 512) % 512;
+        self.write_all(&[0u8; 512][..padding as usize])
+    }
+
+    /// Sends the last, partly filled piece; returns the sha256 of the whole stream.
+    fn finish(mut self) -> io::Result<Digest> {
+        if !self.chunk.is_empty() {
+            self.send()?;
+        }
+        Ok(Digest::from_hasher(self.hasher))
     }
 }
 
-impl Write for ChunkSender {
+/// True when `file` has more to read (it grew after its size was taken).
+fn grew(file: &File) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(rustix::io::read(file, &mut probe), Ok(n) if n > 0)
+}
+
+impl Write for TarSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(STREAM_CHUNK - self.chunk.len());
-        self.chunk.extend_from_slice(&buf[..n]);
         if self.chunk.len() == STREAM_CHUNK {
             self.send()?;
         }
+        let n = buf.len().min(STREAM_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -314,9 +350,9 @@ impl EntryWriter<'_> {
     /// Writes entry `name` of the open directory `dir` (at `rel` in the layer); returns the
     /// entry opened as a directory when it is one. An entry that disappears is skipped; one
     /// that keeps changing type under the writer is an error.
-    fn append<W: Write>(
+    fn append(
         &mut self,
-        builder: &mut tar::Builder<W>,
+        builder: &mut tar::Builder<TarSink>,
         dir: &OwnedFd,
         name: &CStr,
         rel: &Path,
@@ -343,9 +379,9 @@ impl EntryWriter<'_> {
 
     /// One attempt at an entry whose `fstatat` gave `md`. Nothing is written to `builder`
     /// before every open and `fstat` succeeded, so a raced attempt can be repeated.
-    fn try_append<W: Write>(
+    fn try_append(
         &mut self,
-        builder: &mut tar::Builder<W>,
+        builder: &mut tar::Builder<TarSink>,
         dir: &OwnedFd,
         name: &CStr,
         rel: &Path,
@@ -460,24 +496,25 @@ impl EntryWriter<'_> {
                 if md.nlink > 1 {
                     self.hard_links.insert(hard_link_key, rel.to_path_buf());
                 }
-                // The header's size is the open file's own fstat size; the reader delivers
-                // exactly that many bytes or fails, so the tar stays consistent.
+                // The header's size is the open file's own fstat size; exactly that many bytes
+                // follow it or the write fails, so the tar stays consistent. The tar crate
+                // writes the header (and a long-name entry when the path needs one) for an empty
+                // body, which appends no data and no padding; the body is then read straight
+                // into the stream's buffers.
                 header.set_entry_type(EntryType::Regular);
                 header.set_size(md.size);
-                let mut exact = ExactReader {
-                    inner: File::from(fd),
-                    remaining: md.size,
-                };
                 builder
-                    .append_data(&mut header, rel, &mut exact)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::UnexpectedEof {
-                            LayerError::Changed(path.clone())
-                        } else {
-                            LayerError::io(&path, e)
-                        }
-                    })?;
-                if exact.grew() {
+                    .append_data(&mut header, rel, io::empty())
+                    .map_err(stream)?;
+                let file = File::from(fd);
+                builder.get_mut().append_body(&file, md.size).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        LayerError::Changed(path.clone())
+                    } else {
+                        LayerError::io(&path, e)
+                    }
+                })?;
+                if grew(&file) {
                     return Err(LayerError::Changed(path));
                 }
             }
@@ -508,9 +545,9 @@ impl EntryWriter<'_> {
         Ok(Attempt::Done(None))
     }
 
-    fn append_whiteout<W: Write>(
+    fn append_whiteout(
         &self,
-        builder: &mut tar::Builder<W>,
+        builder: &mut tar::Builder<TarSink>,
         rel: &Path,
         md: &EntryStat,
     ) -> io::Result<()> {
@@ -585,40 +622,6 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Reads exactly `remaining` bytes from a file, failing if the file is shorter and noting if
-/// it is longer, so a header's size always matches the data that follows it.
-struct ExactReader {
-    inner: File,
-    remaining: u64,
-}
-
-impl ExactReader {
-    fn grew(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.inner.read(&mut probe), Ok(n) if n > 0)
-    }
-}
-
-impl Read for ExactReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was archived",
-            ));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,39 +634,51 @@ mod tests {
         (dir, file)
     }
 
-    #[test]
-    fn exact_reader_fails_when_the_file_is_shorter_than_its_header() {
-        let (_dir, file) = file_of(5);
-        let mut exact = ExactReader {
-            inner: file,
-            remaining: 10,
-        };
-        let mut out = Vec::new();
-        let err = exact.read_to_end(&mut out).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        assert_eq!(out.len(), 5);
+    /// A sink whose chunks are collected; returns (stream, sha256 the sink reported).
+    fn sink_stream(fill: impl FnOnce(&mut TarSink) -> io::Result<()>) -> io::Result<Vec<u8>> {
+        let (tx, rx) = mpsc::sync_channel(64);
+        let mut sink = TarSink::new(tx, BufferPool::default());
+        let filled = fill(&mut sink);
+        let digest = sink.finish()?;
+        let stream: Vec<u8> = rx.into_iter().flatten().collect();
+        assert_eq!(digest, Digest::of_bytes(&stream));
+        filled.map(|()| stream)
     }
 
     #[test]
-    fn exact_reader_stops_at_the_header_size_and_notices_growth() {
+    fn body_shorter_than_its_header_is_an_unexpected_eof() {
         let (_dir, file) = file_of(5);
-        let mut exact = ExactReader {
-            inner: file,
-            remaining: 3,
-        };
-        let mut out = Vec::new();
-        exact.read_to_end(&mut out).unwrap();
-        assert_eq!(out, [7u8; 3]);
-        assert!(exact.grew());
+        let err = sink_stream(|s| s.append_body(&file, 10)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn body_stops_at_the_header_size_is_padded_and_growth_is_noticed() {
+        let (_dir, file) = file_of(5);
+        let stream = sink_stream(|s| s.append_body(&file, 3)).unwrap();
+        assert_eq!(stream.len(), 512);
+        assert_eq!(&stream[..4], &[7, 7, 7, 0]);
+        assert!(grew(&file));
 
         let (_dir, file) = file_of(3);
-        let mut exact = ExactReader {
-            inner: file,
-            remaining: 3,
-        };
-        let mut out = Vec::new();
-        exact.read_to_end(&mut out).unwrap();
-        assert!(!exact.grew());
+        sink_stream(|s| s.append_body(&file, 3)).unwrap();
+        assert!(!grew(&file));
+    }
+
+    #[test]
+    fn bodies_span_chunks_byte_for_byte() {
+        let len = 2 * STREAM_CHUNK + 1000;
+        let (_dir, file) = file_of(len);
+        let stream = sink_stream(|s| {
+            s.write_all(b"header")?;
+            s.append_body(&file, len as u64)
+        })
+        .unwrap();
+        // The padding completes the body's last block (the body starts after a 6-byte write).
+        assert_eq!(stream.len(), 6 + len + (512 - len % 512) % 512);
+        assert_eq!(&stream[..6], b"header");
+        assert!(stream[6..6 + len].iter().all(|&b| b == 7));
+        assert!(stream[6 + len..].iter().all(|&b| b == 0));
     }
 
     #[test]
