@@ -239,6 +239,7 @@ declare -A BUILD COLD VERSION
 SKIPPED=()
 TOOLS=(rbuild)
 DOCKER_STATE=
+WARNINGS=()
 BUILD[rbuild]="$(rbuild_cmd main) build -q --network host"
 COLD[rbuild]="$(rbuild_cmd fresh) build -q --network host"
 VERSION[rbuild]="$($RBIN --version)"
@@ -337,8 +338,12 @@ for tool in "${TOOLS[@]}"; do
     fast=$RUNS
     [ "$tool" = rbuild ] && [ "$RUNS_FAST" -gt "$RUNS" ] && fast=$RUNS_FAST
     MEASURE_RUNS=$fast measure "$tool" cold6 fresh ${COLD[$tool]} --no-cache -t cold "$WORK/ctx/cold"
-    env $(tool_env "$tool") $b -t cold "$WORK/ctx/cold" >/dev/null
+    warm_id=$(env $(tool_env "$tool") $b -t cold "$WORK/ctx/cold" | tail -n 1)
     MEASURE_RUNS=$fast measure "$tool" cached6 - $b -t cold "$WORK/ctx/cold"
+    # A full cache hit gives the image of the untimed build again.
+    again_id=$(env $(tool_env "$tool") $b -t cold "$WORK/ctx/cold" | tail -n 1)
+    [ "$warm_id" = "$again_id" ] ||
+        WARNINGS+=("$tool cached6 was not a full cache hit: image $warm_id, then $again_id")
     for base in big small; do
         MEASURE_RUNS=$fast measure "$tool" "run-$base" bases $b --no-cache --build-arg "BASE=base-$base" -t onefile \
             -f "$WORK/ctx/onefile.Dockerfile" "$WORK/ctx/cold"
@@ -353,6 +358,7 @@ done
 # --- summary -------------------------------------------------------------------------------------
 echo
 for s in "${SKIPPED[@]}"; do echo "skipped $s"; done
+for w in "${WARNINGS[@]}"; do echo "WARNING: $w"; done
 for k in "${!MEDIAN[@]}"; do echo "$k ${MEDIAN[$k]} ${CPU[$k]}"; done > "$WORK/medians"
 python3 - "$WORK/medians" "${TOOLS[@]}" <<'PY'
 import sys
