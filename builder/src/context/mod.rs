@@ -341,6 +341,9 @@ impl BuildContext {
             .sort_by_file_name()
             .into_iter();
         let exceptions = self.has_exceptions();
+        // Files whose content hash the stat cache does not know: hashed after the walk, several
+        // at a time (entry index, path, stat key).
+        let mut unhashed: Vec<(usize, PathBuf, StatKey, u64)> = Vec::new();
         while let Some(entry) = walker.next() {
             let entry = entry.map_err(|e| self.walk_error(e))?;
             let sub = rel_of(&base, entry.path());
@@ -371,7 +374,19 @@ impl BuildContext {
                 })?;
                 EntryKind::Symlink(target)
             } else if meta.is_file() {
-                EntryKind::File(self.file_hash(entry.path(), &meta)?)
+                match self.cached_hash(&meta) {
+                    Some(hash) => EntryKind::File(hash),
+                    None => {
+                        let key = StatKey::of(&meta);
+                        unhashed.push((
+                            entries.len(),
+                            entry.path().to_path_buf(),
+                            key,
+                            meta.size(),
+                        ));
+                        EntryKind::File([0; 32])
+                    }
+                }
             } else {
                 continue; // sockets, fifos and devices are not copied (as docker)
             };
@@ -383,6 +398,14 @@ impl BuildContext {
                 mtime: (meta.mtime(), meta.mtime_nsec()),
             };
             entries.push(e);
+        }
+        let hashed = hash_files(&unhashed)?;
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for ((index, _, key, _), hash) in unhashed.into_iter().zip(hashed) {
+                entries[index].kind = EntryKind::File(hash);
+                cache.put(key, hash);
+            }
         }
         if exceptions {
             prune_excluded_dirs(&mut entries, rel, self);
@@ -398,40 +421,93 @@ impl BuildContext {
         })
     }
 
-    fn file_hash(&self, path: &Path, meta: &fs::Metadata) -> Result<[u8; 32], ContextError> {
+    /// The content hash of a file with metadata `meta` when no hashing is needed: all zeros for
+    /// an unhashed tree, else what the stat cache remembers.
+    fn cached_hash(&self, meta: &fs::Metadata) -> Option<[u8; 32]> {
         if !self.hash_content {
-            return Ok([0; 32]);
+            return Some([0; 32]);
         }
-        let key = StatKey::of(meta);
-        if let Some(h) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(h);
-        }
-        let io_err = |source| ContextError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = File::open(path).map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let hash: [u8; 32] = hasher.finalize().into();
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .put(key, hash);
-        Ok(hash)
+            .get(&StatKey::of(meta))
     }
+}
+
+/// Contexts with at least this many bytes to hash are hashed on several threads.
+const PARALLEL_HASH_MIN_BYTES: u64 = 8 << 20;
+
+/// Most threads hashing context files at once.
+const MAX_HASH_THREADS: usize = 4;
+
+/// Content hashes one hashing thread computed, by index in the list it was given.
+type HashedFiles = Result<Vec<(usize, [u8; 32])>, ContextError>;
+
+/// sha256 of each listed file (index, path, stat key, size), in list order; large sets of files
+/// are hashed on several threads, each taking the next file.
+fn hash_files(files: &[(usize, PathBuf, StatKey, u64)]) -> Result<Vec<[u8; 32]>, ContextError> {
+    let total: u64 = files.iter().map(|f| f.3).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_HASH_THREADS)
+        .min(files.len());
+    if threads <= 1 || total < PARALLEL_HASH_MIN_BYTES {
+        return files.iter().map(|f| hash_file(&f.1)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut hashes = vec![[0u8; 32]; files.len()];
+    let results: Vec<HashedFiles> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return Ok(done);
+                        };
+                        done.push((i, hash_file(&file.1)?));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(ContextError::Io {
+                        path: PathBuf::new(),
+                        source: io::Error::other("a context hashing thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    for done in results {
+        for (i, hash) in done? {
+            hashes[i] = hash;
+        }
+    }
+    Ok(hashes)
+}
+
+/// sha256 of the content of the file at `path`.
+fn hash_file(path: &Path) -> Result<[u8; 32], ContextError> {
+    let io_err = |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// Drops excluded directories that contain no kept entry (only used with `!` exceptions).
@@ -575,5 +651,32 @@ mod tests {
         );
         let t = ctx.select("abs").unwrap();
         assert_eq!((t[0].rel.as_str(), t[0].name.as_str()), ("top.txt", "abs"));
+    }
+
+    #[test]
+    fn large_contexts_are_hashed_on_several_threads_with_the_same_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut contents = Vec::new();
+        for i in 0..5u8 {
+            // 3 MiB files: together past the parallel threshold.
+            let content: Vec<u8> = (0..3usize << 20)
+                .map(|j| (j as u8).wrapping_mul(i + 1) ^ i)
+                .collect();
+            fs::write(dir.path().join(format!("f{i}")), &content).unwrap();
+            contents.push(content);
+        }
+        fs::write(dir.path().join("small"), "s").unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        let tree = ctx.select(".").unwrap().remove(0);
+        for e in &tree.entries[1..] {
+            let content = match e.rel.strip_prefix('f') {
+                Some(i) => contents[i.parse::<usize>().unwrap()].clone(),
+                None => b"s".to_vec(),
+            };
+            let want: [u8; 32] = Sha256::digest(&content).into();
+            assert_eq!(e.kind, EntryKind::File(want), "{}", e.rel);
+        }
+        // The same tree again (now from the stat cache) has the same digest.
+        assert_eq!(ctx.select(".").unwrap()[0].digest, tree.digest);
     }
 }
