@@ -395,24 +395,10 @@ impl Builder<'_, '_> {
                 Item::Url { url, checksum } => {
                     let (item, _) = self.download(instr, url, Some(checksum))?;
                     if let Item::Download { name, path, .. } = &item {
-                        let mut f = File::open(path).map_err(|source| BuildError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
-                        copier
-                            .single_file(name, &mut f, 0o600, None)
-                            .map_err(|e| err(format!("writing {name}: {e}")))?
+                        copier.downloaded_file(name, path, &err)?;
                     }
                 }
-                Item::Download { name, path, .. } => {
-                    let mut f = File::open(path).map_err(|source| BuildError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    copier
-                        .single_file(name, &mut f, 0o600, None)
-                        .map_err(|e| err(format!("writing {name}: {e}")))?
-                }
+                Item::Download { name, path, .. } => copier.downloaded_file(name, path, &err)?,
             }
         }
         Ok(())
@@ -497,6 +483,22 @@ impl Copier<'_> {
         } else {
             self.job.dest.clone()
         }
+    }
+
+    /// Writes a downloaded ADD source (kept at `path` outside the image) as `name`, mode 0600
+    /// like docker.
+    fn downloaded_file(
+        &mut self,
+        name: &str,
+        path: &Path,
+        err: &dyn Fn(String) -> BuildError,
+    ) -> Result<(), BuildError> {
+        let mut f = File::open(path).map_err(|source| BuildError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.single_file(name, &mut f, 0o600, None)
+            .map_err(|e| err(format!("writing {name}: {e}")))
     }
 
     fn single_file(
