@@ -4,12 +4,15 @@
 //! symlink or hard link can make a write land outside it. Whiteouts become overlay whiteouts
 //! (character devices 0/0) and opaque markers become `trusted.overlay.opaque=y`; both only hide
 //! lower layers, so an opaque marker never removes entries of its own layer, wherever it sits.
+//! Where the filesystem refuses whiteout devices (a store on overlayfs), whiteouts take the
+//! xattr form instead (see `whiteout`): a zero-size file marked `overlay.whiteout` whose
+//! directory is marked `overlay.opaque=x`.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,10 @@ use pathrs::{InodeType, Root};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid};
 use tar::EntryType;
 
-use super::whiteout::{classify, NameKind, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER, WHITEOUT_PREFIX};
+use super::whiteout::{
+    classify, device_whiteout_refused, marker_names, MarkerNames, NameKind, OPAQUE_VALUE,
+    WHITEOUT_PREFIX, XWHITEOUTS_VALUE,
+};
 use super::{xattr, ApplyLimits, ApplyStats, LayerError, Result};
 use crate::digest::HashingReader;
 
@@ -35,8 +41,27 @@ const PARENT_DIR_MODE: u32 = 0o755;
 /// including an exceeded budget, everything written below `dest` is removed again (and `dest`
 /// itself if this call created it).
 pub fn apply_layer(input: impl Read, dest: &Path, limits: &ApplyLimits) -> Result<ApplyStats> {
+    apply_layer_with(input, dest, limits, WhiteoutForm::Device)
+}
+
+/// How the applier writes whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhiteoutForm {
+    /// Character devices 0/0, falling back to the xattr form if the filesystem refuses them.
+    Device,
+    /// Zero-size files with the `overlay.whiteout` xattr (tests of that form on any filesystem).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Xattr,
+}
+
+fn apply_layer_with(
+    input: impl Read,
+    dest: &Path,
+    limits: &ApplyLimits,
+    form: WhiteoutForm,
+) -> Result<ApplyStats> {
     let created = prepare_dest(dest)?;
-    match apply_into(input, dest, limits) {
+    match apply_into(input, dest, limits, form) {
         Ok(stats) => Ok(stats),
         Err(err) => {
             remove_partial(dest, created);
@@ -80,7 +105,12 @@ fn remove_partial(dest: &Path, created: bool) {
     }
 }
 
-fn apply_into(input: impl Read, dest: &Path, limits: &ApplyLimits) -> Result<ApplyStats> {
+fn apply_into(
+    input: impl Read,
+    dest: &Path,
+    limits: &ApplyLimits,
+    form: WhiteoutForm,
+) -> Result<ApplyStats> {
     let exceeded = Rc::new(Cell::new(false));
     let stream = HashingReader::new(decompressor(input).map_err(LayerError::Stream)?);
     let budget = BudgetReader {
@@ -103,9 +133,12 @@ fn apply_into(input: impl Read, dest: &Path, limits: &ApplyLimits) -> Result<App
         op: "open layer root",
         source,
     })?;
+    let is_root = rustix::process::geteuid().is_root();
     let mut applier = Applier {
         root,
-        is_root: rustix::process::geteuid().is_root(),
+        is_root,
+        markers: marker_names(is_root),
+        xattr_whiteouts: form == WhiteoutForm::Xattr,
         buffer: vec![0u8; COPY_BUFFER],
         dir_times: Vec::new(),
         stats_entries: 0,
@@ -203,6 +236,10 @@ struct Meta {
 struct Applier {
     root: Root,
     is_root: bool,
+    /// Overlay marker xattr names (trusted.* as root, user.* otherwise).
+    markers: MarkerNames,
+    /// Whiteouts take the xattr form: set when the filesystem refused a whiteout device.
+    xattr_whiteouts: bool,
     buffer: Vec<u8>,
     /// Directory mtimes, set last (creating children changes them).
     dir_times: Vec<(PathBuf, i64)>,
@@ -430,9 +467,101 @@ impl Applier {
         if self.existing_type(path, shown)?.is_some() {
             return Ok(());
         }
-        let inode = InodeType::CharacterDevice(perm(0), rustix::fs::makedev(0, 0));
-        self.make_inode(path, shown, &inode, false)?;
-        self.whiteouts += 1;
+        if !self.xattr_whiteouts {
+            let inode = InodeType::CharacterDevice(perm(0), rustix::fs::makedev(0, 0));
+            match self.make_inode(path, shown, &inode, false) {
+                Ok(()) => {
+                    self.whiteouts += 1;
+                    return Ok(());
+                }
+                Err(LayerError::Confined { source, .. })
+                    if errno(&source).is_some_and(device_whiteout_refused) =>
+                {
+                    tracing::debug!(
+                        entry = shown,
+                        error = %source,
+                        "whiteout devices refused here (overlayfs?); writing xattr whiteouts"
+                    );
+                    self.xattr_whiteouts = true;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if self.make_xattr_whiteout(path, shown)? {
+            self.whiteouts += 1;
+        }
+        Ok(())
+    }
+
+    /// Creates the xattr form of a whiteout at `path`: its directory is marked
+    /// `overlay.opaque=x` first (so an interrupted apply leaves at most a harmless marker), then
+    /// a zero-size file with mode 0 gets the `overlay.whiteout` xattr. In an opaque directory a
+    /// whiteout has nothing to hide and the kernel would show the file (it only looks for xattr
+    /// whiteouts in `x` directories), so none is made there; returns whether one was made.
+    fn make_xattr_whiteout(&self, path: &Path, shown: &str) -> Result<bool> {
+        let io_err = |e: io::Error| LayerError::io(PathBuf::from(shown), e);
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !self.parent_exists(path) {
+            self.make_parents(path, shown)?;
+        }
+        let dir = self
+            .root
+            .open_subpath(parent, dir_flags())
+            .map_err(|source| LayerError::Confined {
+                entry: shown.to_string(),
+                op: "open whiteout directory",
+                source,
+            })?;
+        match dir_marker(&dir, self.markers.opaque) {
+            Some(value) if value == OPAQUE_VALUE[0] => return Ok(false),
+            Some(value) if value == XWHITEOUTS_VALUE[0] => {}
+            _ => xattr::set_fd(&dir, self.markers.opaque.as_bytes(), XWHITEOUTS_VALUE)
+                .map_err(io_err)?,
+        }
+        // Mode 0600 until the xattr is set: user.* xattrs need write permission on the file.
+        let file = self.create_file(path, shown)?;
+        xattr::set_fd(&file, self.markers.whiteout.as_bytes(), b"").map_err(io_err)?;
+        rustix::fs::fchmod(&file, Mode::empty()).map_err(|e| io_err(e.into()))?;
+        Ok(true)
+    }
+
+    /// Removes the xattr whiteouts directly inside the open directory `dir`, which is becoming
+    /// opaque: they hide nothing there, and the kernel would list them as empty files.
+    fn drop_xattr_whiteouts(&self, dir: &File, shown: &str) -> Result<()> {
+        let io_err = |e: io::Error| LayerError::io(PathBuf::from(shown), e);
+        let mut names = Vec::new();
+        let mut reader = rustix::fs::Dir::read_from(dir).map_err(|e| io_err(e.into()))?;
+        while let Some(entry) = reader.read() {
+            let entry = entry.map_err(|e| io_err(e.into()))?;
+            let kind = entry.file_type();
+            if kind == FileType::RegularFile || kind == FileType::Unknown {
+                names.push(entry.file_name().to_owned());
+            }
+        }
+        for name in names {
+            let st = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(io_err(e.into())),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size != 0 {
+                continue;
+            }
+            // f*xattr needs a file opened for I/O (a mode-0 file is not, for a non-root
+            // process); the directory fd's magic link plus one name component is this entry.
+            let mut link = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            link.extend_from_slice(name.to_bytes());
+            let link = OsStr::from_bytes(&link);
+            match rustix::fs::lgetxattr_query(link, self.markers.whiteout) {
+                Ok(_) => rustix::fs::unlinkat(dir, &name, AtFlags::empty())
+                    .map_err(|e| io_err(e.into()))?,
+                Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => return Err(io_err(e.into())),
+            }
+        }
         Ok(())
     }
 
@@ -458,13 +587,12 @@ impl Applier {
             .root
             .open_subpath(dir, dir_flags())
             .map_err(|e| confined("open opaque directory", e))?;
-        let name = if self.is_root {
-            OVL_OPAQUE_TRUSTED
-        } else {
-            OVL_OPAQUE_USER
-        };
-        xattr::set_fd(&file, name.as_bytes(), b"y")
+        let previous = dir_marker(&file, self.markers.opaque);
+        xattr::set_fd(&file, self.markers.opaque.as_bytes(), OPAQUE_VALUE)
             .map_err(|e| LayerError::io(PathBuf::from(shown), e))?;
+        if previous == Some(XWHITEOUTS_VALUE[0]) {
+            self.drop_xattr_whiteouts(&file, shown)?;
+        }
         self.opaque_dirs += 1;
         Ok(())
     }
@@ -573,6 +701,15 @@ impl Applier {
     }
 }
 
+/// The one-byte `overlay.opaque` value of the open directory `dir`, if it has one.
+fn dir_marker(dir: &File, name: &str) -> Option<u8> {
+    let mut value = [0u8; 1];
+    match rustix::fs::fgetxattr(dir, name, &mut value) {
+        Ok(1) => Some(value[0]),
+        _ => None,
+    }
+}
+
 fn dir_flags() -> OpenFlags {
     OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC
 }
@@ -668,7 +805,11 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_path;
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::super::{write_layer, Compression, WriteOptions};
+    use super::*;
 
     #[test]
     fn clean_path_refuses_parent_components() {
@@ -677,5 +818,146 @@ mod tests {
         assert!(clean_path(b"./").unwrap().is_empty());
         assert!(clean_path(b"../../etc/x").is_err());
         assert!(clean_path(b"a/../../b").is_err());
+    }
+
+    /// A plain tar of empty entries (names ending in `/` are directories).
+    fn tar_of(names: &[&str]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut header = tar::Header::new_ustar();
+            if name.ends_with('/') {
+                header.set_entry_type(EntryType::Directory);
+                header.set_mode(0o755);
+            } else {
+                header.set_entry_type(EntryType::Regular);
+                header.set_mode(0o644);
+            }
+            header.set_size(0);
+            header.set_mtime(1_600_000_000);
+            builder
+                .append_data(&mut header, name, io::empty())
+                .expect("append tar entry");
+        }
+        builder.into_inner().expect("finish tar")
+    }
+
+    fn marker(path: &Path, name: &str) -> Option<Vec<u8>> {
+        let mut value = [0u8; 16];
+        let n = rustix::fs::lgetxattr(path, name, &mut value).ok()?;
+        Some(value[..n].to_vec())
+    }
+
+    fn is_xattr_whiteout(path: &Path, markers: MarkerNames) -> bool {
+        let md = std::fs::symlink_metadata(path).expect("stat whiteout");
+        md.is_file()
+            && md.len() == 0
+            && md.mode() & 0o7777 == 0
+            && marker(path, markers.whiteout).is_some()
+    }
+
+    const XATTR_LAYER: &[&str] = &[
+        ".wh.gone",
+        "dir/",
+        "dir/.wh.a",
+        "dir/keep",
+        // After a whiteout of the same directory: that whiteout goes, `keep` stays.
+        "dir/.wh..wh..opq",
+        "opq/.wh..wh..opq",
+        // In an opaque directory: nothing to hide, so no file.
+        "opq/.wh.b",
+        "deep/sub/.wh.c",
+    ];
+
+    #[test]
+    fn xattr_whiteouts_mark_their_directory_and_give_way_to_opaque_markers() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dest = tmp.path().join("layer");
+        let tar = tar_of(XATTR_LAYER);
+        let stats = apply_layer_with(
+            &tar[..],
+            &dest,
+            &ApplyLimits::default(),
+            WhiteoutForm::Xattr,
+        )
+        .expect("apply");
+        let markers = marker_names(rustix::process::geteuid().is_root());
+        // `dir/a` was made and then dropped by the opaque marker; `opq/b` was never made.
+        assert_eq!((stats.whiteouts, stats.opaque_dirs), (3, 2));
+
+        assert!(is_xattr_whiteout(&dest.join("gone"), markers));
+        assert_eq!(marker(&dest, markers.opaque), Some(b"x".to_vec()));
+        assert!(is_xattr_whiteout(&dest.join("deep/sub/c"), markers));
+        assert_eq!(
+            marker(&dest.join("deep/sub"), markers.opaque),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(marker(&dest.join("deep"), markers.opaque), None);
+
+        assert_eq!(
+            marker(&dest.join("dir"), markers.opaque),
+            Some(b"y".to_vec())
+        );
+        assert!(!dest.join("dir/a").exists());
+        let keep = std::fs::metadata(dest.join("dir/keep")).expect("same-layer empty file");
+        assert_eq!((keep.len(), keep.mode() & 0o777), (0, 0o644));
+        assert_eq!(
+            marker(&dest.join("opq"), markers.opaque),
+            Some(b"y".to_vec())
+        );
+        assert!(std::fs::read_dir(dest.join("opq"))
+            .expect("read opq")
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn xattr_whiteouts_are_written_back_as_oci_whiteouts() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dest = tmp.path().join("layer");
+        let tar = tar_of(XATTR_LAYER);
+        apply_layer_with(
+            &tar[..],
+            &dest,
+            &ApplyLimits::default(),
+            WhiteoutForm::Xattr,
+        )
+        .expect("apply");
+        let opts = WriteOptions {
+            compression: Compression::None,
+            mtime_clamp: None,
+        };
+        let mut written = Vec::new();
+        write_layer(&dest, &opts, &mut written).expect("write layer");
+        let mut archive = tar::Archive::new(&written[..]);
+        let names: BTreeSet<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                String::from_utf8_lossy(&e.path_bytes())
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        for expected in [".wh.gone", "deep/sub/.wh.c", "dir/.wh..wh..opq", "dir/keep"] {
+            assert!(
+                names.contains(expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        for absent in [
+            "gone",
+            "deep/sub/c",
+            "dir/.wh.a",
+            "opq/.wh.b",
+            "deep/.wh..wh..opq",
+        ] {
+            assert!(!names.contains(absent), "{absent} in {names:?}");
+        }
+        // Neither marker (`x` included) nor the whiteout xattr reaches the tar.
+        assert!(
+            !written.windows(8).any(|w| w == b"overlay."),
+            "overlay xattrs leaked into the layer tar"
+        );
     }
 }

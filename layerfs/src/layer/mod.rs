@@ -1,12 +1,14 @@
 //! OCI layers: write an overlay upper dir as a layer blob, apply a layer blob as an overlay dir.
 //!
 //! The on-disk form of an unpacked layer is the overlayfs upper-dir format: deletions are
-//! character devices 0/0 and opaque directories carry `trusted.overlay.opaque=y`. The tar form
-//! is the OCI one: `.wh.<name>` files and `.wh..wh..opq` markers.
+//! character devices 0/0 (or, on filesystems that refuse those such as overlayfs, zero-size
+//! files with `trusted.overlay.whiteout` in a directory marked `trusted.overlay.opaque=x`) and
+//! opaque directories carry `trusted.overlay.opaque=y`. The tar form is the OCI one:
+//! `.wh.<name>` files and `.wh..wh..opq` markers.
 
 mod apply;
 mod commit;
-mod whiteout;
+pub(crate) mod whiteout;
 mod writer;
 mod xattr;
 

@@ -1,4 +1,13 @@
 //! Whiteout naming (OCI tar form) and overlay markers (upper-dir form).
+//!
+//! A whiteout in a layer or upper dir is a character device 0/0, or, where the filesystem
+//! refuses to create those (overlayfs refuses `mknod c 0 0` in its own tree, so a store that sits
+//! on a container's overlay root cannot hold them), an "xattr whiteout" (kernel >= 6.7): a
+//! zero-size regular file with the `overlay.whiteout` xattr, in a directory whose
+//! `overlay.opaque` xattr is `x` (merged with lower layers, but holding xattr whiteouts; the
+//! kernel only looks for them there). Set through an overlay mount, these xattrs are stored
+//! escaped (`trusted.overlay.overlay.*`) and read back unescaped, which is what lets an overlay
+//! of layers that live on overlayfs honour them.
 
 /// Prefix of an OCI whiteout file name.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -48,9 +57,47 @@ pub(crate) fn classify(name: &[u8]) -> NameKind<'_> {
     }
 }
 
-/// True for an overlay opaque-dir xattr value.
+/// `overlay.opaque` value of an opaque directory (lower layers are not merged below it).
+pub(crate) const OPAQUE_VALUE: &[u8] = b"y";
+/// `overlay.opaque` value of a merged directory that holds xattr whiteouts.
+pub(crate) const XWHITEOUTS_VALUE: &[u8] = b"x";
+
+/// True for an overlay opaque-dir xattr value (`x`, "holds xattr whiteouts", is not opaque).
 pub(crate) fn is_opaque_value(value: &[u8]) -> bool {
-    value == b"y"
+    value == OPAQUE_VALUE
+}
+
+/// The overlay marker xattr names a process writes and reads: `trusted.overlay.*` as root (what
+/// overlayfs reads by default), `user.overlay.*` otherwise (overlayfs' `userxattr` mounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MarkerNames {
+    /// The opaque / xattr-whiteouts directory marker.
+    pub(crate) opaque: &'static str,
+    /// The xattr that makes a zero-size regular file a whiteout.
+    pub(crate) whiteout: &'static str,
+}
+
+/// The marker names for a process that is root (`is_root`) or not.
+pub(crate) fn marker_names(is_root: bool) -> MarkerNames {
+    if is_root {
+        MarkerNames {
+            opaque: OVL_OPAQUE_TRUSTED,
+            whiteout: OVL_WHITEOUT_TRUSTED,
+        }
+    } else {
+        MarkerNames {
+            opaque: OVL_OPAQUE_USER,
+            whiteout: OVL_WHITEOUT_USER,
+        }
+    }
+}
+
+/// Whether `mknod(c 0 0)` failing with `errno` means the filesystem cannot hold whiteout
+/// devices, so whiteouts take the xattr form: EPERM (overlayfs refuses them in its own tree;
+/// also an unprivileged process on kernels before 5.8), EOPNOTSUPP or EINVAL (filesystems
+/// without device nodes). Anything else (EEXIST, ENOENT, ENOSPC, EROFS...) is a real error.
+pub(crate) fn device_whiteout_refused(errno: i32) -> bool {
+    matches!(errno, libc::EPERM | libc::EOPNOTSUPP | libc::EINVAL)
 }
 
 /// True for xattrs that describe overlay state and must never appear in a layer tar.
@@ -83,5 +130,35 @@ mod tests {
         assert!(!is_overlay_xattr(b"user.mime_type"));
         assert!(is_opaque_value(b"y"));
         assert!(!is_opaque_value(b"x"));
+        assert!(!is_opaque_value(XWHITEOUTS_VALUE));
+    }
+
+    #[test]
+    fn only_refusals_of_the_device_node_switch_to_xattr_whiteouts() {
+        for refused in [libc::EPERM, libc::EOPNOTSUPP, libc::ENOTSUP, libc::EINVAL] {
+            assert!(device_whiteout_refused(refused), "errno {refused}");
+        }
+        for real_error in [
+            libc::EEXIST,
+            libc::ENOENT,
+            libc::ENOSPC,
+            libc::EROFS,
+            libc::EACCES,
+            libc::EIO,
+        ] {
+            assert!(!device_whiteout_refused(real_error), "errno {real_error}");
+        }
+    }
+
+    #[test]
+    fn marker_names_follow_the_privilege() {
+        let root = marker_names(true);
+        assert_eq!(root.opaque, "trusted.overlay.opaque");
+        assert_eq!(root.whiteout, "trusted.overlay.whiteout");
+        let user = marker_names(false);
+        assert_eq!(user.opaque, "user.overlay.opaque");
+        assert_eq!(user.whiteout, "user.overlay.whiteout");
+        assert!(is_overlay_xattr(root.whiteout.as_bytes()));
+        assert!(is_overlay_xattr(user.whiteout.as_bytes()));
     }
 }

@@ -1,5 +1,6 @@
 //! The stack of real directories behind a union mount and how a merged path resolves in it:
-//! topmost entry wins, whiteouts hide lower entries, directories merge until an opaque one.
+//! topmost entry wins, whiteouts (devices 0/0 or xattr whiteouts) hide lower entries,
+//! directories merge until an opaque one.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -8,7 +9,10 @@ use std::io;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::whiteout::{is_opaque, is_whiteout};
+use super::whiteout::{
+    could_be_xattr_whiteout, has_whiteout_xattr, holds_xattr_whiteouts, is_opaque, is_whiteout,
+    is_whiteout_at,
+};
 
 /// Index of a real directory in a [`LayerSet`]; 0 is the upper dir when there is one.
 pub type LayerIndex = usize;
@@ -116,7 +120,7 @@ impl LayerSet {
                 Err(err) if not_found(&err) => continue,
                 Err(err) => return Err(err),
             };
-            if is_whiteout(&meta) {
+            if is_whiteout_at(&path, &meta) {
                 break;
             }
             let is_dir = meta.is_dir();
@@ -165,6 +169,9 @@ impl LayerSet {
                 Err(err) if not_found(&err) => continue,
                 Err(err) => return Err(err),
             };
+            // Only a directory marked `x` holds xattr whiteouts: elsewhere regular files are
+            // not even stat'ed.
+            let xattr_whiteouts = holds_xattr_whiteouts(&path);
             for entry in reader {
                 let entry = entry?;
                 let name = entry.file_name();
@@ -173,6 +180,13 @@ impl LayerSet {
                 }
                 let kind = entry.file_type()?;
                 if kind.is_char_device() && is_whiteout(&entry.metadata()?) {
+                    continue;
+                }
+                if xattr_whiteouts
+                    && kind.is_file()
+                    && could_be_xattr_whiteout(&entry.metadata()?)
+                    && has_whiteout_xattr(&entry.path())
+                {
                     continue;
                 }
                 entries.push(MergedEntry {

@@ -23,7 +23,10 @@ use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
 use super::copyup::{copy_up, get_xattr, list_xattrs};
 use super::inodes::{InodeTable, ROOT_INO};
 use super::layers::{LayerIndex, LayerSet, Resolved};
-use super::whiteout::{is_private_xattr, is_whiteout, make_whiteout, set_opaque, OPAQUE_XATTR};
+use super::whiteout::{
+    could_be_xattr_whiteout, has_whiteout_xattr, holds_xattr_whiteouts, is_private_xattr,
+    is_whiteout, is_whiteout_at, make_whiteout, opaque_xattr, set_opaque,
+};
 
 /// How long the kernel may cache entries (also negative ones) and attributes. Every change goes
 /// through this mount, and the kernel updates its cache from our replies, so the cache is only
@@ -156,10 +159,10 @@ fn lstat(path: &Path) -> Res<Metadata> {
     fs::symlink_metadata(path).map_err(errno)
 }
 
-/// Removes a whiteout at `path` if there is one; returns whether one was removed.
+/// Removes a whiteout (either form) at `path` if there is one; returns whether one was removed.
 fn remove_whiteout(path: &Path) -> Res<bool> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if is_whiteout(&meta) => {
+        Ok(meta) if is_whiteout_at(path, &meta) => {
             fs::remove_file(path).map_err(errno)?;
             Ok(true)
         }
@@ -174,11 +177,13 @@ fn remove_whiteouts_below(dir: &Path) -> Res<()> {
     remove_markers_below(dir, false)
 }
 
-/// Removes every whiteout inside the real directory `dir` and, with `opaque`, the opaque
-/// markers of `dir` and every directory below it: what a copy of the merged tree looks like.
+/// Removes every whiteout (either form) inside the real directory `dir` and, with `opaque`,
+/// the opaque markers (`y` and `x`) of `dir` and every directory below it: what a copy of the
+/// merged tree looks like.
 fn remove_markers_below(dir: &Path, opaque: bool) -> Res<()> {
+    let xattr_whiteouts = holds_xattr_whiteouts(dir);
     if opaque {
-        match rustix::fs::lremovexattr(dir, OPAQUE_XATTR) {
+        match rustix::fs::lremovexattr(dir, opaque_xattr()) {
             Ok(()) | Err(rustix::io::Errno::NODATA) => {}
             Err(e) => return Err(errno(e.into())),
         }
@@ -188,7 +193,17 @@ fn remove_markers_below(dir: &Path, opaque: bool) -> Res<()> {
         let kind = entry.file_type().map_err(errno)?;
         if kind.is_dir() {
             remove_markers_below(&entry.path(), opaque)?;
-        } else if kind.is_char_device() && is_whiteout(&entry.metadata().map_err(errno)?) {
+            continue;
+        }
+        let whiteout = if kind.is_char_device() {
+            is_whiteout(&entry.metadata().map_err(errno)?)
+        } else {
+            xattr_whiteouts
+                && kind.is_file()
+                && could_be_xattr_whiteout(&entry.metadata().map_err(errno)?)
+                && has_whiteout_xattr(&entry.path())
+        };
+        if whiteout {
             fs::remove_file(entry.path()).map_err(errno)?;
         }
     }
