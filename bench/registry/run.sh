@@ -19,8 +19,9 @@
 # inside the work dir; nothing of a system installation is used or changed.
 #
 #   [RBUILD_BIN=...] [RBUILD_COMPARE=other-rbuild] [SIZE_MIB=256] [SKIP_DOCKER=1] [SKIP_PODMAN=1] \
-#     bench/registry/run.sh [ROUNDS]
-# RBUILD_COMPARE adds rows for a second rbuild binary (A/B of a change in the same run).
+#     [SKIP_PUSH=1] bench/registry/run.sh [ROUNDS]
+# RBUILD_COMPARE adds rows for a second rbuild binary (A/B of a change in the same run);
+# SKIP_PUSH=1 runs only the pull group (quicker A/B of pull changes).
 #   (default 5 rounds; needs skopeo, docker-registry, curl, python3; podman, docker.io optional)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -152,7 +153,7 @@ TOML
 fi
 
 # The benchmark description for the driver.
-export RBUILD_COMPARE=${RBUILD_COMPARE:-}
+export RBUILD_COMPARE=${RBUILD_COMPARE:-} SKIP_PUSH=${SKIP_PUSH:-}
 export W SHM RB SRC IMG LAYER PM DK DST_DISK DST_TMPFS SRC_PID DST_DISK_PID DST_TMPFS_PID ROUNDS
 python3 - >"$W/spec.json" <<'PY'
 import json, os
@@ -187,8 +188,10 @@ for tool, pull_flags in ((PM, "--tls-verify=false"), (DK, "")):
     if tool:
         setup.append(f"{tool} pull -q {pull_flags} {SRC}/{IMG} && {tool} tag {SRC}/{IMG} {e['DST_DISK']}/{IMG}"
                      f" && {tool} tag {SRC}/{IMG} {e['DST_TMPFS']}/{IMG}")
-for kind, dst, pid, data in (("disk", e["DST_DISK"], e["DST_DISK_PID"], f"{W}/dst-disk-data"),
-                             ("tmpfs", e["DST_TMPFS"], e["DST_TMPFS_PID"], f"{e['SHM']}/dst-tmpfs-data")):
+pushes = [] if e["SKIP_PUSH"] else [
+    ("disk", e["DST_DISK"], e["DST_DISK_PID"], f"{W}/dst-disk-data"),
+    ("tmpfs", e["DST_TMPFS"], e["DST_TMPFS_PID"], f"{e['SHM']}/dst-tmpfs-data")]
+for kind, dst, pid, data in pushes:
     empty = f"rm -rf {data}/docker"
     rows = [
         {"name": "rbuild push", "cmd": f"{RB} --root {W}/store push -q {dst}/{IMG}"},

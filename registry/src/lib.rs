@@ -1,7 +1,7 @@
 //! rbuild-registry: OCI distribution client (references, auth, pull, push).
 //!
-//! References are parsed with oci-client's `Reference` (Docker's normalisation); transfers use
-//! reqwest directly (see [`client`] for why).
+//! References follow Docker's grammar and normalisation (parsed by hand, see [`reference`]);
+//! transfers use reqwest directly (see [`client`] for why).
 #![warn(missing_docs)]
 
 pub mod artifact;
