@@ -276,8 +276,9 @@ fn layers_applied_on_overlayfs_get_xattr_whiteouts_that_overlay_and_fuse_mounts_
     assert_no_overlay_xattrs(&tar);
 }
 
-/// Deletes, renames and re-creates lower entries of the `fuse_support::make_layers` fixture.
-/// Every step is one overlayfs handles itself (no rename of a merged directory).
+/// Deletes, renames and re-creates lower entries of the `fuse_support::make_layers` fixture,
+/// including entries over whiteouts the mount made itself. A merged directory is moved with
+/// `mv`, which copies it where overlayfs refuses the rename (EXDEV) and renames it on FUSE.
 fn change_lower_entries(root: &Path) {
     let p = |rel: &str| root.join(rel);
     let step = |what: &str, result: std::io::Result<()>| {
@@ -302,6 +303,23 @@ fn change_lower_entries(root: &Path) {
         fs::rename(p("new/dir/file"), p("new/file2")),
     );
     step("rm -r new/dir", fs::remove_dir_all(p("new/dir")));
+    // Over whiteouts this mount made: a rename, a merged directory's move (its whiteouts
+    // must not travel), a hard link and a symlink.
+    step("mv moved-b data/b", fs::rename(p("moved-b"), p("data/b")));
+    let mv = std::process::Command::new("mv")
+        .arg(p("data"))
+        .arg(p("data2"))
+        .status()
+        .expect("run mv");
+    assert!(mv.success(), "mv data data2 on {}", root.display());
+    step(
+        "ln data2/b usr/bin/tool",
+        fs::hard_link(p("data2/b"), p("usr/bin/tool")),
+    );
+    step(
+        "ln -s usr/bin bin",
+        std::os::unix::fs::symlink("usr/bin", p("bin")),
+    );
 }
 
 #[test]
@@ -325,41 +343,46 @@ fn fuse_with_its_upper_dir_on_overlayfs_deletes_and_renames_lower_files_like_ove
     );
     change_lower_entries(fuse.target());
     assert_same_tree(&want, &snapshot(fuse.target()), "FUSE on overlayfs");
-    assert_eq!(names(&fuse.target().join("data")), ["a", "c2", "link"]);
+    assert_eq!(
+        names(&fuse.target().join("data2")),
+        ["a", "b", "c2", "link"]
+    );
     fuse.unmount().expect("unmount FUSE");
 
     let upper = &fuse_dirs.upper;
-    for deleted in [
-        "data/b",
-        "data/c",
-        "data/fifo",
-        "usr/bin/tool",
-        "usr/lib",
-        "etc/passwd",
-        "bin",
-    ] {
+    for deleted in ["data", "usr/lib", "etc/passwd", "new/dir"] {
         assert_xattr_whiteout(&upper.join(deleted));
     }
+    // The moved directory took none of its whiteouts or markers along.
+    assert_eq!(names(&upper.join("data2")), ["a", "b", "c2", "link"]);
+    assert_eq!(xattr(&upper.join("data2"), OPAQUE_XATTR), None);
     assert_eq!(
         xattr(&upper.join("opaque"), OPAQUE_XATTR).as_deref(),
         Some(&b"y"[..])
     );
     assert_eq!(
-        fs::read(upper.join("data/a")).expect("re-created file"),
+        fs::read(upper.join("data2/a")).expect("re-created file"),
         b"back"
     );
+    assert_eq!(
+        fs::symlink_metadata(upper.join("usr/bin/tool"))
+            .expect("link")
+            .nlink(),
+        2
+    );
     assert!(!upper.join("fresh").exists());
-    let real = host.real_upper().join("fuse/upper/usr/bin/tool");
+    let real = host.real_upper().join("fuse/upper/usr/lib");
     assert!(xattr(&real, "trusted.overlay.overlay.whiteout").is_some());
 
     // The writer turns the upper dir into the same layer tar as overlay's upper dir.
     let (from_fuse, entries, tar) = layer_tar(upper);
     let (from_overlay, overlay_entries, _) = layer_tar(&reference_dirs.upper);
     for expected in [
-        "data/.wh.b",
+        ".wh.data",
         "usr/.wh.lib",
         "opaque/.wh..wh..opq",
-        ".wh.bin",
+        "data2/b",
+        "bin",
     ] {
         assert!(
             entries.contains(expected),
