@@ -221,9 +221,15 @@ fn tar_listing(upper: &Path) -> (String, BTreeMap<String, String>) {
 
 fn run_differential(seed: u64, steps: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let layers = make_layers(tmp.path());
-    let ovl_dirs = MountDirs::new(tmp.path(), "overlay");
-    let fuse_dirs = MountDirs::new(tmp.path(), "fuse");
+    run_differential_in(seed, steps, tmp.path(), tmp.path());
+}
+
+/// [`run_differential`] with the layers and overlay's dirs below `root` and FUSE's upper,
+/// work and mount dirs below `fuse_root`.
+fn run_differential_in(seed: u64, steps: usize, root: &Path, fuse_root: &Path) {
+    let layers = make_layers(root);
+    let ovl_dirs = MountDirs::new(root, "overlay");
+    let fuse_dirs = MountDirs::new(fuse_root, "fuse");
     {
         let ovl = ovl_dirs.mount(&layers, Driver::Overlay);
         let fuse = fuse_dirs.mount(&layers, Driver::Fuse);
@@ -352,4 +358,27 @@ fn random_operations_match_overlay_seed_2() {
 #[test]
 fn random_operations_match_overlay_seed_3() {
     run_differential(0xdead_beef, 3000);
+}
+
+/// FUSE's upper dir on overlayfs (a store in a container), where whiteouts are xattr
+/// whiteouts because overlayfs refuses whiteout devices: the same results, merged tree and
+/// layer tar as overlay with its upper dir on a plain filesystem.
+#[test]
+fn random_operations_match_overlay_with_the_fuse_upper_dir_on_overlayfs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host_dirs = MountDirs::new(tmp.path(), "host");
+    let host_lower = tmp.path().join("host/lower");
+    fs::create_dir(&host_lower).expect("create the host overlay's lower dir");
+    let host = host_dirs.mount(&[host_lower], Driver::Overlay);
+    run_differential_in(0x0f5_0f5, 3000, tmp.path(), host.target());
+    let xattr_whiteouts = walkdir::WalkDir::new(host.target().join("fuse/upper"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file()
+                && rustix::fs::lgetxattr_query(e.path(), "trusted.overlay.whiteout").is_ok()
+        })
+        .count();
+    assert!(xattr_whiteouts > 0, "the run made no xattr whiteouts");
+    host.unmount().expect("unmount the host overlay");
 }
