@@ -167,11 +167,13 @@ fn split_reference(s: &str) -> std::result::Result<Parts<'_>, String> {
     };
     if let Some(t) = tag {
         if !is_tag(t) {
-            return Err(if t.len() > MAX_TAG_LEN && t.get(..MAX_TAG_LEN).is_some_and(is_tag) {
-                format!("tag is longer than {MAX_TAG_LEN} characters")
-            } else {
-                "invalid reference format".into()
-            });
+            return Err(
+                if t.len() > MAX_TAG_LEN && t.get(..MAX_TAG_LEN).is_some_and(is_tag) {
+                    format!("tag is longer than {MAX_TAG_LEN} characters")
+                } else {
+                    "invalid reference format".into()
+                },
+            );
         }
     }
     if !is_name(name) {

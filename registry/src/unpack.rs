@@ -2,6 +2,7 @@
 //! into the layer applier at once, on a blocking thread; nothing is committed until the blob
 //! digest, size and diff_id are all verified.
 
+use crate::decode::{decode_while, ChunkReader};
 use crate::error::{RegistryError, Result};
 use crate::media::LayerEncoding;
 use crate::pull::store_err;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
 use rbuild_layerfs::store::{ScratchDir, SealedBlob};
 use rbuild_layerfs::{Digest, Store};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use tokio::sync::mpsc::Receiver;
 
@@ -26,27 +27,6 @@ pub struct LayerJob {
     pub encoding: LayerEncoding,
     /// Foreign URLs of the descriptor.
     pub urls: Vec<String>,
-}
-
-/// A reader over the downloaded chunks.
-struct ChunkReader {
-    rx: Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
 }
 
 /// Writes a layer's chunks into a store ingest (hashing them) as they arrive, checking that the
@@ -81,19 +61,23 @@ pub struct AppliedLayer {
     dir: PathBuf,
 }
 
-/// Unpacks a layer's chunks into a scratch dir as they arrive and checks the diff_id.
+/// Unpacks a layer's chunks into a scratch dir as they arrive and checks the diff_id. The chunks
+/// are decompressed on one thread while the tar stream is hashed and applied on another.
 pub fn apply_chunks(store: &Store, job: &LayerJob, rx: Receiver<Bytes>) -> Result<AppliedLayer> {
     let scratch = store.scratch_dir("pull").map_err(store_err)?;
     let dir = scratch.path().join("layer");
-    let mut reader = ChunkReader {
-        rx,
-        current: Bytes::new(),
-    };
-    let stats = apply_layer(&mut reader, &dir, &ApplyLimits::default())
-        .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
-    // Drain what the applier did not need so the sender never blocks on this consumer.
-    io::copy(&mut reader, &mut io::sink())
-        .map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
+    let (decoded, applied) = decode_while(job.encoding, ChunkReader::new(rx), |tar| {
+        apply_layer(tar, &dir, &ApplyLimits::default())
+    });
+    // A damaged compressed stream explains whatever the applier saw.
+    decoded.map_err(|e| {
+        RegistryError::BadContent(format!(
+            "layer {}: its {:?} stream is damaged: {e}",
+            job.digest, job.encoding
+        ))
+    })?;
+    let stats =
+        applied.map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
     if stats.diff_id != job.diff_id {
         return Err(RegistryError::BadContent(format!(
             "layer {} unpacks to diff_id {}, the config says {}",

@@ -619,3 +619,84 @@ fn insecure_endpoint_falls_back_from_https_to_http() {
         ))
         .is_err());
 }
+
+/// Serves the fixture with its big layer replaced by `blob` (the manifest names the new blob's
+/// digest and size, so only the content itself is wrong) and pulls it; returns the error and the
+/// replaced digest.
+fn pull_with_layer_blob(blob: Vec<u8>) -> (RegistryError, rbuild_layerfs::Digest, TempStore) {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let digest = rbuild_layerfs::Digest::of_bytes(&blob);
+    let size = blob.len();
+    fake.put_blob(digest.as_str(), blob);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    doc["layers"][1]["digest"] = serde_json::json!(digest.as_str());
+    doc["layers"][1]["size"] = serde_json::json!(size);
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("damaged layer accepted");
+    assert!(
+        dst.store.tags().unwrap().is_empty(),
+        "no tag after a failed pull"
+    );
+    assert!(
+        !dst.store.has_blob(&digest),
+        "the damaged blob was not committed"
+    );
+    assert!(
+        !dst.store.has_layer(&fx.image.diff_ids()[1]),
+        "the damaged layer was not committed"
+    );
+    (err, digest, dst)
+}
+
+#[test]
+fn damaged_gzip_with_a_matching_blob_digest_is_refused_naming_the_layer() {
+    let fx = fixture();
+    let good = fx
+        .src
+        .store
+        .read_blob(&fx.image.layer_digests()[1])
+        .unwrap();
+    // The CRC32 of the gzip trailer: the data (and so the diff_id) is intact, only the gzip
+    // check can tell.
+    let mut bad_crc = good.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 0x55;
+    // Cut short inside the deflate data: no trailer at all.
+    let truncated = good[..good.len() / 2].to_vec();
+    // Not gzip past the header.
+    let mut garbage = good[..10].to_vec();
+    garbage.extend(support::noise(5000, 3));
+    for (what, blob) in [
+        ("bad crc", bad_crc),
+        ("truncated", truncated),
+        ("garbage", garbage),
+    ] {
+        let (err, digest, _dst) = pull_with_layer_blob(blob);
+        let msg = err.to_string();
+        assert!(msg.contains(digest.as_str()), "{what}: {msg}");
+        assert!(msg.contains("damaged"), "{what}: {msg}");
+    }
+}
+
+#[test]
+fn layer_whose_content_disagrees_with_the_config_diff_id_is_refused() {
+    // A valid gzip of a different tar: blob digest and gzip check pass, the diff_id does not.
+    let other = TempStore::new();
+    let image = make_image(&other.store, "x:1", &[&[("big.bin", b"other content")]]);
+    let blob = other.store.read_blob(&image.layer_digests()[0]).unwrap();
+    let (err, digest, _dst) = pull_with_layer_blob(blob);
+    let msg = err.to_string();
+    assert!(msg.contains(digest.as_str()), "{msg}");
+    assert!(msg.contains("diff_id"), "{msg}");
+}
