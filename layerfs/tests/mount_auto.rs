@@ -71,7 +71,7 @@ fn auto_falls_back_to_fuse_when_the_upper_dir_is_on_overlayfs() {
 
     let err = mount_union(&spec, Driver::Overlay).expect_err("overlay refuses the upper dir");
     assert!(
-        matches!(&err, MountError::Mount { source, .. } if source.raw_os_error() == Some(libc::EINVAL)),
+        matches!(&err, MountError::Mount { cause, .. } if cause.raw_os_error() == Some(libc::EINVAL)),
         "{err}"
     );
     assert!(
@@ -127,7 +127,7 @@ fn auto_falls_back_to_fuse_for_more_layers_than_overlayfs_stacks() {
 
     let err = mount_union(&spec, Driver::Overlay).expect_err("overlay refuses 501 layers");
     assert!(
-        matches!(&err, MountError::Mount { source, .. } if source.raw_os_error() == Some(libc::EINVAL)),
+        matches!(&err, MountError::Mount { cause, .. } if cause.raw_os_error() == Some(libc::EINVAL)),
         "{err}"
     );
     let mount = mount_union(&spec, Driver::Auto).expect("auto mounts with FUSE");
@@ -178,7 +178,7 @@ fn auto_falls_back_to_fuse_without_the_privilege_to_mount_overlayfs() {
     let unprivileged = WithoutSysAdmin::new();
     let err = mount_union(&spec, Driver::Overlay).expect_err("overlay needs CAP_SYS_ADMIN");
     assert!(
-        matches!(&err, MountError::Mount { source, .. } if source.raw_os_error() == Some(libc::EPERM)),
+        matches!(&err, MountError::Mount { cause, .. } if cause.raw_os_error() == Some(libc::EPERM)),
         "{err}"
     );
     // FUSE mounts through the setuid fusermount3 helper when mount(2) is not allowed.

@@ -93,17 +93,17 @@ pub enum MountError {
         /// What is wrong.
         reason: String,
     },
-    /// The kernel refused the mount.
-    #[error("{driver} mount at {target} failed: {source}{detail}")]
+    /// The kernel (or the driver) refused the mount.
+    #[error("{driver} mount at {target} failed: {}{detail}", lower_first(cause))]
     Mount {
         /// The driver used.
         driver: Driver,
         /// The mount point.
         target: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-        /// Kernel log lines from the mount context, if any (prefixed with ": ").
+        /// The error (part of the message, so not repeated as a source).
+        cause: std::io::Error,
+        /// More about it, prefixed with ": " or "; ": the kernel's log lines from the mount
+        /// context, or what to do.
         detail: String,
     },
     /// A driver is not available on this machine or in this build.
@@ -116,14 +116,14 @@ pub enum MountError {
     },
     /// Unmounting failed.
     #[error(
-        "unmount of {target} failed: {source}; check `findmnt {target}` and what still uses it"
+        "unmount of {target} failed: {}; check `findmnt {target}` and what still uses it",
+        lower_first(cause)
     )]
     Unmount {
         /// The mount point.
         target: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (part of the message, so not repeated as a source).
+        cause: std::io::Error,
     },
     /// [`Driver::Auto`]: overlayfs refused the mount and the FUSE fallback failed as well.
     #[error("{overlay}; the FUSE fallback failed as well: {fuse}")]
@@ -136,6 +136,31 @@ pub enum MountError {
     /// The mount was still busy; it has been detached lazily instead.
     #[error("{0} was busy and has been detached lazily; processes may still use it")]
     Busy(PathBuf),
+    /// The FUSE server process of a mount at `target` could not mount; `message` is its own
+    /// error, which names the mount point.
+    #[error("{message}")]
+    Server {
+        /// The mount point.
+        target: PathBuf,
+        /// The server's error message.
+        message: String,
+    },
+}
+
+/// An error's message with its first letter in lower case, as rbuild's messages are ("No such
+/// file or directory (os error 2)" reads "no such file ...").
+fn lower_first(err: &impl fmt::Display) -> String {
+    let text = err.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if first.is_uppercase() && !chars.next().is_some_and(char::is_uppercase) => {
+            first
+                .to_lowercase()
+                .chain(text[first.len_utf8()..].chars())
+                .collect()
+        }
+        _ => text,
+    }
 }
 
 /// Result type of this module.
@@ -248,14 +273,14 @@ fn mount_overlay(spec: &MountSpec) -> Result<UnionMount> {
         MountError::Mount {
             driver,
             target,
-            source,
+            cause,
             detail,
         } if detail.is_empty() => MountError::Mount {
             driver,
             target,
             // mount(2) leaves its reason in the kernel log only: replay it in a mount context.
             detail: overlay::explain(spec),
-            source,
+            cause,
         },
         other => other,
     })
@@ -299,10 +324,10 @@ fn mount_auto(
 /// different mounts, more than 500 layers, stacking too deep); EOPNOTSUPP when a filesystem
 /// lacks a feature overlayfs needs.
 fn overlay_refusal(err: &MountError) -> Option<&'static str> {
-    let MountError::Mount { source, .. } = err else {
+    let MountError::Mount { cause, .. } = err else {
         return None;
     };
-    Some(match source.raw_os_error()? {
+    Some(match cause.raw_os_error()? {
         libc::ENODEV => "this kernel has no overlayfs",
         libc::EPERM => "no privilege to mount overlayfs",
         libc::ENOSYS => "this kernel lacks a mount call overlayfs needs",
@@ -381,13 +406,13 @@ pub fn unmount_target(target: &Path) -> Result<()> {
         Err(rustix::io::Errno::BUSY) => {
             unmount(target, UnmountFlags::DETACH).map_err(|e| MountError::Unmount {
                 target: target.to_path_buf(),
-                source: e.into(),
+                cause: e.into(),
             })?;
             Err(MountError::Busy(target.to_path_buf()))
         }
         Err(e) => Err(MountError::Unmount {
             target: target.to_path_buf(),
-            source: e.into(),
+            cause: e.into(),
         }),
     }
 }
@@ -447,7 +472,7 @@ mod tests {
             Err(MountError::Mount {
                 driver: Driver::Overlay,
                 target: spec.target.clone(),
-                source: std::io::Error::from_raw_os_error(errno),
+                cause: std::io::Error::from_raw_os_error(errno),
                 detail: String::new(),
             })
         }
@@ -469,7 +494,7 @@ mod tests {
             assert_eq!(mount.driver(), Driver::Fuse);
             let reason = mount.fallback_reason().expect("a fallback reason");
             assert!(reason.contains(why), "errno {errno}: {reason}");
-            let os_error = std::io::Error::from_raw_os_error(errno).to_string();
+            let os_error = lower_first(&std::io::Error::from_raw_os_error(errno));
             assert!(reason.contains(&os_error), "{reason}");
             assert!(!reason.contains('\n'), "the notice is one line: {reason}");
             assert_eq!(
@@ -491,8 +516,8 @@ mod tests {
             let spec = spec(tmp.path());
             let err = mount_auto(&spec, refusing(errno), mount_fuse).expect_err("no fallback");
             assert!(
-                matches!(&err, MountError::Mount { driver: Driver::Overlay, source, .. }
-                    if source.raw_os_error() == Some(errno)),
+                matches!(&err, MountError::Mount { driver: Driver::Overlay, cause, .. }
+                    if cause.raw_os_error() == Some(errno)),
                 "{err}"
             );
             assert!(!fuse::is_stale(&spec.target));
@@ -522,8 +547,8 @@ mod tests {
             }
         ));
         assert!(
-            matches!(&**fuse, MountError::Mount { driver: Driver::Fuse, source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound),
+            matches!(&**fuse, MountError::Mount { driver: Driver::Fuse, cause, .. }
+                if cause.kind() == std::io::ErrorKind::NotFound),
             "{fuse}"
         );
         let message = err.to_string();

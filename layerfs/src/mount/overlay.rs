@@ -74,7 +74,7 @@ fn mount_error(target: &Path, source: std::io::Error, detail: String) -> MountEr
     MountError::Mount {
         driver: Driver::Overlay,
         target: target.to_path_buf(),
-        source,
+        cause: source,
         detail,
     }
 }

@@ -5,9 +5,11 @@
 //!
 //! One file per job: [`layers`] (resolution across layers), [`inodes`] (inode table),
 //! [`copyup`], [`whiteout`], [`unionfs`] (the fuser `Filesystem`), [`server`] (a separate
-//! server process for mounts that outlive the command) and this file (mount, unmount,
+//! server process for mounts that outlive the command), [`watchdog`] (ends the connection of a
+//! killed rbuild), [`control`] (aborting one connection) and this file (mount, unmount,
 //! stale-mount recovery).
 
+pub mod control;
 pub mod copyup;
 pub mod inodes;
 pub mod layers;
@@ -18,12 +20,14 @@ pub mod whiteout;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, MountOption, SessionACL};
 
-use super::{Driver, MountError, MountSpec};
+use super::{lower_first, Driver, MountError, MountSpec};
+use control::AbortHandle;
 use layers::LayerSet;
 use unionfs::UnionFs;
 
@@ -66,26 +70,42 @@ impl Drop for FuseMount {
     }
 }
 
-fn mount_error(target: &Path, source: io::Error) -> MountError {
+/// A FUSE mount failure at `target`: `cause` (lower case, naming what failed) and `hint` (what
+/// to do, starting with "; ", or empty).
+fn mount_error(target: &Path, cause: io::Error, hint: &str) -> MountError {
     MountError::Mount {
         driver: Driver::Fuse,
         target: target.to_path_buf(),
-        source,
-        detail: String::new(),
+        cause,
+        detail: hint.to_string(),
     }
 }
+
+/// What to say when the FUSE driver cannot be used on this machine at all.
+const OTHER_DRIVER: &str = "or use --storage-driver overlay";
 
 /// Mounts `spec` with the FUSE driver: `spec.layers` read-only (lowest first) and
 /// `spec.upper`, when given, as the writable layer (`spec.work` is not needed). The mount is
 /// served by threads of this process (see [`server`] for a mount that outlives it).
 pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
-    let session = new_session(spec)?;
-    let session = session.spawn().map_err(|e| mount_error(&spec.target, e))?;
-    // The kernel connection number is the minor of the mount's anonymous device.
-    let watchdog = connection_of(&spec.target).and_then(|c| watchdog::Watchdog::start(c).ok());
+    let (session, point) = new_session(spec)?;
+    // The watchdog starts before anything is served: from here on a thread of this process may
+    // wait on its own mount, and a kill then needs the watchdog to end the connection.
+    let watchdog =
+        AbortHandle::of_mount(&point).and_then(|abort| watchdog::Watchdog::start(abort).ok());
     if watchdog.is_none() {
         tracing::warn!(target = %spec.target.display(), "no FUSE watchdog: a killed rbuild may hang on this mount");
     }
+    let session = session.spawn().map_err(|e| {
+        mount_error(
+            &spec.target,
+            io::Error::new(
+                e.kind(),
+                format!("starting the FUSE server threads: {}", lower_first(&e)),
+            ),
+            "",
+        )
+    })?;
     Ok(FuseMount {
         target: spec.target.clone(),
         session: Some(session),
@@ -93,19 +113,23 @@ pub fn mount(spec: &MountSpec) -> Result<FuseMount, MountError> {
     })
 }
 
-/// Mounts `spec` and returns the session, not yet serving: the caller must start serving it
-/// before anything touches the mount point.
-pub(crate) fn new_session(spec: &MountSpec) -> Result<fuser::Session<UnionFs>, MountError> {
-    if !Path::new("/dev/fuse").exists() {
-        return Err(MountError::DriverUnavailable {
-            driver: Driver::Fuse,
-            reason: "/dev/fuse does not exist: load the fuse module (modprobe fuse)".into(),
-        });
+/// Mounts `spec` and returns the session, not yet serving, and the canonical mount point (as
+/// /proc/self/mountinfo shows it). The caller must start serving the session before anything
+/// touches the mount point.
+pub(crate) fn new_session(
+    spec: &MountSpec,
+) -> Result<(fuser::Session<UnionFs>, PathBuf), MountError> {
+    let target = &spec.target;
+    check_fuse_device(target)?;
+    detach_stale(target);
+    // Resolved while it is a plain directory: once mounted, resolving it asks the server.
+    let point = resolve_mount_point(target)?;
+    for dir in spec.layers.iter().chain(&spec.upper) {
+        check_layer_dir(target, dir)?;
     }
-    detach_stale(&spec.target);
     let layers = LayerSet::new(&spec.layers, spec.upper.as_deref())
-        .map_err(|e| mount_error(&spec.target, e))?;
-    let filesystem = UnionFs::new(layers).map_err(|e| mount_error(&spec.target, e))?;
+        .map_err(|e| mount_error(target, e, ""))?;
+    let filesystem = UnionFs::new(layers).map_err(|e| mount_error(target, e, ""))?;
     let root = rustix::process::geteuid().is_root();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -128,15 +152,149 @@ pub(crate) fn new_session(spec: &MountSpec) -> Result<fuser::Session<UnionFs>, M
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
     config.n_threads = Some(threads);
-    fuser::Session::new(filesystem, &spec.target, &config).map_err(|e| mount_error(&spec.target, e))
+    let session = fuser::Session::new(filesystem, &point, &config)
+        .map_err(|e| kernel_refusal(target, e, root))?;
+    Ok((session, point))
 }
 
-/// The kernel connection number of the FUSE mount at `target` (the minor of its anonymous
-/// device), as named in /sys/fs/fuse/connections. The mount must be served already.
-pub(crate) fn connection_of(target: &Path) -> Option<u32> {
-    rustix::fs::stat(target)
-        .ok()
-        .map(|st| rustix::fs::minor(st.st_dev))
+/// Checks that /dev/fuse is there, is the FUSE device and can be opened, so that these
+/// failures are reported as such (the kernel only says "invalid argument" for a wrong device).
+fn check_fuse_device(target: &Path) -> Result<(), MountError> {
+    const DEVICE: &str = "/dev/fuse";
+    let fail = |kind: io::ErrorKind, cause: String, hint: String| {
+        Err(mount_error(target, io::Error::new(kind, cause), &hint))
+    };
+    let meta = match fs::metadata(DEVICE) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return fail(
+                e.kind(),
+                format!("{DEVICE} does not exist"),
+                format!("; load the fuse module (modprobe fuse) {OTHER_DRIVER}"),
+            )
+        }
+        Err(e) => {
+            return fail(
+                e.kind(),
+                format!("cannot stat {DEVICE}: {}", lower_first(&e)),
+                format!("; check the device {OTHER_DRIVER}"),
+            )
+        }
+    };
+    let rdev = meta.rdev();
+    if !meta.file_type().is_char_device()
+        || rustix::fs::major(rdev) != 10
+        || rustix::fs::minor(rdev) != 229
+    {
+        return fail(
+            io::ErrorKind::InvalidInput,
+            format!("{DEVICE} is not the FUSE device (character device 10:229)"),
+            format!("; recreate it with `mknod -m 666 {DEVICE} c 10 229` {OTHER_DRIVER}"),
+        );
+    }
+    if let Err(e) = fs::OpenOptions::new().read(true).write(true).open(DEVICE) {
+        return fail(
+            e.kind(),
+            format!("cannot open {DEVICE}: {}", lower_first(&e)),
+            format!("; give this user (or container) access to {DEVICE} {OTHER_DRIVER}"),
+        );
+    }
+    Ok(())
+}
+
+/// The canonical path of the mount point `target`, which must be an existing directory.
+fn resolve_mount_point(target: &Path) -> Result<PathBuf, MountError> {
+    match fs::metadata(target) {
+        Ok(meta) if meta.is_dir() => {
+            fs::canonicalize(target).map_err(|e| mount_error(target, e, ""))
+        }
+        Ok(_) => Err(mount_error(
+            target,
+            io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "the mount point is not a directory",
+            ),
+            "; mount on a directory",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(mount_error(
+            target,
+            io::Error::new(e.kind(), "the mount point does not exist"),
+            "; create the directory first",
+        )),
+        Err(e) => Err(mount_error(
+            target,
+            io::Error::new(e.kind(), format!("the mount point: {}", lower_first(&e))),
+            "",
+        )),
+    }
+}
+
+/// Checks that the layer (or upper) dir `dir` of a mount at `target` is a directory.
+fn check_layer_dir(target: &Path, dir: &Path) -> Result<(), MountError> {
+    let cause = match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("layer dir {} is not a directory", dir.display()),
+        ),
+        Err(e) => io::Error::new(
+            e.kind(),
+            format!("layer dir {}: {}", dir.display(), lower_first(&e)),
+        ),
+    };
+    Err(mount_error(target, cause, ""))
+}
+
+/// The failure of fuser's mount call (mount(2), or fusermount3 without root) as one lower-case
+/// cause with what to do. fuser's own texts repeat the mount point and its option string
+/// ("Error calling mount() at ... with ... and flags=...: EINVAL: Invalid argument") or are
+/// fusermount3's stderr.
+fn kernel_refusal(target: &Path, e: io::Error, root: bool) -> MountError {
+    let text = e.to_string();
+    let kind = e.kind();
+    if let Some(errno) = text
+        .strip_prefix("Error calling mount()")
+        .and_then(|rest| rest.rsplit_once("): ").map(|(_, errno)| errno))
+    {
+        return mount_error(
+            target,
+            io::Error::new(kind, format!("mount(2) refused it: {errno}")),
+            "; the kernel log (dmesg) may say why",
+        );
+    }
+    if !root && kind == io::ErrorKind::NotFound {
+        return mount_error(
+            target,
+            io::Error::new(
+                kind,
+                "fusermount3 was not found (it mounts FUSE for non-root users)",
+            ),
+            &format!("; install it (Debian: fuse3) {OTHER_DRIVER}"),
+        );
+    }
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hint = if root {
+        ""
+    } else {
+        "; check that fusermount3 may mount here"
+    };
+    mount_error(target, io::Error::new(kind, lower_first(&one_line)), hint)
+}
+
+/// The kernel connection number of the rbuild FUSE mount at `point` (canonical, as mountinfo
+/// shows it), read from /proc/self/mountinfo, so nothing asks the mount's server; the topmost
+/// such mount when several are stacked there.
+pub(crate) fn mount_connection(point: &Path) -> Option<u32> {
+    rbuild_mounts()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| p == point)
+        .and_then(|(_, connection)| connection)
 }
 
 /// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).
@@ -162,11 +320,20 @@ pub fn detach_stale(path: &Path) -> bool {
 
 /// rbuild FUSE mounts at or below `dir`: (mount point, kernel connection number).
 pub(crate) fn rbuild_mounts_below(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
+    // mountinfo shows canonical paths.
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    rbuild_mounts()
+        .into_iter()
+        .filter(|(point, _)| point.starts_with(&dir))
+        .collect()
+}
+
+/// Every rbuild FUSE mount of this mount namespace, in mount order: (mount point, kernel
+/// connection number).
+fn rbuild_mounts() -> Vec<(PathBuf, Option<u32>)> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    // mountinfo shows canonical paths.
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut found = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -186,10 +353,7 @@ pub(crate) fn rbuild_mounts_below(dir: &Path) -> Vec<(PathBuf, Option<u32>)> {
         let connection = device
             .strip_prefix("0:")
             .and_then(|minor| minor.parse().ok());
-        let point = PathBuf::from(unescape_mountinfo(point));
-        if point.starts_with(&dir) {
-            found.push((point, connection));
-        }
+        found.push((PathBuf::from(unescape_mountinfo(point)), connection));
     }
     found
 }
@@ -209,10 +373,11 @@ pub fn detach_stale_below(dir: &Path) -> Vec<PathBuf> {
 /// points.
 pub fn detach_dead_below(dir: &Path) -> Vec<PathBuf> {
     let mut detached = Vec::new();
-    for (point, connection) in rbuild_mounts_below(dir) {
-        if let Some(connection) = connection {
-            // Fails harmlessly when fusectl is not mounted or the connection is already gone.
-            let _ = fs::write(format!("/sys/fs/fuse/connections/{connection}/abort"), b"1");
+    for (point, _) in rbuild_mounts_below(dir) {
+        // Bound to this mount's connection (never a later mount that reuses its number); fails
+        // harmlessly when the connection is already gone.
+        if let Some(abort) = AbortHandle::of_mount(&point) {
+            let _ = abort.abort();
         }
         if rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH).is_ok() {
             tracing::info!(target = %point.display(), "detached a FUSE mount of a dead process");

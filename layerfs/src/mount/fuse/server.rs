@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::super::{Driver, MountError, MountSpec};
+use super::control::AbortHandle;
 
 /// The argument that selects the server in the rbuild binary (hidden from its help).
 pub const SERVE_ARG: &str = "__fuse-serve";
@@ -128,12 +129,14 @@ impl Drop for FuseServer {
     }
 }
 
-fn server_error(target: &Path, message: String) -> MountError {
+/// A failure to start or talk to the server of a mount at `target`: `cause` in lower case,
+/// `hint` what to do (starting with "; ", or empty).
+fn server_error(target: &Path, cause: String, hint: &str) -> MountError {
     MountError::Mount {
         driver: Driver::Fuse,
         target: target.to_path_buf(),
-        source: io::Error::other(message),
-        detail: String::new(),
+        cause: io::Error::other(cause),
+        detail: hint.to_string(),
     }
 }
 
@@ -152,12 +155,18 @@ pub fn spawn(
         owner: owner.map(Path::to_path_buf),
     };
     let json = serde_json::to_vec(&request)
-        .map_err(|e| server_error(target, format!("encoding the FUSE server request: {e}")))?;
+        .map_err(|e| server_error(target, format!("encoding the FUSE server request: {e}"), ""))?;
     let stderr = match &command.log {
         Some(log) => OpenOptions::new().create(true).append(true).open(log),
         None => OpenOptions::new().write(true).open("/dev/null"),
     }
-    .map_err(|e| server_error(target, format!("opening the FUSE server log: {e}")))?;
+    .map_err(|e| {
+        server_error(
+            target,
+            format!("opening the FUSE server log: {}", super::lower_first(&e)),
+            "",
+        )
+    })?;
     let mut cmd = Command::new(&command.program);
     cmd.arg0(&command.arg0)
         .args(&command.args)
@@ -187,9 +196,11 @@ pub fn spawn(
         server_error(
             target,
             format!(
-                "starting the FUSE server {}: {e}",
-                command.program.display()
+                "starting the FUSE server {}: {}",
+                command.program.display(),
+                super::lower_first(&e)
             ),
+            "",
         )
     })?;
     let pid = child.id();
@@ -212,17 +223,33 @@ pub fn spawn(
         });
     }
     let status = child.wait();
-    let why = if let Some(message) = answer.strip_prefix("error: ") {
-        message.to_string()
-    } else if let Err(e) = written {
-        format!("the FUSE server did not take its request: {e}")
+    if let Some(message) = answer.strip_prefix("error: ") {
+        // The server's own mount error, which already names the mount point: passed on as it
+        // is, not wrapped in a second "fuse mount at ... failed".
+        return Err(MountError::Server {
+            target: target.clone(),
+            message: message.to_string(),
+        });
+    }
+    let why = if let Err(e) = written {
+        format!(
+            "the FUSE server did not take its request: {}",
+            super::lower_first(&e)
+        )
     } else {
         match status {
             Ok(status) => format!("the FUSE server exited before mounting ({status})"),
-            Err(e) => format!("the FUSE server exited before mounting: {e}"),
+            Err(e) => format!(
+                "the FUSE server exited before mounting: {}",
+                super::lower_first(&e)
+            ),
         }
     };
-    Err(server_error(target, why))
+    let hint = match &command.log {
+        Some(log) => format!("; its log is {}", log.display()),
+        None => String::new(),
+    };
+    Err(server_error(target, why, &hint))
 }
 
 /// The server side: mounts `request` at `target`, writes `ok` (or `error: <why>`) to `ready`
@@ -235,38 +262,62 @@ pub fn serve(target: &Path, request: &ServeRequest, mut ready: File) -> Result<(
     // SAFETY: sigprocmask on a fully initialised set, before any thread exists.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &stop_signals, std::ptr::null_mut()) };
     let started = super::super::validate(&spec).and_then(|()| {
-        let session = super::new_session(&spec)?;
-        session
-            .spawn()
-            .map_err(|e| server_error(target, format!("starting the FUSE session: {e}")))
+        let (session, point) = super::new_session(&spec)?;
+        // Opened while the mount is surely ours; bound to its connection (see control.rs).
+        let connection = super::mount_connection(&point);
+        let abort = AbortHandle::of_mount(&point);
+        let session = session.spawn().map_err(|e| {
+            server_error(
+                target,
+                format!("starting the FUSE session: {}", super::lower_first(&e)),
+                "",
+            )
+        })?;
+        Ok((session, point, connection, abort))
     });
-    let session = match started {
-        Ok(session) => session,
+    let (session, point, connection, abort) = match started {
+        Ok(started) => started,
         Err(e) => {
-            let _ = writeln!(ready, "error: {e}");
+            let _ = writeln!(ready, "error: {}", e.to_string().replace('\n', "; "));
             return Err(e);
         }
     };
-    let connection = super::connection_of(target);
     if let Err(e) = ready.write_all(b"ok\n") {
         // The caller died before it could record this mount: nobody would ever end it.
-        take_down(target, connection, Duration::ZERO);
+        take_down(&point, connection, abort.as_ref(), Duration::ZERO);
         return Err(server_error(
             target,
-            format!("the caller is gone, mount taken down: {e}"),
+            format!(
+                "the caller is gone, mount taken down: {}",
+                super::lower_first(&e)
+            ),
+            "",
         ));
     }
     drop(ready);
-    let control_target = target.to_path_buf();
     let owner = request.owner.clone();
     let _control = std::thread::Builder::new()
         .name("fuse-control".into())
-        .spawn(move || control(&control_target, owner.as_deref(), connection, &stop_signals))
-        .map_err(|e| server_error(target, format!("starting the control thread: {e}")))?;
+        .spawn(move || {
+            control(
+                &point,
+                owner.as_deref(),
+                connection,
+                abort.as_ref(),
+                &stop_signals,
+            )
+        })
+        .map_err(|e| {
+            server_error(
+                target,
+                format!("starting the control thread: {}", super::lower_first(&e)),
+                "",
+            )
+        })?;
     // Returns when the kernel ends the connection: unmounted, or detached and unused.
     session
         .join()
-        .map_err(|e| server_error(target, format!("serving: {e}")))
+        .map_err(|e| server_error(target, format!("serving: {}", super::lower_first(&e)), ""))
 }
 
 /// SIGTERM, SIGINT and SIGHUP.
@@ -282,8 +333,15 @@ fn stop_signal_set() -> libc::sigset_t {
     }
 }
 
-/// Waits for a stop signal or the loss of the owner record, then takes the mount down.
-fn control(target: &Path, owner: Option<&Path>, connection: Option<u32>, signals: &libc::sigset_t) {
+/// Waits for a stop signal or the loss of the owner record, then takes the mount at `point`
+/// down.
+fn control(
+    point: &Path,
+    owner: Option<&Path>,
+    connection: Option<u32>,
+    abort: Option<&AbortHandle>,
+    signals: &libc::sigset_t,
+) {
     let timeout = libc::timespec {
         tv_sec: OWNER_POLL.as_secs() as libc::time_t,
         tv_nsec: 0,
@@ -298,32 +356,20 @@ fn control(target: &Path, owner: Option<&Path>, connection: Option<u32>, signals
             break;
         }
     }
-    take_down(target, connection, ABORT_GRACE);
+    take_down(point, connection, abort, ABORT_GRACE);
 }
 
-/// Detaches our mount at `target` (never someone else's mount there), waits `grace` for its
-/// last users, then aborts the connection so the serving threads end.
-fn take_down(target: &Path, connection: Option<u32>, grace: Duration) {
-    let ours = super::rbuild_mounts_below(target)
-        .into_iter()
-        .any(|(point, conn)| point == target && conn.is_some() && conn == connection);
+/// Detaches our mount at `point`, connection `connection` (never someone else's mount there),
+/// waits `grace` for its last users, then aborts our connection through `abort` (never a later
+/// mount that got its number) so the serving threads end.
+fn take_down(point: &Path, connection: Option<u32>, abort: Option<&AbortHandle>, grace: Duration) {
+    let ours = connection.is_some() && super::mount_connection(point) == connection;
     if ours {
-        let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+        let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
     }
     std::thread::sleep(grace);
-    if let Some(connection) = connection {
-        let abort = format!("/sys/fs/fuse/connections/{connection}/abort");
-        if fs::write(&abort, b"1").is_err() {
-            // fusectl may not be mounted yet.
-            let _ = rustix::mount::mount(
-                "fusectl",
-                "/sys/fs/fuse/connections",
-                "fusectl",
-                rustix::mount::MountFlags::empty(),
-                None,
-            );
-            let _ = fs::write(&abort, b"1");
-        }
+    if let Some(abort) = abort {
+        let _ = abort.abort();
     }
 }
 

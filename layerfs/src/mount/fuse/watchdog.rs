@@ -2,29 +2,33 @@
 //! when that process is killed while one of its own threads waits on a request to its own mount,
 //! the kernel keeps the connection (the process still holds /dev/fuse) and the process never
 //! finishes dying. The watchdog, a forked child running only raw system calls, notices the
-//! fatal signal (or the parent's disappearance) and aborts the connection through fusectl,
-//! which fails the waiting request so the process exits and the mount becomes plainly dead.
+//! fatal signal (or the parent's disappearance) and aborts the connection through an
+//! [`AbortHandle`] opened while the mount was ours, which fails the waiting request so the
+//! process exits and the mount becomes plainly dead. Aborting by connection number instead
+//! would hit whichever mount has the number by then: the number is reused as soon as the dead
+//! mount is swept away, typically by the next build's own mount.
 
 use std::ffi::CString;
 use std::io;
 
-/// Where fusectl exposes connections.
-const FUSECTL: &str = "/sys/fs/fuse/connections";
+use super::control::AbortHandle;
 
 /// The running watchdog; dropping it stops it.
 #[derive(Debug)]
 pub struct Watchdog {
     pid: libc::pid_t,
+    /// Kept open for as long as the watchdog runs (the watchdog has its own copy).
+    _abort: AbortHandle,
 }
 
 impl Watchdog {
-    /// Starts a watchdog for FUSE connection `connection` served by this process.
-    pub fn start(connection: u32) -> io::Result<Watchdog> {
+    /// Starts a watchdog that aborts the connection of `abort` once this process dies or is
+    /// dying. Start it before the mount is served: from then on a kill cannot leave this
+    /// process stuck on its own mount.
+    pub fn start(abort: AbortHandle) -> io::Result<Watchdog> {
         let parent = std::process::id();
         let status = CString::new(format!("/proc/{parent}/status"))?;
-        let abort = CString::new(format!("{FUSECTL}/{connection}/abort"))?;
-        let fusectl = CString::new(FUSECTL)?;
-        let fstype = CString::new("fusectl")?;
+        let abort_fd = abort.as_raw_fd();
         // SAFETY: the child only makes async-signal-safe system calls on memory prepared above
         // and ends with _exit; the parent just records the pid.
         let pid = unsafe { libc::fork() };
@@ -33,9 +37,9 @@ impl Watchdog {
         }
         if pid == 0 {
             // SAFETY: see above.
-            unsafe { watch(&status, &abort, &fusectl, &fstype) }
+            unsafe { watch(&status, abort_fd) }
         }
-        Ok(Watchdog { pid })
+        Ok(Watchdog { pid, _abort: abort })
     }
 }
 
@@ -77,10 +81,15 @@ fn dying(status: &[u8]) -> bool {
     dying
 }
 
-/// The watchdog's whole life, in the forked child.
-unsafe fn watch(status: &CString, abort: &CString, fusectl: &CString, fstype: &CString) -> ! {
-    // Hold none of the parent's files (pipes, locks, /dev/fuse).
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+/// The watchdog's whole life, in the forked child: waits for the parent to die (or to be
+/// dying), then writes to the abort file `abort_fd`.
+unsafe fn watch(status: &CString, abort_fd: libc::c_int) -> ! {
+    // Hold none of the parent's files (pipes, locks, /dev/fuse) but the abort file.
+    let abort_fd = abort_fd as libc::c_uint;
+    if abort_fd > 3 {
+        libc::syscall(libc::SYS_close_range, 3u32, abort_fd - 1, 0u32);
+    }
+    libc::syscall(libc::SYS_close_range, abort_fd + 1, u32::MAX, 0u32);
     let mut buf = [0u8; 4096];
     loop {
         let pause = libc::timespec {
@@ -98,21 +107,8 @@ unsafe fn watch(status: &CString, abort: &CString, fusectl: &CString, fstype: &C
             break;
         }
     }
-    let mut fd = libc::open(abort.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-    if fd < 0 {
-        libc::mount(
-            fstype.as_ptr(),
-            fusectl.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        );
-        fd = libc::open(abort.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-    }
-    if fd >= 0 {
-        libc::write(fd, b"1".as_ptr().cast(), 1);
-        libc::close(fd);
-    }
+    // Does nothing when the connection has already ended (see control::AbortHandle).
+    libc::write(abort_fd as libc::c_int, b"1".as_ptr().cast(), 1);
     libc::_exit(0)
 }
 
