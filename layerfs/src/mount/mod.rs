@@ -423,7 +423,9 @@ fn validate(spec: &MountSpec) -> Result<()> {
         reason,
     };
     if !spec.target.is_dir() {
-        return Err(bad("the mount point is not an existing directory".into()));
+        return Err(bad(
+            "the mount point is not an existing directory; create the directory first".into(),
+        ));
     }
     match (&spec.upper, &spec.work) {
         (Some(_), None) => return Err(bad("an upper dir needs a work dir".into())),
