@@ -383,6 +383,8 @@ pub unsafe fn fork_intermediate(
     setup: impl FnOnce() -> Result<()>,
     child: impl FnOnce() -> (i32, String),
 ) -> Result<i32> {
+    // SAFETY: getpid cannot fail.
+    let caller = unsafe { libc::getpid() };
     // SAFETY: the caller guarantees fork is sound here.
     let a = unsafe { libc::fork() };
     if a < 0 {
@@ -394,11 +396,20 @@ pub unsafe fn fork_intermediate(
     // Intermediate process.
     // SAFETY: prctl with integer args.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    // SAFETY: getppid cannot fail. A caller that died (e.g. kill -9) before the prctl sends no
+    // death signal: leave now instead of starting an orphaned container.
+    if unsafe { libc::getppid() } != caller {
+        // SAFETY: exiting the forked child without running the parent's destructors.
+        unsafe { libc::_exit(125) };
+    }
     if let Err(e) = setup() {
         report_failure(err_w, 125, &e.to_string());
         // SAFETY: exiting the forked child without running the parent's destructors.
         unsafe { libc::_exit(125) };
     }
+    // The container process watches this process through a pidfd (it cannot see our pid from
+    // inside its pid namespace). SAFETY: pidfd_open of our own pid.
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as libc::c_int;
     // SAFETY: single-threaded after fork.
     let b = unsafe { libc::fork() };
     if b < 0 {
@@ -409,6 +420,22 @@ pub unsafe fn fork_intermediate(
     if b == 0 {
         // SAFETY: prctl with integer args.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        // As above: if this process already died (killed with the caller), no death signal
+        // comes, and its pidfd is readable.
+        if me >= 0 {
+            let mut gone = libc::pollfd {
+                fd: me,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll of our inherited pidfd, without waiting.
+            if unsafe { libc::poll(&mut gone, 1, 0) } > 0 {
+                // SAFETY: as above.
+                unsafe { libc::_exit(125) };
+            }
+            // SAFETY: closing our copy of the pidfd.
+            unsafe { libc::close(me) };
+        }
         let (code, msg) = child();
         report_failure(err_w, code, &msg);
         // SAFETY: as above.
