@@ -1,7 +1,8 @@
 //! Killing rbuild (SIGKILL) while it serves a FUSE mount leaves no dead mount that blocks the
-//! next command and no process behind: the RUN step's sandbox dies with it. The kill lands at
-//! different moments of a RUN step: right after the mount appears (before the sandbox starts),
-//! while the RUN process sleeps, and while the RUN process is busy on the mount.
+//! next command and no process behind: the RUN step's sandbox dies with it, and the next
+//! sandbox removes the cgroups the killed rbuild could not. The kill lands at different moments
+//! of a RUN step: right after the mount appears (before the sandbox starts), while the RUN
+//! process sleeps, and while the RUN process is busy on the mount.
 
 mod common;
 
@@ -147,22 +148,28 @@ impl Drop for Adopter {
         }
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
-        let parents = match rbuild_runner::cgroup::detect() {
-            Ok(Hierarchy::V1(hierarchies)) => hierarchies.into_iter().map(|(_, d)| d).collect(),
-            Ok(Hierarchy::V2(own)) => vec![own],
-            Err(_) => Vec::new(),
-        };
         for pid in &self.builds {
-            let prefix = format!("rbuild-{pid}-");
-            for parent in &parents {
-                for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                        let _ = std::fs::remove_dir(entry.path());
-                    }
-                }
+            for dir in sandbox_cgroups_of(*pid) {
+                let _ = std::fs::remove_dir(dir);
             }
         }
     }
+}
+
+/// The sandbox cgroups (`rbuild-<pid>-<n>`, below this process's own cgroups) of rbuild `pid`.
+fn sandbox_cgroups_of(pid: i32) -> Vec<std::path::PathBuf> {
+    let parents = match rbuild_runner::cgroup::detect() {
+        Ok(Hierarchy::V1(hierarchies)) => hierarchies.into_iter().map(|(_, d)| d).collect(),
+        Ok(Hierarchy::V2(own)) => vec![own],
+        Err(_) => Vec::new(),
+    };
+    let prefix = format!("rbuild-{pid}-");
+    parents
+        .iter()
+        .flat_map(|parent| std::fs::read_dir(parent).into_iter().flatten().flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// Kills the build on drop, also when an assertion fails first.
@@ -198,7 +205,7 @@ fn rbuild_fuse(root: &TestRoot, args: &[&str]) -> Output {
 }
 
 /// Starts `FROM busybox` + `run`, kills rbuild at `moment`, then checks that the next commands
-/// work and that nothing of the killed build is left: no FUSE mount, no process.
+/// work and that nothing of the killed build is left: no FUSE mount, no process, no cgroup.
 fn kill_build_then_continue(run: &str, moment: Moment) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut adopter = Adopter::new();
@@ -275,6 +282,18 @@ fn kill_build_then_continue(run: &str, moment: Moment) {
     assert!(
         live.is_empty(),
         "processes of the killed build still run: {live:?}"
+    );
+    // The next sandbox removes the cgroups the killed build could not remove itself.
+    let out = rbuild_fuse(&root, &["run", "--rm", "busybox", "true"]);
+    assert!(
+        out.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = sandbox_cgroups_of(pid);
+    assert!(
+        left.is_empty(),
+        "cgroups of the killed build left: {left:?}"
     );
 }
 

@@ -41,6 +41,9 @@ pub struct Running {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A sandbox without a cgroup name gets `<this><pid>-<n>`.
+const DEFAULT_CGROUP_PREFIX: &str = "rbuild-";
+
 /// Runs `process` in a new sandbox and waits for it (see [`spawn`] and [`Running::wait`]).
 pub fn run(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<ExitStatus> {
     spawn(sandbox, process)?.wait()
@@ -69,8 +72,13 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     }
     drop(root_fd);
     let name = sandbox.cgroup_name.clone().unwrap_or_else(|| {
+        // Once per process: the cgroups of killed processes' sandboxes go.
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| {
+            crate::cgroup::remove_orphaned(DEFAULT_CGROUP_PREFIX);
+        });
         format!(
-            "rbuild-{}-{}",
+            "{DEFAULT_CGROUP_PREFIX}{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         )

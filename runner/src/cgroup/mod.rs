@@ -274,3 +274,42 @@ impl Cgroup {
         }
     }
 }
+
+/// Removes the cgroups that sandboxes of dead processes left below this process's own
+/// cgroup(s): those named `<prefix><pid>-<n>` (the default sandbox name) whose `pid` no longer
+/// runs, as a killed rbuild leaves them (it removes its sandboxes' cgroups itself otherwise).
+/// A cgroup that still holds processes is kept (rmdir refuses it). Returns how many
+/// directories were removed.
+pub fn remove_orphaned(prefix: &str) -> usize {
+    let parents: Vec<PathBuf> = match detect() {
+        Ok(Hierarchy::V1(hierarchies)) => hierarchies.into_iter().map(|(_, d)| d).collect(),
+        Ok(Hierarchy::V2(own)) => vec![own],
+        Err(_) => return 0,
+    };
+    let mut removed = 0;
+    for parent in parents {
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split_once('-'))
+                .filter(|(pid, seq)| is_number(pid) && is_number(seq))
+                .map(|(pid, _)| pid)
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            if std::fs::remove_dir(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
