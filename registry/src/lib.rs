@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod data_sync;
 pub mod decode;
 pub mod error;
 pub mod fetch;

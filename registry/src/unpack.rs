@@ -2,6 +2,7 @@
 //! into the layer applier at once, on a blocking thread; nothing is committed until the blob
 //! digest, size and diff_id are all verified.
 
+use crate::data_sync::DataSyncer;
 use crate::decode::{decode_while, ChunkReader};
 use crate::error::{RegistryError, Result};
 use crate::media::LayerEncoding;
@@ -34,6 +35,7 @@ pub struct LayerJob {
 /// digest and size and fsyncs. The blob is not published yet.
 pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> Result<SealedBlob> {
     let mut ingest = store.ingest().map_err(store_err)?;
+    let mut syncer = DataSyncer::start(ingest.path());
     let mut first = true;
     while let Some(chunk) = rx.blocking_recv() {
         if first && !chunk.is_empty() {
@@ -48,11 +50,15 @@ pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> 
         ingest
             .write_all(&chunk)
             .map_err(|e| RegistryError::io(format!("write blob {}", job.digest), e))?;
+        syncer.written(ingest.written());
     }
     // Verified and fsynced while the layer may still be unpacking; published by commit_layer.
-    ingest
+    // The background flushes left little for this fsync to wait for.
+    let sealed = ingest
         .seal(Some(&job.digest), Some(job.size))
-        .map_err(store_err)
+        .map_err(store_err);
+    syncer.finish();
+    sealed
 }
 
 /// An unpacked, diff_id-verified layer waiting in a scratch dir.

@@ -113,6 +113,12 @@ impl Ingest {
         })
     }
 
+    /// The file being written (in the session's tmp dir; it moves when published). Another
+    /// handle on it may flush its data early (`fdatasync` while the blob still streams in).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| w.written())
