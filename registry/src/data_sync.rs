@@ -24,14 +24,18 @@ pub struct DataSyncer {
 }
 
 impl DataSyncer {
-    /// Starts flushing `path` in the background; a syncer that does nothing when the file cannot
-    /// be opened or the thread not started (only the head start is lost).
-    pub fn start(path: &Path) -> DataSyncer {
+    /// Starts flushing `path`, which will hold `expected_size` bytes, in the background. The
+    /// syncer does nothing for a blob too small to need a head start, or when the file cannot be
+    /// opened or the thread not started (only the head start is lost).
+    pub fn start(path: &Path, expected_size: u64) -> DataSyncer {
         let idle = DataSyncer {
             wake: None,
             thread: None,
             synced_up_to: 0,
         };
+        if expected_size < 2 * SYNC_EVERY {
+            return idle;
+        }
         let Ok(file) = File::open(path) else {
             return idle;
         };
@@ -98,7 +102,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         let mut file = File::create(&path).unwrap();
-        let mut syncer = DataSyncer::start(&path);
+        assert!(
+            DataSyncer::start(&path, SYNC_EVERY).thread.is_none(),
+            "small blob"
+        );
+        let mut syncer = DataSyncer::start(&path, 20 << 20);
         assert!(syncer.thread.is_some());
         let block = vec![7u8; 1 << 20];
         let mut written = 0u64;
@@ -115,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_gives_an_idle_syncer() {
-        let mut syncer = DataSyncer::start(Path::new("/nonexistent/rbuild/blob"));
+        let mut syncer = DataSyncer::start(Path::new("/nonexistent/rbuild/blob"), 1 << 30);
         syncer.written(1 << 30);
         assert!(syncer.thread.is_none());
         syncer.finish();

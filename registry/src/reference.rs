@@ -701,11 +701,37 @@ mod tests {
                 "a.b_c/d",
                 "sha256:x",
                 "a:b:c",
+                "busybox:1.36",
+                "library/busybox",
+                "a/b/c/d:v1.2.3-rc_4",
+                "Busybox",
+                "busybox:",
+                ":tag",
+                "busybox::tag",
+                "busybox:.tag",
+                "busybox:ta g",
+                "/busybox",
+                "busybox/",
+                "a/_b",
+                "a/b-",
+                "a/b.",
+                "registry-.io/app",
+                "host:/app",
+                "",
+                " ",
+                "a@",
+                "a@sha256",
+                "UPPER.example.com/app",
+                "my-registry.io/my_repo/sub__name",
+                "registry.example.com:443/a/b",
+                "x--y/z",
             ]
             .iter()
             .map(|s| s.to_string()),
         );
         inputs.push(format!("a@sha512:{hex512}"));
+        inputs.push(format!("busybox@SHA256:{HEX}"));
+        inputs.push(format!("busybox:1.36@sha256:{HEX}"));
         inputs.push(format!("a:{}", "x".repeat(128)));
         inputs.push(format!("a:{}", "x".repeat(129)));
         for input in inputs.iter().filter(|s| !s.contains('[')) {

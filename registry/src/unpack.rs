@@ -35,7 +35,7 @@ pub struct LayerJob {
 /// digest and size and fsyncs. The blob is not published yet.
 pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> Result<SealedBlob> {
     let mut ingest = store.ingest().map_err(store_err)?;
-    let mut syncer = DataSyncer::start(ingest.path());
+    let mut syncer = DataSyncer::start(ingest.path(), job.size);
     let mut first = true;
     while let Some(chunk) = rx.blocking_recv() {
         if first && !chunk.is_empty() {
