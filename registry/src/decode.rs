@@ -31,12 +31,6 @@ impl ChunkReader {
             current: Bytes::new(),
         }
     }
-
-    /// Receives and drops whatever is still to come, so the sender never blocks on this reader.
-    pub fn drain(&mut self) {
-        self.current.clear();
-        while self.rx.blocking_recv().is_some() {}
-    }
 }
 
 impl Read for ChunkReader {
@@ -105,12 +99,13 @@ impl Read for DecodedReader {
     }
 }
 
-/// Decodes `input` on a scoped thread while `consume` reads the decoded stream on this one.
+/// Decodes `input` (the downloaded chunks, or a blob file) on a scoped thread while `consume`
+/// reads the decoded stream on this one.
 /// Returns the decoder's result (an error if the compressed stream is damaged or truncated;
 /// `Ok` also when `consume` stopped reading early) and `consume`'s.
 pub fn decode_while<T>(
     encoding: LayerEncoding,
-    input: ChunkReader,
+    input: impl BufRead + Send,
     consume: impl FnOnce(&mut DecodedReader) -> T,
 ) -> (io::Result<()>, T) {
     let (tx, rx) = mpsc::sync_channel(QUEUED_CHUNKS);
@@ -141,7 +136,7 @@ pub fn decode_while<T>(
 /// The decoder thread: fills buffers (reused from `recycled`) from the decoder and sends them.
 fn decode(
     encoding: LayerEncoding,
-    mut input: ChunkReader,
+    mut input: impl BufRead,
     tx: &SyncSender<io::Result<Decoded>>,
     recycled: &StdReceiver<Vec<u8>>,
 ) -> io::Result<()> {
@@ -158,13 +153,25 @@ fn decode(
     };
     match result {
         Ok(Pumped::End) => {
-            // Bytes after the last frame are ignored, as before; the sender must not block.
-            input.drain();
+            // Bytes after the last frame are ignored, as before; a download must not block.
+            skip_rest(&mut input);
             Ok(())
         }
         // The applier stopped (its own error explains why); dropping `input` tells the download.
         Ok(Pumped::ConsumerGone) => Ok(()),
         Err(e) => send_error(tx, e),
+    }
+}
+
+/// Reads `input` to its end without copying it anywhere; a read error ends it too (the bytes
+/// are unused either way).
+fn skip_rest(input: &mut impl BufRead) {
+    while let Ok(available) = input.fill_buf() {
+        let n = available.len();
+        if n == 0 {
+            break;
+        }
+        input.consume(n);
     }
 }
 

@@ -131,15 +131,20 @@ pub enum LayerEncoding {
 }
 
 impl LayerEncoding {
+    /// The encoding the first bytes of a blob show (plain tar when neither gzip nor zstd).
+    pub fn from_magic(head: &[u8]) -> LayerEncoding {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            LayerEncoding::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            LayerEncoding::Zstd
+        } else {
+            LayerEncoding::Plain
+        }
+    }
+
     /// Whether the first bytes of a blob agree with this encoding.
     pub fn matches_magic(self, head: &[u8]) -> bool {
-        let gzip = head.starts_with(&[0x1f, 0x8b]);
-        let zstd = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-        match self {
-            LayerEncoding::Gzip => gzip,
-            LayerEncoding::Zstd => zstd,
-            LayerEncoding::Plain => !gzip && !zstd,
-        }
+        LayerEncoding::from_magic(head) == self
     }
 }
 

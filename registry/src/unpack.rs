@@ -11,9 +11,12 @@ use bytes::Bytes;
 use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
 use rbuild_layerfs::store::{ScratchDir, SealedBlob};
 use rbuild_layerfs::{Digest, Store};
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc::Receiver;
+
+/// Read size for a blob already in the store.
+const BLOB_READ_BUFFER: usize = 1 << 20;
 
 /// One layer to pull.
 #[derive(Debug, Clone)]
@@ -72,28 +75,40 @@ pub struct AppliedLayer {
 pub fn apply_chunks(store: &Store, job: &LayerJob, rx: Receiver<Bytes>) -> Result<AppliedLayer> {
     let scratch = store.scratch_dir("pull").map_err(store_err)?;
     let dir = scratch.path().join("layer");
-    let (decoded, applied) = decode_while(job.encoding, ChunkReader::new(rx), |tar| {
-        apply_layer(tar, &dir, &ApplyLimits::default())
-    });
-    // A damaged compressed stream explains whatever the applier saw.
-    decoded.map_err(|e| {
-        RegistryError::BadContent(format!(
-            "layer {}: its {:?} stream is damaged: {e}",
-            job.digest, job.encoding
-        ))
-    })?;
-    let stats =
-        applied.map_err(|e| RegistryError::BadContent(format!("layer {}: {e}", job.digest)))?;
-    if stats.diff_id != job.diff_id {
-        return Err(RegistryError::BadContent(format!(
-            "layer {} unpacks to diff_id {}, the config says {}",
-            job.digest, stats.diff_id, job.diff_id
-        )));
-    }
+    let input = ChunkReader::new(rx);
+    apply_decoded(&job.digest, &job.diff_id, job.encoding, input, &dir)?;
     Ok(AppliedLayer {
         _scratch: scratch,
         dir,
     })
+}
+
+/// Decodes `input` (layer `digest`, compressed as `encoding`) on one thread while applying the
+/// tar stream into `dir` on this one, then checks the diff_id.
+fn apply_decoded(
+    digest: &Digest,
+    diff_id: &Digest,
+    encoding: LayerEncoding,
+    input: impl BufRead + Send,
+    dir: &Path,
+) -> Result<()> {
+    let (decoded, applied) = decode_while(encoding, input, |tar| {
+        apply_layer(tar, dir, &ApplyLimits::default())
+    });
+    // A damaged compressed stream explains whatever the applier saw.
+    decoded.map_err(|e| {
+        RegistryError::BadContent(format!(
+            "layer {digest}: its {encoding:?} stream is damaged: {e}"
+        ))
+    })?;
+    let stats = applied.map_err(|e| RegistryError::BadContent(format!("layer {digest}: {e}")))?;
+    if stats.diff_id != *diff_id {
+        return Err(RegistryError::BadContent(format!(
+            "layer {digest} unpacks to diff_id {}, the config says {diff_id}",
+            stats.diff_id
+        )));
+    }
+    Ok(())
 }
 
 /// Publishes the verified blob, then the unpacked layer.
@@ -112,18 +127,17 @@ pub fn commit_layer(
     Ok(())
 }
 
-/// Unpacks a layer whose blob is already in the store (verifying its diff_id).
+/// Unpacks a layer whose blob is already in the store (verifying its diff_id); the compression
+/// is recognised by its magic bytes.
 pub fn unpack_local(store: &Store, digest: &Digest, diff_id: &Digest) -> Result<()> {
     let blob = store.open_blob(digest).map_err(store_err)?;
+    let mut input = io::BufReader::with_capacity(BLOB_READ_BUFFER, blob);
+    let head = input
+        .fill_buf()
+        .map_err(|e| RegistryError::io(format!("read blob {digest}"), e))?;
+    let encoding = LayerEncoding::from_magic(head);
     let scratch = store.scratch_dir("unpack").map_err(store_err)?;
     let dest = scratch.path().join("layer");
-    let stats = apply_layer(io::BufReader::new(blob), &dest, &ApplyLimits::default())
-        .map_err(|e| RegistryError::BadContent(format!("layer {digest}: {e}")))?;
-    if stats.diff_id != *diff_id {
-        return Err(RegistryError::BadContent(format!(
-            "layer {digest} unpacks to diff_id {}, the config says {diff_id}",
-            stats.diff_id
-        )));
-    }
+    apply_decoded(digest, diff_id, encoding, input, &dest)?;
     store.commit_layer_dir(&dest, diff_id).map_err(store_err)
 }

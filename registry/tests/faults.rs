@@ -700,3 +700,27 @@ fn layer_whose_content_disagrees_with_the_config_diff_id_is_refused() {
     assert!(msg.contains(digest.as_str()), "{msg}");
     assert!(msg.contains("diff_id"), "{msg}");
 }
+
+#[test]
+fn blobs_already_in_the_store_are_unpacked_locally_not_downloaded() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    // The image's blobs are in the source store, its layers are not unpacked there.
+    for diff_id in fx.image.diff_ids() {
+        assert!(!fx.src.store.has_layer(&diff_id), "fixture layer unpacked");
+    }
+    let creds = tempfile::tempdir().unwrap();
+    pull_from(&fake, &fx.src.store, creds.path()).expect("pull");
+    let layers = fx.image.layer_digests();
+    let layer_gets = fake
+        .seen()
+        .iter()
+        .filter(|s| layers.iter().any(|d| s.path.ends_with(d.as_str())))
+        .count();
+    assert_eq!(
+        layer_gets, 0,
+        "a layer blob already in the store was downloaded"
+    );
+    assert_pulled(&fx.src.store, &fx, &fake);
+}
