@@ -8,6 +8,7 @@ use bytes::Bytes;
 use rbuild_layerfs::Digest;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, Response, StatusCode, Url};
+use std::sync::{Arc, Mutex};
 
 /// Where downloaded bytes go.
 pub enum BlobSink {
@@ -51,6 +52,86 @@ impl BlobSink {
     }
 }
 
+/// Size of the buffers the network chunks are gathered into before they go to a consumer.
+const GATHER_BUFFER: usize = 512 << 10;
+/// Gather buffers kept for reuse.
+const POOLED_BUFFERS: usize = 48;
+
+/// Gathers the network's chunks (often a few KiB to a few hundred KiB each) into reused
+/// [`GATHER_BUFFER`]-sized buffers before they go to a streaming sink. The copy costs less than
+/// it saves: the HTTP client's read buffer is free again at once (so it is reused instead of a
+/// fresh allocation per read, whose pages the kernel must fault in and zero), the consumers'
+/// buffers come from a pool, and the consumers wake once per half MiB, not once per read.
+struct Gatherer {
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+    pending: Vec<u8>,
+}
+
+/// A gathered buffer; dropping its last `Bytes` returns it to the pool.
+struct Pooled {
+    data: Vec<u8>,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(data);
+            }
+        }
+    }
+}
+
+impl Gatherer {
+    fn new() -> Gatherer {
+        Gatherer {
+            pool: Arc::new(Mutex::new(Vec::new())),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Passes `chunk` on: straight into a memory sink, else gathered and sent per full buffer.
+    async fn push(&mut self, sink: &mut BlobSink, chunk: Bytes) -> Result<()> {
+        if let BlobSink::Memory(v) = sink {
+            v.extend_from_slice(&chunk);
+            return Ok(());
+        }
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            if self.pending.capacity() == 0 {
+                let reused = self.pool.lock().ok().and_then(|mut p| p.pop());
+                self.pending = reused.unwrap_or_else(|| Vec::with_capacity(GATHER_BUFFER));
+            }
+            let n = (GATHER_BUFFER - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.pending.len() >= GATHER_BUFFER {
+                self.flush(sink).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is gathered so far.
+    async fn flush(&mut self, sink: &mut BlobSink) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.pending);
+        let pool = self.pool.clone();
+        sink.accept(Bytes::from_owner(Pooled { data, pool })).await
+    }
+}
+
 /// What to fetch.
 pub struct BlobRequest<'a> {
     /// The blob digest.
@@ -83,6 +164,7 @@ pub async fn fetch_blob(
     let attempts = session.retry_policy().attempts.max(1);
     let mut last_error: Option<RegistryError> = None;
     let mut source_idx = 0;
+    let mut gatherer = Gatherer::new();
     while source_idx < sources.len() {
         let (url, foreign) = &sources[source_idx];
         let resp = match open(session, url, *foreign, delivered).await {
@@ -130,8 +212,20 @@ pub async fn fetch_blob(
                 .await);
             }
         };
-        match stream_body(resp, skip, req, &mut delivered, sink, progress).await {
-            Ok(()) if delivered == req.size => return Ok(delivered),
+        let streamed = stream_body(
+            resp,
+            skip,
+            req,
+            &mut delivered,
+            &mut gatherer,
+            sink,
+            progress,
+        );
+        match streamed.await {
+            Ok(()) if delivered == req.size => {
+                gatherer.flush(sink).await?;
+                return Ok(delivered);
+            }
             Ok(()) => {
                 last_error = Some(RegistryError::BadContent(format!(
                     "blob {} truncated: got {delivered} of {} bytes",
@@ -184,6 +278,7 @@ async fn stream_body(
     mut skip: u64,
     req: &BlobRequest<'_>,
     delivered: &mut u64,
+    gatherer: &mut Gatherer,
     sink: &mut BlobSink,
     progress: &dyn Progress,
 ) -> std::result::Result<(), StreamError> {
@@ -210,7 +305,10 @@ async fn stream_body(
                 req.digest, req.size
             ))));
         }
-        sink.accept(chunk).await.map_err(StreamError::Fatal)?;
+        gatherer
+            .push(sink, chunk)
+            .await
+            .map_err(StreamError::Fatal)?;
         *delivered += n;
         progress.blob_advanced(req.digest, n);
     }

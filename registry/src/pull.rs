@@ -23,6 +23,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use std::sync::Arc;
 
+/// Downloaded buffers (half a MiB each) queued for each consumer of a layer.
+const LAYER_CHANNEL: usize = 16;
+
 /// Settings of a pull.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
@@ -454,7 +457,7 @@ async fn pull_layer(
         return Ok(());
     }
     // The blob is written and hashed on one thread while it is unpacked on another.
-    let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(64);
+    let (ingest_tx, ingest_rx) = tokio::sync::mpsc::channel(LAYER_CHANNEL);
     let ingester = {
         let (store, job) = (store.clone(), job.clone());
         tokio::task::spawn_blocking(move || ingest_chunks(&store, &job, ingest_rx))
@@ -463,7 +466,7 @@ async fn pull_layer(
     let applier = if have_layer {
         None
     } else {
-        let (apply_tx, apply_rx) = tokio::sync::mpsc::channel(64);
+        let (apply_tx, apply_rx) = tokio::sync::mpsc::channel(LAYER_CHANNEL);
         senders.push(apply_tx);
         let (store, job) = (store.clone(), job.clone());
         Some(tokio::task::spawn_blocking(move || {
