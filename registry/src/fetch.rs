@@ -319,3 +319,45 @@ fn content_range_start(resp: &Response) -> Option<u64> {
     let range = v.trim().strip_prefix("bytes")?.trim_start();
     range.split('-').next()?.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gathered_buffers_keep_the_bytes_in_order_and_are_reused() {
+        let data: Vec<u8> = (0..3 * GATHER_BUFFER + 777)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut sink = BlobSink::Channel(tx);
+        let mut gatherer = Gatherer::new();
+        for piece in data.chunks(100_001) {
+            gatherer
+                .push(&mut sink, Bytes::copy_from_slice(piece))
+                .await
+                .unwrap();
+        }
+        gatherer.flush(&mut sink).await.unwrap();
+        drop(sink);
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            sizes.push(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        assert!(out == data, "bytes changed on the way");
+        assert_eq!(sizes, [GATHER_BUFFER, GATHER_BUFFER, GATHER_BUFFER, 777]);
+        // Every buffer went back to the pool once its last reader dropped it.
+        assert_eq!(gatherer.pool.lock().unwrap().len(), 4);
+        let mut memory = BlobSink::Memory(Vec::new());
+        gatherer
+            .push(&mut memory, Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        let BlobSink::Memory(v) = memory else {
+            unreachable!()
+        };
+        assert_eq!(v, b"abc");
+    }
+}
