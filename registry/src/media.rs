@@ -142,6 +142,15 @@ impl LayerEncoding {
         }
     }
 
+    /// The name used in messages: `gzip`, `zstd` or `tar`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerEncoding::Gzip => "gzip",
+            LayerEncoding::Zstd => "zstd",
+            LayerEncoding::Plain => "tar",
+        }
+    }
+
     /// Whether the first bytes of a blob agree with this encoding.
     pub fn matches_magic(self, head: &[u8]) -> bool {
         LayerEncoding::from_magic(head) == self

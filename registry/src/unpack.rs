@@ -45,8 +45,9 @@ pub fn ingest_chunks(store: &Store, job: &LayerJob, mut rx: Receiver<Bytes>) -> 
             first = false;
             if !job.encoding.matches_magic(&chunk) {
                 return Err(RegistryError::BadContent(format!(
-                    "layer {} content is not {:?} as its media type says",
-                    job.digest, job.encoding
+                    "layer {} content is not {} as its media type says",
+                    job.digest,
+                    job.encoding.name()
                 )));
             }
         }
@@ -98,7 +99,8 @@ fn apply_decoded(
     // A damaged compressed stream explains whatever the applier saw.
     decoded.map_err(|e| {
         RegistryError::BadContent(format!(
-            "layer {digest}: its {encoding:?} stream is damaged: {e}"
+            "layer {digest}: its {} stream is damaged: {e}",
+            encoding.name()
         ))
     })?;
     let stats = applied.map_err(|e| RegistryError::BadContent(format!("layer {digest}: {e}")))?;
