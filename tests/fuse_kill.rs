@@ -81,9 +81,9 @@ fn cmdline(pid: i32) -> String {
 /// what a killed rbuild leaves running can be found, waited for and, on drop, killed and reaped.
 struct Adopter {
     me: i32,
-    /// Builds whose sandbox cgroups (`rbuild-<pid>-<n>`, which a killed rbuild cannot remove)
-    /// are removed on drop.
-    builds: Vec<i32>,
+    /// Name prefixes of cgroups below ours to remove on drop: the sandbox cgroups of killed
+    /// builds (`rbuild-<pid>-<n>`) and containers (`rbuild-<id>`).
+    cgroups: Vec<String>,
 }
 
 impl Adopter {
@@ -93,13 +93,18 @@ impl Adopter {
         assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
         Adopter {
             me: std::process::id() as i32,
-            builds: Vec::new(),
+            cgroups: Vec::new(),
         }
     }
 
     /// Removes the sandbox cgroups of build `pid` on drop.
     fn remove_cgroups_of(&mut self, pid: i32) {
-        self.builds.push(pid);
+        self.cgroups.push(format!("rbuild-{pid}-"));
+    }
+
+    /// Removes the cgroup of container `short_id` on drop.
+    fn remove_cgroup_of_container(&mut self, short_id: &str) {
+        self.cgroups.push(format!("rbuild-{short_id}"));
     }
 
     /// Our children other than `known`, with their descendants, that are still running; zombies
@@ -148,26 +153,25 @@ impl Drop for Adopter {
         }
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
-        for pid in &self.builds {
-            for dir in sandbox_cgroups_of(*pid) {
+        for prefix in &self.cgroups {
+            for dir in cgroups_named(prefix) {
                 let _ = std::fs::remove_dir(dir);
             }
         }
     }
 }
 
-/// The sandbox cgroups (`rbuild-<pid>-<n>`, below this process's own cgroups) of rbuild `pid`.
-fn sandbox_cgroups_of(pid: i32) -> Vec<std::path::PathBuf> {
+/// The cgroups below this process's own cgroups whose names start with `prefix`.
+fn cgroups_named(prefix: &str) -> Vec<std::path::PathBuf> {
     let parents = match rbuild_runner::cgroup::detect() {
         Ok(Hierarchy::V1(hierarchies)) => hierarchies.into_iter().map(|(_, d)| d).collect(),
         Ok(Hierarchy::V2(own)) => vec![own],
         Err(_) => Vec::new(),
     };
-    let prefix = format!("rbuild-{pid}-");
     parents
         .iter()
         .flat_map(|parent| std::fs::read_dir(parent).into_iter().flatten().flatten())
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
         .map(|entry| entry.path())
         .collect()
 }
@@ -290,7 +294,7 @@ fn kill_build_then_continue(run: &str, moment: Moment) {
         "run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left = sandbox_cgroups_of(pid);
+    let left = cgroups_named(&format!("rbuild-{pid}-"));
     assert!(
         left.is_empty(),
         "cgroups of the killed build left: {left:?}"
@@ -312,5 +316,65 @@ fn build_killed_while_its_run_step_uses_the_mount_leaves_nothing_behind() {
     kill_build_then_continue(
         "RUN while :; do echo x > /f; cat /f > /dev/null; done",
         Moment::Running("while :; do echo x > /f"),
+    );
+}
+
+#[test]
+fn killed_foreground_run_blocks_nothing_and_rm_clears_it() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut adopter = Adopter::new();
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let mut run = KillOnDrop(
+        Command::new(common::rbuild_bin())
+            .args(["--root", &root.root_str(), "--storage-driver", "fuse"])
+            .args(["run", "--rm", "busybox", "sleep", "300"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start rbuild run"),
+    );
+    let pid = run.0.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !descendants_of(pid)
+        .into_iter()
+        .any(|p| cmdline(p) == "sleep 300")
+    {
+        assert!(Instant::now() < deadline, "the container never started");
+        assert!(
+            run.0.try_wait().expect("poll run").is_none(),
+            "rbuild run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run.0.kill().expect("kill rbuild");
+    run.0.wait().expect("reap rbuild");
+
+    let ids = rbuild_fuse(&root, &["ps", "-aq"]);
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 1, "the killed container is listed: {ids:?}");
+    adopter.remove_cgroup_of_container(&ids[0]);
+    for args in [
+        &["run", "--rm", "busybox", "true"][..],
+        &["system", "check"][..],
+        &["rm", "-f", &ids[0]][..],
+    ] {
+        let out = rbuild_fuse(&root, args);
+        assert!(
+            out.status.success(),
+            "{} after the kill failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let left = fuse_mounts_below(root.path());
+    assert!(left.is_empty(), "FUSE mounts left behind: {left:?}");
+    let live = adopter.wait_orphans(&[], Duration::from_secs(30));
+    assert!(
+        live.is_empty(),
+        "processes of the killed run still run: {live:?}"
     );
 }

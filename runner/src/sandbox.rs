@@ -71,12 +71,12 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         let _ = resolve::open_in_root(&root_fd, &rel, kind, &mut running.created);
     }
     drop(root_fd);
+    // Once per process: the cgroups that sandboxes of killed processes left go.
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        crate::cgroup::remove_orphaned(DEFAULT_CGROUP_PREFIX);
+    });
     let name = sandbox.cgroup_name.clone().unwrap_or_else(|| {
-        // Once per process: the cgroups of killed processes' sandboxes go.
-        static SWEPT: std::sync::Once = std::sync::Once::new();
-        SWEPT.call_once(|| {
-            crate::cgroup::remove_orphaned(DEFAULT_CGROUP_PREFIX);
-        });
         format!(
             "{DEFAULT_CGROUP_PREFIX}{}-{}",
             std::process::id(),
