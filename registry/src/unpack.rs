@@ -8,7 +8,7 @@ use crate::error::{RegistryError, Result};
 use crate::media::LayerEncoding;
 use crate::pull::store_err;
 use bytes::Bytes;
-use rbuild_layerfs::layer::{apply_layer, ApplyLimits};
+use rbuild_layerfs::layer::{apply_tar, ApplyLimits};
 use rbuild_layerfs::store::{ScratchDir, SealedBlob};
 use rbuild_layerfs::{Digest, Store};
 use std::io::{self, BufRead, Write};
@@ -94,7 +94,7 @@ fn apply_decoded(
     dir: &Path,
 ) -> Result<()> {
     let (decoded, applied) = decode_while(encoding, input, |tar| {
-        apply_layer(tar, dir, &ApplyLimits::default())
+        apply_tar(tar, dir, &ApplyLimits::default())
     });
     // A damaged compressed stream explains whatever the applier saw.
     decoded.map_err(|e| {

@@ -724,3 +724,64 @@ fn blobs_already_in_the_store_are_unpacked_locally_not_downloaded() {
     );
     assert_pulled(&fx.src.store, &fx, &fake);
 }
+
+#[test]
+fn decompressed_tar_is_not_sniffed_for_compression_again() {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    // A tar whose first entry name begins with gzip's magic bytes, gzipped: the layer is decoded
+    // once, as its media type says, never a second time because of what the tar looks like.
+    let name = std::ffi::OsStr::from_bytes(b"\x1f\x8b-not-gzip");
+    let content = b"plain file\n";
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name).unwrap();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &content[..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    assert!(tar.starts_with(b"\x1f\x8b"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let blob = gz.finish().unwrap();
+
+    let digest = rbuild_layerfs::Digest::of_bytes(&blob);
+    let diff_id = rbuild_layerfs::Digest::of_bytes(&tar);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": host_arch().to_string(),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
+    }))
+    .unwrap();
+    let config_digest = rbuild_layerfs::Digest::of_bytes(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.as_str(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest.as_str(),
+            "size": blob.len(),
+        }],
+    }))
+    .unwrap();
+    let fake = FakeRegistry::start();
+    fake.put_blob(digest.as_str(), blob);
+    fake.put_blob(config_digest.as_str(), config);
+    fake.put_manifest("lib/app", "1", OCI_MANIFEST, manifest);
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    pull_from(&fake, &dst.store, creds.path()).expect("pull");
+    let image = dst
+        .store
+        .resolve_image(&format!("{}/lib/app:1", fake.host()))
+        .expect("tag written");
+    let dirs = dst.store.image_layer_dirs(&image).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join(name)).unwrap(), content);
+}

@@ -44,6 +44,16 @@ pub fn apply_layer(input: impl Read, dest: &Path, limits: &ApplyLimits) -> Resul
     apply_layer_with(input, dest, limits, WhiteoutForm::Device)
 }
 
+/// Applies an uncompressed tar stream into `dest`, like [`apply_layer`] but without looking for
+/// compression magic: for a caller that decompressed the blob itself (e.g. on another thread),
+/// so a tar whose first entry name starts with gzip's or zstd's magic bytes is not decoded twice.
+/// `input` is read in pieces as small as a tar header: give a buffered or in-memory reader.
+pub fn apply_tar(input: impl Read, dest: &Path, limits: &ApplyLimits) -> Result<ApplyStats> {
+    apply_stream(dest, limits, WhiteoutForm::Device, || {
+        Ok(Box::new(input) as Box<dyn Read>)
+    })
+}
+
 /// How the applier writes whiteouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WhiteoutForm {
@@ -60,8 +70,22 @@ fn apply_layer_with(
     limits: &ApplyLimits,
     form: WhiteoutForm,
 ) -> Result<ApplyStats> {
+    apply_stream(dest, limits, form, || decompressor(input))
+}
+
+/// Prepares `dest` and applies the tar stream `open` gives (decoded as it needs); cleans up on
+/// any error.
+fn apply_stream<'a>(
+    dest: &Path,
+    limits: &ApplyLimits,
+    form: WhiteoutForm,
+    open: impl FnOnce() -> io::Result<Box<dyn Read + 'a>>,
+) -> Result<ApplyStats> {
     let created = prepare_dest(dest)?;
-    match apply_into(input, dest, limits, form) {
+    let applied = open()
+        .map_err(LayerError::Stream)
+        .and_then(|stream| apply_into(stream, dest, limits, form));
+    match applied {
         Ok(stats) => Ok(stats),
         Err(err) => {
             remove_partial(dest, created);
@@ -106,13 +130,13 @@ fn remove_partial(dest: &Path, created: bool) {
 }
 
 fn apply_into(
-    input: impl Read,
+    tar: Box<dyn Read + '_>,
     dest: &Path,
     limits: &ApplyLimits,
     form: WhiteoutForm,
 ) -> Result<ApplyStats> {
     let exceeded = Rc::new(Cell::new(false));
-    let stream = HashingReader::new(decompressor(input).map_err(LayerError::Stream)?);
+    let stream = HashingReader::new(tar);
     let budget = BudgetReader {
         inner: stream,
         remaining: limits.max_bytes,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::digest::Digest;
 
-pub use apply::apply_layer;
+pub use apply::{apply_layer, apply_tar};
 pub use writer::write_layer;
 
 /// OCI media type of an uncompressed layer.
