@@ -2,7 +2,7 @@
 //! umount and system df/prune/check.
 
 mod inspect;
-mod list;
+pub(crate) mod list;
 mod mount;
 mod system;
 mod tags;

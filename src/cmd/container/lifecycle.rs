@@ -1,6 +1,7 @@
 //! ps, stop, kill, rm and exec.
 
 use super::state::{self, ContainerState, Status};
+use crate::cmd::image::list::human_duration_since;
 use crate::cmd::image::open_store;
 use crate::cmd::{ExitStatusError, Globals};
 use anyhow::{anyhow, bail, Context};
@@ -11,37 +12,35 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// "3 seconds ago"-style age of an RFC 3339 time.
-pub fn ago(rfc3339: &str) -> String {
-    let Some(t) = rbuild_layerfs::image::parse_rfc3339(rfc3339) else {
-        return rfc3339.to_string();
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(t);
-    let s = (now - t).max(0);
-    match s {
-        0..=1 => "Less than a second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=3599 => format!("{} minutes", s / 60),
-        3600..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
+/// Docker's "3 seconds"-style age of an RFC 3339 time (the text itself if it does not parse).
+fn age(rfc3339: &str) -> String {
+    match rbuild_layerfs::image::parse_rfc3339(rfc3339) {
+        Some(t) => human_duration_since(t),
+        None => rfc3339.to_string(),
     }
 }
 
-fn status_text(c: &ContainerState) -> String {
-    match c.effective_status() {
+/// The STATUS column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, or `Exited (-1)` for a
+/// container whose process died unrecorded (killed with its monitor: no exit code, no time).
+fn status_text(
+    status: Status,
+    exit_code: Option<i32>,
+    started_at: Option<&str>,
+    finished_at: Option<&str>,
+) -> String {
+    match status {
         Status::Created => "Created".into(),
-        Status::Running => format!(
-            "Up {}",
-            c.started_at.as_deref().map(ago).unwrap_or_default()
-        ),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            c.exit_code.unwrap_or(-1),
-            c.finished_at.as_deref().map(ago).unwrap_or_default()
-        ),
+        Status::Running => match started_at {
+            Some(t) => format!("Up {}", age(t)),
+            None => "Up".into(),
+        },
+        Status::Exited => {
+            let code = exit_code.unwrap_or(-1);
+            match finished_at {
+                Some(t) => format!("Exited ({code}) {} ago", age(t)),
+                None => format!("Exited ({code})"),
+            }
+        }
     }
 }
 
@@ -75,8 +74,13 @@ pub fn ps(g: &Globals, all: bool, quiet: bool) -> anyhow::Result<ExitCode> {
             c.short_id(),
             c.image,
             cmd,
-            format!("{} ago", ago(&c.created)),
-            status_text(c),
+            format!("{} ago", age(&c.created)),
+            status_text(
+                c.effective_status(),
+                c.exit_code,
+                c.started_at.as_deref(),
+                c.finished_at.as_deref()
+            ),
             c.name
         );
     }
@@ -355,5 +359,39 @@ fn exec_detached(
                 }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rfc3339_secs_ago(secs: u64) -> String {
+        let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+        rbuild_layerfs::image::rfc3339(t)
+    }
+
+    #[test]
+    fn status_column_reads_like_dockers() {
+        let two_min = rfc3339_secs_ago(150);
+        assert_eq!(status_text(Status::Created, None, None, None), "Created");
+        assert_eq!(
+            status_text(Status::Running, None, Some(&two_min), None),
+            "Up 2 minutes"
+        );
+        assert_eq!(
+            status_text(Status::Exited, Some(3), Some(&two_min), Some(&two_min)),
+            "Exited (3) 2 minutes ago"
+        );
+        // Killed together with its monitor: nothing recorded the end.
+        assert_eq!(
+            status_text(Status::Exited, None, Some(&two_min), None),
+            "Exited (-1)"
+        );
+        assert_eq!(
+            status_text(Status::Exited, Some(0), None, Some("garbage")),
+            "Exited (0) garbage ago"
+        );
+        assert_eq!(age(&rfc3339_secs_ago(7200)), "2 hours");
     }
 }

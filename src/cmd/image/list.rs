@@ -286,11 +286,16 @@ pub fn human_size(bytes: u64) -> String {
 
 /// Docker's "2 hours ago".
 pub fn human_since(epoch_secs: i64) -> String {
+    format!("{} ago", human_duration_since(epoch_secs))
+}
+
+/// Docker's "2 hours": the time from `epoch_secs` until now.
+pub fn human_duration_since(epoch_secs: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    format!("{} ago", human_duration(now - epoch_secs))
+        .unwrap_or(epoch_secs);
+    human_duration(now - epoch_secs)
 }
 
 fn human_duration(secs: i64) -> String {
