@@ -76,3 +76,25 @@ fn copy_directory_contents_and_file_into_existing_dir() {
         ".\n./a\n./a/b.txt\n./one.txt\none\none\n"
     );
 }
+
+#[test]
+fn a_layer_repeated_in_one_chain_mounts_and_shows_its_files() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // COPY, delete, the same COPY again: the third step's layer is byte-identical to the
+    // first's (one diff_id, one layer dir), so the chain under the last RUN holds it twice.
+    // The same happens to `RUN true` steps once timestamps are clamped.
+    let ctx = Context::new(
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN rm /a.txt\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n\
+         RUN true\nRUN true\nRUN true\n",
+    );
+    ctx.write("a.txt", "again\n");
+    let (id, _) = build_ok(&root, &ctx, &["--timestamp", "1700000000"]);
+    assert_eq!(run_sh(&root, &id, "cat /a.txt /b.txt"), "again\nagain\n");
+    let c = build_support::config_json(&root, &id);
+    let diff_ids = c["rootfs"]["diff_ids"].as_array().expect("diff_ids");
+    assert_eq!(
+        diff_ids[1], diff_ids[3],
+        "the two COPY layers are one layer"
+    );
+}

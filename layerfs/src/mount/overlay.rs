@@ -29,6 +29,7 @@ const LEGACY_OPTIONS_MAX: usize = 4095;
 
 /// Mounts `spec` with kernel overlayfs.
 pub(super) fn mount(spec: &MountSpec) -> Result<UnionMount> {
+    let spec = &distinct_layers(spec);
     match (spec.layers.len(), &spec.upper) {
         // Overlay needs a lower layer; with none, the upper dir is the whole filesystem.
         (0, Some(upper)) => bind(upper, &spec.target, false)?,
@@ -46,6 +47,7 @@ pub(super) fn mount(spec: &MountSpec) -> Result<UnionMount> {
 /// as upperdir"), read from a mount context configured like [`mount`] does but never mounted;
 /// empty when the kernel gives none. mount(2) only writes its reason to the kernel log.
 pub(super) fn explain(spec: &MountSpec) -> String {
+    let spec = &distinct_layers(spec);
     let Ok(fs) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
         return String::new();
     };
@@ -67,6 +69,27 @@ pub(super) fn explain(spec: &MountSpec) -> String {
     match configured {
         Ok(()) => String::new(),
         Err(_) => context_log(&fs),
+    }
+}
+
+/// `spec` with each layer dir listed once, at its topmost place. Overlayfs refuses a lowerdir
+/// given twice (ELOOP), yet a chain can hold one layer twice: two steps whose changes are
+/// byte-identical (e.g. `RUN true` twice in a build with clamped timestamps) give one diff_id.
+/// Dropping the lower copy changes nothing: every name, whiteout and opaque dir it holds is
+/// already decided by the identical copy above it.
+fn distinct_layers(spec: &MountSpec) -> MountSpec {
+    let mut seen = std::collections::HashSet::new();
+    let mut layers: Vec<_> = spec
+        .layers
+        .iter()
+        .rev()
+        .filter(|layer| seen.insert(layer.as_path()))
+        .cloned()
+        .collect();
+    layers.reverse();
+    MountSpec {
+        layers,
+        ..spec.clone()
     }
 }
 
@@ -228,6 +251,26 @@ mod tests {
         assert_eq!(
             options,
             "lowerdir=/l001:/l000,upperdir=/u,workdir=/w,redirect_dir=off,index=off,metacopy=off"
+        );
+    }
+
+    #[test]
+    fn a_repeated_layer_is_kept_once_at_its_topmost_place() {
+        let mut repeated = spec(3, 1);
+        repeated.layers.push(repeated.layers[1].clone());
+        repeated.layers.push(repeated.layers[0].clone());
+        let distinct = distinct_layers(&repeated);
+        assert_eq!(
+            distinct.layers,
+            vec![
+                PathBuf::from("/l002"),
+                PathBuf::from("/l001"),
+                PathBuf::from("/l000")
+            ]
+        );
+        assert_eq!(
+            legacy_options(&distinct).unwrap(),
+            "lowerdir=/l000:/l001:/l002,upperdir=/u,workdir=/w,redirect_dir=off,index=off,metacopy=off"
         );
     }
 
