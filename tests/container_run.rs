@@ -298,3 +298,75 @@ fn tty_gives_the_process_a_terminal() {
     let out = root.ok(&["run", "--rm", "bb", "sh", "-c", "[ -t 1 ] || echo no-tty"]);
     assert_eq!(out, "no-tty\n");
 }
+
+/// Kills and reaps a child process on drop (also when an assertion failed).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_killed_foreground_run_rm_is_removed_by_the_next_command() {
+    let root = TestRoot::new();
+    let _cleanup = RemoveContainers(&root);
+    root.import_busybox("bb");
+    let ready = root.path().join("ready");
+    let vol = format!("{}:/out", root.path().display());
+    let mut run = KillOnDrop(
+        std::process::Command::new(common::rbuild_bin())
+            .args(["--root", &root.root_str(), "run", "--rm", "-v", &vol, "bb"])
+            .args(["sh", "-c", "touch /out/ready; exec sleep 300"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        poll_until(3000, || ready.exists()),
+        "container did not start"
+    );
+    // While rbuild waits for it, it is a running container like any other (its record may be
+    // written a moment after the process started).
+    let listed = poll_until(1000, || {
+        let (_, running, _) = run_out(&root, &["ps", "-q"]);
+        running.split_whitespace().count() == 1
+    });
+    assert!(listed, "the running container is not listed");
+    let store = root.path().canonicalize().unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| std::path::Path::new(m).starts_with(&store))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !mounted().is_empty(),
+        "the container's rootfs is not mounted"
+    );
+
+    run.0.kill().unwrap(); // SIGKILL: rbuild removes nothing itself
+    run.0.wait().unwrap();
+    // The container's pid 1 dies with rbuild (parent-death signal).
+    let gone = poll_until(1000, || {
+        let (_, all, _) = run_out(&root, &["ps", "-aq"]);
+        all.trim().is_empty()
+    });
+    let (_, all, _) = run_out(&root, &["ps", "-a"]);
+    assert!(gone, "the killed --rm container is still listed:\n{all}");
+    assert_eq!(mounted(), Vec::<String>::new(), "mounts left behind");
+    let containers: Vec<_> = std::fs::read_dir(root.path().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(containers.is_empty(), "container dirs left: {containers:?}");
+    // Nothing holds its image any more.
+    root.ok(&["rmi", "bb"]);
+}

@@ -12,6 +12,7 @@ use super::Globals;
 use std::process::ExitCode;
 
 pub use info::inspect_value;
+pub(crate) use lifecycle::remove_orphaned_auto_remove;
 
 /// Options of `run` that describe the container.
 #[derive(Debug, Clone, clap::Args)]
@@ -198,6 +199,7 @@ pub enum ContainerCommand {
 
 /// Runs one of these commands.
 pub fn run(g: &Globals, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
+    remove_orphaned_auto_remove(&g.store_root());
     match cmd {
         ContainerCommand::Run(args) => run::run(g, *args),
         ContainerCommand::Ps { all, quiet } => lifecycle::ps(g, all, quiet),

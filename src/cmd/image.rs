@@ -244,6 +244,10 @@ pub fn run(g: &Globals, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         return run(g, command.into());
     }
     let store = open_store(g)?;
+    if matches!(cmd, ImageCommand::Rmi(_) | ImageCommand::System { .. }) {
+        // They count the containers that use images and layers.
+        crate::cmd::container::remove_orphaned_auto_remove(store.root());
+    }
     match cmd {
         ImageCommand::Import(args) => transfer::import(&store, args),
         ImageCommand::Images(args) => list::images(&store, args),

@@ -159,6 +159,23 @@ fn reap(root: &Path, c: &ContainerState) {
     }
 }
 
+/// Removes `--rm` containers that ended without being removed: their record says running, but
+/// the container process and the rbuild process waiting for it (a foreground `run --rm` or a
+/// detached monitor) are both gone, as after `kill -9` of rbuild. Docker removes a `--rm`
+/// container whenever it exits, so no later command should find one (`ps`, `rm`, `rmi`, prune).
+/// Their mount, FUSE server and cgroup go with them.
+pub(crate) fn remove_orphaned_auto_remove(root: &Path) {
+    for c in state::list(root).unwrap_or_default() {
+        let monitor_alive = c.monitor_pid > 0 && state::pid_alive(c.monitor_pid);
+        if c.config.auto_remove && c.status == Status::Running && !c.is_running() && !monitor_alive
+        {
+            reap(root, &c);
+            // Another command may be removing it at the same moment.
+            let _ = std::fs::remove_dir_all(c.dir(root));
+        }
+    }
+}
+
 /// Stops one container: `signal`, then SIGKILL after `grace`.
 fn stop_one(root: &Path, c: &ContainerState, grace: Duration) -> anyhow::Result<()> {
     if c.is_running() {
