@@ -276,18 +276,27 @@ fn location_of(session: &Session, resp: &Response) -> Result<Url> {
     Ok(url)
 }
 
-/// The offset after the last byte the registry has, from a `Range: 0-N` header.
+/// The offset after the last byte the registry has, from its `Range: 0-N` header.
 fn next_offset(resp: &Response) -> Option<u64> {
-    let v = resp.headers().get(RANGE)?.to_str().ok()?;
-    let end = v
-        .trim()
-        .trim_start_matches("bytes=")
-        .split('-')
-        .nth(1)?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(end + 1)
+    upload_offset(resp.headers().get(RANGE)?.to_str().ok()?)
+}
+
+/// The offset an upload `Range` value (`0-N`, inclusive) reports. `0-0` means an empty upload:
+/// the reference registry (distribution) answers `0-0` both when it holds no bytes and when it
+/// holds one, and reading it as one byte would resume a chunk that never arrived at byte 1, which
+/// the registry refuses again and again. Should it really hold one byte, the chunk sent from byte
+/// 0 is refused with 416, and a 416 starts a new upload.
+fn upload_offset(range: &str) -> Option<u64> {
+    let (start, end) = range.trim().trim_start_matches("bytes=").split_once('-')?;
+    let (start, end) = (
+        start.trim().parse::<u64>().ok()?,
+        end.trim().parse::<u64>().ok()?,
+    );
+    match (start, end) {
+        (0, 0) => Some(0),
+        (0, end) => end.checked_add(1),
+        _ => None,
+    }
 }
 
 /// Bytes per piece of an upload body: the unit of progress reporting.
@@ -380,6 +389,7 @@ async fn upload(
                 .body(body)
         });
         tokio::pin!(patch);
+        let mut restart = false;
         let mut reported = 0u64;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         let result = loop {
@@ -415,10 +425,14 @@ async fn upload(
                 // registry that keeps answering 202 cannot keep the push looping forever.
                 tracing::debug!(offset, "upload chunk accepted without progress");
             }
-            Ok(resp)
-                if resp.status().is_client_error()
-                    && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE =>
-            {
+            Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
+                tracing::debug!(
+                    offset,
+                    "the registry refused the chunk's offset; starting a new upload"
+                );
+                restart = true;
+            }
+            Ok(resp) if resp.status().is_client_error() => {
                 return Err(status_error(
                     resp,
                     "PATCH",
@@ -442,6 +456,11 @@ async fn upload(
             )));
         }
         tokio::time::sleep(session.retry_policy().delay(failures - 1, None)).await;
+        if restart {
+            location = start_upload(session).await?;
+            offset = 0;
+            continue;
+        }
         // Resume from what the registry actually has.
         let status = session.send(Method::GET, location.clone(), |r| r).await?;
         if status.status() == StatusCode::NO_CONTENT || status.status().is_success() {
@@ -533,6 +552,22 @@ fn convert_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_ranges_give_the_next_offset() {
+        assert_eq!(
+            upload_offset("0-0"),
+            Some(0),
+            "the reference registry's empty upload"
+        );
+        assert_eq!(upload_offset("0-1"), Some(2));
+        assert_eq!(upload_offset("0-65535"), Some(65536));
+        assert_eq!(upload_offset(" bytes=0-9 "), Some(10));
+        assert_eq!(upload_offset("5-9"), None, "not a count from the start");
+        assert_eq!(upload_offset("0-x"), None);
+        assert_eq!(upload_offset("0-18446744073709551615"), None);
+        assert_eq!(upload_offset(""), None);
+    }
 
     #[test]
     fn mapped_blob_ranges_are_exact_and_checked() {

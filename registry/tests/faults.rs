@@ -494,6 +494,63 @@ fn upload_resumes_from_the_registry_offset_after_a_failed_chunk() {
 }
 
 #[test]
+fn upload_goes_on_when_the_registry_reports_0_0_after_a_failed_chunk() {
+    // The registry then reports `Range: 0-0`, the reference registry's answer both for an empty
+    // upload and for one byte held. Nothing held: the upload goes on from byte 0, not 1. One byte
+    // held: the chunk from byte 0 is refused (416) and a new upload starts.
+    for (kept, chunk) in [
+        (0, Some(64 << 10)),
+        (0, None),
+        (1, Some(64 << 10)),
+        (1, None),
+    ] {
+        let fake = FakeRegistry::start();
+        let fx = fixture();
+        {
+            let mut s = fake.state();
+            s.faults.fail_patches = 1;
+            s.faults.failed_patch_keeps = Some(kept);
+        }
+        let creds = tempfile::tempdir().unwrap();
+        let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+        let mut opts = push_options(creds.path());
+        if let Some(c) = chunk {
+            opts.chunk_size = c;
+        }
+        opts.jobs = 1;
+        rt().block_on(push(
+            &fx.src.store,
+            "app:1",
+            &dest,
+            &opts,
+            Arc::new(NoProgress),
+        ))
+        .unwrap_or_else(|e| panic!("push (chunk {chunk:?}) after a failed chunk left {kept}: {e}"));
+        let s = fake.state();
+        assert_eq!(s.faults.fail_patches, 0, "a PATCH failed");
+        for d in fx.image.layer_digests() {
+            assert_eq!(
+                s.blobs.get(d.as_str()).map(|b| b.to_vec()),
+                Some(fx.src.store.read_blob(&d).unwrap())
+            );
+        }
+        assert!(s.manifests.contains_key("lib/pushed:1"));
+        let posts = s
+            .seen
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/blobs/uploads/"))
+            .count();
+        // One upload per blob (config and two layers), plus the new one after a 416.
+        let blobs = fx.image.layer_digests().len() + 1;
+        assert_eq!(
+            posts,
+            blobs + kept,
+            "uploads started (chunk {chunk:?}, kept {kept})"
+        );
+    }
+}
+
+#[test]
 fn bad_upload_location_is_an_error() {
     let fake = FakeRegistry::start();
     let fx = fixture();

@@ -44,6 +44,9 @@ pub struct Faults {
     pub upload_location: Option<String>,
     /// Fail this many PATCHes with 500 after storing half of their bytes.
     pub fail_patches: u32,
+    /// Bytes of a failed PATCH stored (default: half). The reference registry reports both 0 and
+    /// 1 byte held as `Range: 0-0`; so does this fake.
+    pub failed_patch_keeps: Option<usize>,
     /// Content-Type sent with manifests instead of the stored one.
     pub manifest_content_type: Option<String>,
     /// Send this many body bytes, then go silent (connection open, nothing more), for this many
@@ -470,6 +473,7 @@ async fn upload(
                 return r;
             }
             let fail = s.faults.fail_patches > 0;
+            let keep = s.faults.failed_patch_keeps;
             if fail {
                 s.faults.fail_patches -= 1;
             }
@@ -477,7 +481,8 @@ async fn upload(
                 return full(StatusCode::NOT_FOUND, "");
             };
             if fail {
-                buf.extend_from_slice(&body[..body.len() / 2]);
+                let kept = keep.unwrap_or(body.len() / 2).min(body.len());
+                buf.extend_from_slice(&body[..kept]);
                 return full(StatusCode::INTERNAL_SERVER_ERROR, "fault: chunk lost");
             }
             buf.extend_from_slice(&body);
