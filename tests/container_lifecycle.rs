@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{poll_until, TestRoot};
+use common::{mounts_below, poll_until, TestRoot};
 
 /// Removes every container of the store on drop (also when an assertion failed), so no
 /// container process, cgroup or mount outlives the test.
@@ -17,18 +17,6 @@ impl Drop for RemoveContainers<'_> {
     }
 }
 use std::path::PathBuf;
-
-/// Mount points below `dir`.
-fn mounts_below(dir: &std::path::Path) -> Vec<String> {
-    let canon = dir.canonicalize().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| std::path::Path::new(m).starts_with(&canon))
-        .map(str::to_string)
-        .collect()
-}
 
 fn inspect(root: &TestRoot, name: &str, field: &str) -> String {
     root.ok(&["container-inspect", "-f", field, name])

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{describe, poll_until, TestRoot};
+use common::{describe, mounts_below, poll_until, KillOnDrop, TestRoot};
 
 /// Removes every container of the store on drop (also when an assertion failed), so no
 /// container process, cgroup or mount outlives the test.
@@ -299,16 +299,6 @@ fn tty_gives_the_process_a_terminal() {
     assert_eq!(out, "no-tty\n");
 }
 
-/// Kills and reaps a child process on drop (also when an assertion failed).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_killed_foreground_run_rm_is_removed_by_the_next_command() {
     let root = TestRoot::new();
@@ -336,18 +326,8 @@ fn a_killed_foreground_run_rm_is_removed_by_the_next_command() {
         running.split_whitespace().count() == 1
     });
     assert!(listed, "the running container is not listed");
-    let store = root.path().canonicalize().unwrap();
-    let mounted = || {
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| std::path::Path::new(m).starts_with(&store))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     assert!(
-        !mounted().is_empty(),
+        !mounts_below(root.path()).is_empty(),
         "the container's rootfs is not mounted"
     );
 
@@ -360,7 +340,7 @@ fn a_killed_foreground_run_rm_is_removed_by_the_next_command() {
     });
     let (_, all, _) = run_out(&root, &["ps", "-a"]);
     assert!(gone, "the killed --rm container is still listed:\n{all}");
-    assert_eq!(mounted(), Vec::<String>::new(), "mounts left behind");
+    assert_eq!(mounts_below(root.path()), vec![], "mounts left behind");
     let containers: Vec<_> = std::fs::read_dir(root.path().join("containers"))
         .unwrap()
         .flatten()

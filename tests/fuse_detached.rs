@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{poll_until, TestRoot};
+use common::{mounts_below, poll_until, KillOnDrop, TestRoot};
 use std::path::{Path, PathBuf};
 
 /// `rbuild --root ROOT --storage-driver fuse ARGS...`, asserting success; returns stdout.
@@ -40,22 +40,6 @@ fn servers_below(dir: &Path) -> Vec<(i32, PathBuf)> {
         }
     }
     found
-}
-
-/// Mount points at or below `dir`, with their filesystem types.
-fn mounts_below(dir: &Path) -> Vec<(String, String)> {
-    let dir = dir.canonicalize().expect("canonical root");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("read mountinfo")
-        .lines()
-        .filter_map(|l| {
-            let point = l.split(' ').nth(4)?;
-            let fstype = l.split_once(" - ")?.1.split(' ').next()?;
-            Path::new(point)
-                .starts_with(&dir)
-                .then(|| (point.to_string(), fstype.to_string()))
-        })
-        .collect()
 }
 
 /// statfs always reaches the server (stat may come from the attribute cache).
@@ -131,7 +115,7 @@ fn detached_container_outlives_the_cli_and_leaves_nothing_behind() {
     assert_eq!(servers[0].1, merged.canonicalize().expect("merged"));
     let mounts = mounts_below(root.path());
     assert_eq!(mounts.len(), 1, "{mounts:?}");
-    assert!(mounts[0].1.starts_with("fuse"), "{mounts:?}");
+    assert!(mounts[0].fstype.starts_with("fuse"), "{mounts:?}");
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(root.path().join("containers").join(&id).join("state.json"))
             .expect("state.json"),
@@ -468,16 +452,6 @@ fn auto_falls_back_to_a_served_fuse_mount_for_detached_containers() {
         "{:?}",
         mounts_below(&root.store())
     );
-}
-
-/// Kills a child process on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

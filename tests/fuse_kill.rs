@@ -6,20 +6,18 @@
 
 mod common;
 
-use common::TestRoot;
+use common::{KillOnDrop, TestRoot};
 use rbuild_runner::cgroup::Hierarchy;
-use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Mount points of rbuild FUSE mounts at or below `dir`.
-fn fuse_mounts_below(dir: &Path) -> Vec<String> {
-    let dir = dir.canonicalize().expect("canonical root");
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    info.lines()
-        .filter(|l| l.contains(" - fuse rbuild ") || l.contains(" - fuse.rbuild rbuild "))
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|p| Path::new(p).starts_with(&dir))
+fn fuse_mounts_below(dir: &Path) -> Vec<PathBuf> {
+    common::mounts_below(dir)
+        .into_iter()
+        .filter(|m| m.source == "rbuild" && (m.fstype == "fuse" || m.fstype == "fuse.rbuild"))
+        .map(|m| m.point)
         .collect()
 }
 
@@ -174,16 +172,6 @@ fn cgroups_named(prefix: &str) -> Vec<std::path::PathBuf> {
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
         .map(|entry| entry.path())
         .collect()
-}
-
-/// Kills the build on drop, also when an assertion fails first.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// When to kill the build.

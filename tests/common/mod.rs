@@ -108,23 +108,54 @@ impl Drop for TestRoot {
     }
 }
 
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Mount point.
+    pub point: PathBuf,
+    /// Filesystem type (`overlay`, `fuse`, `fuse.rbuild`, ...).
+    pub fstype: String,
+    /// Mount source (`rbuild` for rbuild's FUSE mounts).
+    pub source: String,
+}
+
+/// The mounts at or below `dir` (none when `dir` does not exist), in mount order.
+pub fn mounts_below(dir: &Path) -> Vec<MountEntry> {
+    let Ok(canon) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    info.lines()
+        .filter_map(|l| {
+            let point = PathBuf::from(l.split(' ').nth(4)?.replace("\\040", " "));
+            let mut after = l.split_once(" - ")?.1.split(' ');
+            let fstype = after.next()?.to_string();
+            let source = after.next()?.to_string();
+            point.starts_with(&canon).then_some(MountEntry {
+                point,
+                fstype,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Lazily unmounts every mount point at or below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
-    let Ok(canon) = dir.canonicalize() else {
-        return;
-    };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut targets: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(&canon))
-        .collect();
+    let mut targets: Vec<PathBuf> = mounts_below(dir).into_iter().map(|m| m.point).collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
     for t in targets {
         let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Kills and reaps a child process on drop (also when an assertion failed first).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
