@@ -622,11 +622,16 @@ fn cross_repo_mount_answered_202_falls_back_to_upload() {
     ))
     .expect("push falls back to an upload");
     let seen = fake.seen();
-    assert!(
-        seen.iter()
-            .any(|s| s.method == "POST" && s.path.ends_with("/blobs/uploads/")),
-        "mount attempted: {seen:?}"
-    );
+    for d in fx.image.layer_digests() {
+        let mount = format!("mount={}&from=lib/base", d.as_str().replace(':', "%3A"));
+        let mount_plain = format!("mount={}&from=lib/base", d.as_str());
+        assert!(
+            seen.iter().any(|s| s.method == "POST"
+                && s.path == "/v2/lib/app/blobs/uploads/"
+                && (s.query == mount || s.query == mount_plain)),
+            "mount of {d} from lib/base attempted: {seen:?}"
+        );
+    }
     let s = fake.state();
     for d in fx.image.layer_digests() {
         assert!(
@@ -635,6 +640,17 @@ fn cross_repo_mount_answered_202_falls_back_to_upload() {
         );
     }
     assert!(s.manifests.contains_key("lib/app:2"));
+    // The manifest goes last: after every blob upload was finished.
+    let last = seen.last().expect("requests");
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("PUT", "/v2/lib/app/manifests/2")
+    );
+    let finished = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/"))
+        .count();
+    assert_eq!(finished, fx.image.layer_digests().len() + 1, "{seen:?}");
 }
 
 #[test]
@@ -841,4 +857,117 @@ fn decompressed_tar_is_not_sniffed_for_compression_again() {
         .expect("tag written");
     let dirs = dst.store.image_layer_dirs(&image).unwrap();
     assert_eq!(std::fs::read(dirs[0].join(name)).unwrap(), content);
+}
+
+/// Serves the fixture with the big layer's descriptor size changed by `delta` bytes (the blob is
+/// unchanged) and pulls it; returns the error.
+fn pull_with_layer_size_off_by(delta: i64) -> RegistryError {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    let size = doc["layers"][1]["size"].as_i64().unwrap();
+    doc["layers"][1]["size"] = serde_json::json!(size + delta);
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("wrong size accepted");
+    assert_nothing_committed(&dst.store, &fx);
+    err
+}
+
+#[test]
+fn blob_whose_size_differs_from_its_descriptor_is_rejected_and_nothing_committed() {
+    let err = pull_with_layer_size_off_by(-10);
+    assert!(err.to_string().contains("longer than"), "{err}");
+    let err = pull_with_layer_size_off_by(10);
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+/// Puts into `fake` a copy of the fixture whose config says `architecture`/`variant`, under its
+/// digest in `lib/app`; returns the manifest bytes and digest.
+fn platform_image(
+    fake: &FakeRegistry,
+    fx: &Fixture,
+    architecture: &str,
+    variant: Option<&str>,
+) -> (Vec<u8>, rbuild_layerfs::Digest) {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.config_digest).unwrap()).unwrap();
+    config["architecture"] = serde_json::json!(architecture);
+    if let Some(v) = variant {
+        config["variant"] = serde_json::json!(v);
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = rbuild_layerfs::Digest::of_bytes(&config);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    manifest["config"]["digest"] = serde_json::json!(config_digest.as_str());
+    manifest["config"]["size"] = serde_json::json!(config.len());
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let digest = rbuild_layerfs::Digest::of_bytes(&manifest);
+    fake.put_blob(config_digest.as_str(), config);
+    fake.put_manifest("lib/app", digest.as_str(), OCI_MANIFEST, manifest.clone());
+    (manifest, digest)
+}
+
+#[test]
+fn index_entries_are_chosen_by_variant() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let v6 = platform_image(&fake, &fx, "arm", Some("v6"));
+    let v7 = platform_image(&fake, &fx, "arm", Some("v7"));
+    let arm64 = platform_image(&fake, &fx, "arm64", None);
+    let entry = |(m, d): &(Vec<u8>, rbuild_layerfs::Digest), arch: &str, variant: Option<&str>| {
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = serde_json::json!(v);
+        }
+        serde_json::json!({"mediaType": OCI_MANIFEST, "size": m.len(), "digest": d.as_str(),
+                           "platform": platform})
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry(&v6, "arm", Some("v6")),
+            entry(&v7, "arm", Some("v7")),
+            entry(&arm64, "arm64", None),
+        ]
+    });
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_INDEX,
+        serde_json::to_vec(&index).unwrap(),
+    );
+    let creds = tempfile::tempdir().unwrap();
+    let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+    let pull_for = |platform: &str| {
+        let dst = TempStore::new();
+        let mut opts = pull_options(creds.path());
+        opts.platform = Some(Platform::parse(platform).unwrap());
+        let pulled = rt().block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)));
+        pulled.map(|p| p.manifest_digest)
+    };
+    // v7 listed after v6 is still the one picked for arm/v7; arm64 without a variant is v8.
+    assert_eq!(pull_for("linux/arm/v7").unwrap(), v7.1);
+    assert_eq!(pull_for("linux/arm/v6").unwrap(), v6.1);
+    assert_eq!(pull_for("linux/arm64/v8").unwrap(), arm64.1);
+    assert_eq!(pull_for("linux/arm64").unwrap(), arm64.1);
+    match pull_for("linux/arm/v5") {
+        Err(RegistryError::NoMatchingPlatform { available, .. }) => {
+            assert_eq!(available, "linux/arm/v6, linux/arm/v7, linux/arm64")
+        }
+        other => panic!("arm/v5 from an index without it: {other:?}"),
+    }
 }

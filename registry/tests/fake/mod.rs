@@ -19,6 +19,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub authorization: Option<String>,
     pub range: Option<String>,
 }
@@ -206,6 +207,7 @@ async fn handle(req: Request<Incoming>, st: Arc<Mutex<State>>, addr: SocketAddr)
     st.lock().unwrap().seen.push(Seen {
         method: method.clone(),
         path: path.clone(),
+        query: query.clone(),
         authorization: auth.clone(),
         range: range.clone(),
     });
