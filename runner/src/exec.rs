@@ -73,6 +73,7 @@ pub fn spawn_exec(
     };
     let child = || -> (i32, String) {
         process::restore_signals(&nix::sys::signal::SigSet::empty());
+        process::default_signal_dispositions();
         if let Err(e) = process::new_session().and_then(|()| process::apply_stdio(&child_stdio)) {
             return (125, e.to_string());
         }

@@ -43,6 +43,44 @@ pub fn restore_signals(old: &SigSet) {
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);
 }
 
+/// Sets every signal's disposition back to the default. Ignored signals stay ignored across
+/// execve, and Rust's runtime ignores SIGPIPE, so without this a container process would start
+/// with SIGPIPE ignored (`yes | head -n1` then ends with "yes: Broken pipe" instead of a quiet
+/// SIGPIPE), unlike under Docker. Handlers are reset by execve anyway. Async-signal-safe.
+pub fn default_signal_dispositions() {
+    /// The kernel's `struct sigaction` on x86_64 (glibc's wrapper refuses the signals it
+    /// reserves for itself, 32 and 33, which a caller may still have ignored).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid struct and the kernel's sigset size; numbers the
+        // kernel refuses just fail with EINVAL.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+}
+
 /// File descriptors prepared in the parent for the child's stdio.
 #[derive(Debug)]
 pub enum ChildStdio {

@@ -115,8 +115,10 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         Ok(())
     };
     let child = || -> (i32, String) {
-        // The container process starts with no blocked signals, whatever the caller blocks.
+        // The container process starts with no blocked or ignored signals, whatever the caller
+        // blocks or ignores.
         process::restore_signals(&SigSet::empty());
+        process::default_signal_dispositions();
         let r = (|| -> Result<()> {
             // SAFETY: closing this process's copy of the parent's end.
             unsafe { libc::close(go_w.as_raw_fd()) };

@@ -416,3 +416,34 @@ fn exec_joins_the_running_sandbox() {
     assert_eq!(lines[1].trim(), "sleep 30");
     assert_ne!(lines[2], "pid=1");
 }
+
+#[test]
+fn no_signal_is_ignored_in_the_container_process() {
+    // This test process ignores SIGPIPE (Rust's runtime does), which execve would pass on.
+    let rootfs = Rootfs::busybox();
+    let (status, out) = rootfs.sh("grep SigIgn /proc/self/status; yes | head -n1");
+    assert_eq!(status.code, 0, "{out}");
+    assert_eq!(out, "SigIgn:\t0000000000000000\ny\n");
+}
+
+#[test]
+fn no_signal_is_ignored_in_an_exec_process() {
+    let rootfs = Rootfs::busybox();
+    let (sandbox, _log) = rootfs.sandbox();
+    let running = rbuild_runner::spawn(&sandbox, &sh("exec sleep 30")).unwrap();
+    let log = rootfs.path().join("exec-sigign");
+    let mut grep = sh("");
+    grep.args = ["grep", "SigIgn", "/proc/self/status"]
+        .map(String::from)
+        .to_vec();
+    let status = rbuild_runner::exec(
+        running.init_pid(),
+        running.cgroup(),
+        &grep,
+        &rbuild_runner::Stdio::Log(log.clone()),
+    )
+    .unwrap();
+    assert_eq!(status.code, 0);
+    let report = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(report, "SigIgn:\t0000000000000000\n");
+}
