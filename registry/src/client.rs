@@ -548,8 +548,20 @@ fn is_retryable_status(s: StatusCode) -> bool {
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(
+        resp.headers().get(RETRY_AFTER)?.to_str().ok()?,
+        std::time::SystemTime::now(),
+    )
+}
+
+/// A `Retry-After` value: delay seconds, or an HTTP date (a date already past means at once).
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn challenge_of(resp: &Response) -> Option<Challenge> {
@@ -578,6 +590,23 @@ pub fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_420_070_400); // 2015-01-01
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2015 00:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2014 23:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past: at once"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
 
     #[test]
     fn backoff_doubles_and_retry_after_is_capped() {

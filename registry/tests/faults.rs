@@ -242,12 +242,49 @@ fn server_errors_and_429_are_retried() {
     {
         let mut s = fake.state();
         s.faults.blob_statuses = [500, 503, 429].into_iter().collect();
-        s.faults.retry_after = Some(0);
+        s.faults.retry_after = Some("0".into());
     }
     let creds = tempfile::tempdir().unwrap();
     let dst = TempStore::new();
     pull_from(&fake, &dst.store, creds.path()).expect("pull after retries");
     assert_pulled(&dst.store, &fx, &fake);
+}
+
+#[test]
+fn retry_after_replaces_the_backoff() {
+    // The backoff is an hour; the registry's Retry-After (seconds, or an HTTP date already past)
+    // says to retry at once. The pull finishing at all shows which one was used.
+    for retry_after in ["0", "Thu, 01 Jan 2015 00:00:00 GMT"] {
+        let fake = FakeRegistry::start();
+        let fx = fixture();
+        load(&fake, &fx);
+        {
+            let mut s = fake.state();
+            s.faults.blob_statuses = [429, 503, 500].into_iter().collect();
+            s.faults.retry_after = Some(retry_after.into());
+        }
+        let creds = tempfile::tempdir().unwrap();
+        let dst = TempStore::new();
+        let mut opts = pull_options(creds.path());
+        opts.client.retry = rbuild_registry::RetryPolicy {
+            attempts: 4,
+            base_delay: std::time::Duration::from_secs(3600),
+            max_delay: std::time::Duration::from_secs(3600),
+        };
+        let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+        let pulled = rt().block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                pull(&dst.store, &r, &opts, Arc::new(NoProgress)),
+            )
+            .await
+        });
+        pulled
+            .unwrap_or_else(|_| panic!("Retry-After {retry_after:?} ignored: still in backoff"))
+            .expect("pull after the retries");
+        assert_pulled(&dst.store, &fx, &fake);
+        assert!(fake.state().faults.blob_statuses.is_empty());
+    }
 }
 
 #[test]

@@ -29,8 +29,8 @@ pub struct Seen {
 pub struct Faults {
     /// Statuses to answer blob GETs with, in order, before serving normally (500, 429...).
     pub blob_statuses: VecDeque<u16>,
-    /// Retry-After seconds sent with 429/503.
-    pub retry_after: Option<u64>,
+    /// Retry-After value (seconds or an HTTP date) sent with the statuses of `blob_statuses`.
+    pub retry_after: Option<String>,
     /// Drop the connection after this many body bytes, for this many blob GETs.
     pub drop_after: Option<(usize, u32)>,
     /// Serve blobs with one byte flipped.
@@ -339,8 +339,9 @@ fn serve_blob(
             return r;
         }
         let mut r = full(StatusCode::from_u16(code).unwrap(), "try later");
-        if let Some(secs) = s.faults.retry_after {
-            r.headers_mut().insert("retry-after", secs.into());
+        if let Some(value) = &s.faults.retry_after {
+            r.headers_mut()
+                .insert("retry-after", value.parse().expect("Retry-After value"));
         }
         return r;
     }
