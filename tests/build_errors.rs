@@ -101,3 +101,80 @@ fn quiet_prints_only_the_id_and_iidfile_gets_it() {
         stdout.trim()
     );
 }
+
+#[test]
+fn unsupported_flags_and_invalid_values_fail_before_anything_runs() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // Each bad line comes after a RUN whose output must not appear: nothing ran.
+    let cases = [
+        (
+            "RUN --mount=type=cache,target=/c true",
+            "--mount is not supported",
+        ),
+        ("RUN --network=bogus true", "unknown --network=bogus"),
+        ("COPY --parents a /p/", "--parents is not supported"),
+        ("COPY --exclude=*.txt . /p/", "--exclude is not supported"),
+        ("ADD --exclude=*.txt . /p/", "--exclude is not supported"),
+        ("COPY a b /notdir", "destination must be a directory"),
+        ("COPY --chmod=999 a /x", "invalid --chmod=999"),
+        ("EXPOSE 80/xyz", "invalid protocol \"xyz\""),
+        ("EXPOSE 70000", "invalid port"),
+        ("STOPSIGNAL SIGFOO", "invalid signal \"SIGFOO\""),
+        (
+            "FROM --platform=linux/arm64 busybox",
+            "platform \"linux/arm64\"",
+        ),
+    ];
+    for (bad, want) in cases {
+        let df = format!("FROM busybox\nRUN echo ran-before-the-error\n{bad}\n");
+        let (code, stdout, stderr) = stderr_of(&root, &df, &[]);
+        assert_eq!(code, Some(1), "{df}\n{stdout}\n{stderr}");
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.contains("Dockerfile:3") && last.contains(want),
+            "{df}: last line {last:?} lacks Dockerfile:3 or {want:?}\n{stderr}"
+        );
+        assert!(
+            !stdout.contains("ran-before-the-error"),
+            "{df}: ran:\n{stdout}"
+        );
+    }
+    // A value known only once expanded is checked when its step runs, with its line.
+    let (code, _, stderr) = stderr_of(&root, "FROM busybox\nENV S=SIGBAR\nSTOPSIGNAL $S\n", &[]);
+    assert_eq!(code, Some(1));
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Dockerfile:3") && last.contains("SIGBAR"),
+        "{stderr}"
+    );
+    // Valid spellings pass: numbers, ranges, upper-case protocols, `./` and `.` destinations.
+    let ctx = Context::new(
+        "FROM --platform=linux/amd64 busybox\nWORKDIR /w\nEXPOSE 80 53/UDP 8000-8001/sctp\n\
+         STOPSIGNAL 9\nCOPY a b ./\nCOPY a b .\n",
+    );
+    ctx.write("a", "a");
+    ctx.write("b", "b");
+    let out = build(&root, &ctx, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        common::describe(&["build"], &out)
+    );
+}
+
+#[test]
+fn a_malformed_dockerignore_names_its_own_line() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nCOPY . /ctx/\n");
+    ctx.write(".dockerignore", "ok\n[abc\n");
+    let out = build(&root, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: .dockerignore:2: invalid pattern \"[abc\""),
+        "{stderr}"
+    );
+}

@@ -134,7 +134,7 @@ impl Builder<'_, '_> {
         }
         let env = sc.expansion_env();
         let dest_raw = self.expand(instr, spec.dest, &env)?;
-        let trailing = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
+        let trailing = super::precheck::dest_is_dir(&dest_raw);
         let dest = if dest_raw.starts_with('/') {
             normalize_abs(&dest_raw)
         } else {
@@ -142,16 +142,7 @@ impl Builder<'_, '_> {
         };
         let chmod = match spec.chmod {
             None => None,
-            Some(m) => Some(
-                u32::from_str_radix(m, 8)
-                    .ok()
-                    .filter(|v| *v <= 0o7777)
-                    .ok_or_else(|| {
-                        err(format!(
-                            "invalid --chmod={m}: give an octal mode such as 0755"
-                        ))
-                    })?,
-            ),
+            Some(m) => Some(super::precheck::chmod_mode(m).map_err(err)?),
         };
         let chown = match spec.chown {
             None => None,

@@ -11,6 +11,7 @@ mod copy;
 pub mod fswrite;
 pub mod image;
 pub mod plan;
+pub mod precheck;
 pub mod progress;
 mod run;
 mod step;
@@ -199,6 +200,7 @@ pub fn build(
 ) -> Result<BuildOutcome, BuildError> {
     let df = crate::dockerfile::parse(&opts.dockerfile)?;
     let plan = plan::plan(&df, &opts.build_args, opts.target.as_deref())?;
+    precheck::check(&df, &plan)?;
     let cache_dir = store.root().join("cache");
     let started = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -358,12 +360,9 @@ fn load_dockerignore(context: &Path) -> Result<Option<Box<dyn PathFilter>>, Buil
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(BuildError::Io { path, source }),
     };
-    let matcher =
-        crate::dockerignore::IgnoreMatcher::parse(&text).map_err(|e| BuildError::Step {
-            line: 0,
-            instruction: ".dockerignore".into(),
-            message: e.to_string(),
-        })?;
+    // The error names `.dockerignore:LINE` itself.
+    let matcher = crate::dockerignore::IgnoreMatcher::parse(&text)
+        .map_err(|e| BuildError::Usage(e.to_string()))?;
     Ok(Some(Box::new(IgnoreFilter(matcher))))
 }
 

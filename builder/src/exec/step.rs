@@ -285,11 +285,8 @@ impl Builder<'_, '_> {
                 let mut out = Vec::new();
                 for p in ports {
                     for w in self.expand_words(instr, p, &env)? {
-                        let w = if w.contains('/') {
-                            w.to_ascii_lowercase()
-                        } else {
-                            format!("{w}/tcp")
-                        };
+                        let w = super::precheck::exposed_port(&w)
+                            .map_err(|m| Self::step_err(instr, m))?;
                         key.part(&w);
                         out.push(w);
                     }
@@ -336,6 +333,7 @@ impl Builder<'_, '_> {
             }
             InstructionKind::Stopsignal(s) => {
                 let s = self.expand(instr, s, &env)?;
+                super::precheck::stop_signal(&s).map_err(|m| Self::step_err(instr, m))?;
                 key.part(&s);
                 Work::Meta(Box::new(move |sc| {
                     sc.state.config.config.stop_signal = Some(s)
@@ -493,16 +491,10 @@ impl Builder<'_, '_> {
             return Err(Self::step_err(instr, "RUN needs a command"));
         }
         let network = match r.network.as_deref() {
-            Some("none") => super::Network::None,
-            Some("host") => super::Network::Host,
-            Some("default") | None => self.opts.network,
-            Some(other) => {
-                return Err(Self::step_err(
-                    instr,
-                    format!("unknown --network={other}: use default, none or host"),
-                ))
-            }
-        };
+            Some(n) => super::precheck::run_network(n).map_err(|m| Self::step_err(instr, m))?,
+            None => None,
+        }
+        .unwrap_or(self.opts.network);
         if !r.mounts.is_empty() {
             return Err(Self::step_err(
                 instr,

@@ -1,0 +1,276 @@
+//! Checks made on the whole plan before any step runs: flags rbuild knows but cannot honour,
+//! a `FROM --platform` other than the host's, and values (`STOPSIGNAL`, `EXPOSE`) that are
+//! invalid as written. Docker (BuildKit) converts the whole Dockerfile before it runs anything,
+//! so these fail there before the first RUN too. Values that need expansion (`$VAR`) are checked
+//! again, expanded, when their step runs.
+
+use super::plan::Plan;
+use super::BuildError;
+use crate::dockerfile::{CopySource, Dockerfile, Instruction, InstructionKind, ShellLex};
+
+/// The platform rbuild builds for (the host's).
+pub const HOST_PLATFORM: &str = "linux/amd64";
+
+/// Whether `platform` (as `--platform` or `FROM --platform=` give it) names the host platform.
+pub fn is_host_platform(platform: &str) -> bool {
+    matches!(
+        platform.to_ascii_lowercase().as_str(),
+        "linux/amd64" | "linux/x86_64" | "linux/amd64/v1" | "linux/x86-64"
+    )
+}
+
+/// BuildKit's automatic platform ARGs, with the host platform's values: usable in `FROM` lines
+/// without a declaration, and inside a stage after `ARG NAME`.
+pub fn platform_args() -> [(&'static str, &'static str); 8] {
+    [
+        ("BUILDPLATFORM", HOST_PLATFORM),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", "amd64"),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", HOST_PLATFORM),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", "amd64"),
+        ("TARGETVARIANT", ""),
+    ]
+}
+
+/// Checks every stage the plan builds; the first problem is an error naming its line.
+pub fn check(df: &Dockerfile, plan: &Plan) -> Result<(), BuildError> {
+    let lex = ShellLex::new(df.directives.escape);
+    for &i in &plan.needed {
+        let stage = &df.stages[i];
+        if let Some(platform) = &stage.platform {
+            let expanded = lex
+                .process_word(platform, &plan.global_args)
+                .unwrap_or_else(|_| platform.clone());
+            if !expanded.is_empty() && !is_host_platform(&expanded) {
+                return Err(BuildError::Step {
+                    line: stage.line,
+                    instruction: stage.original.clone(),
+                    message: format!(
+                        "platform {expanded:?} is not supported: rbuild builds for the host \
+                         platform {HOST_PLATFORM}; drop --platform or use $BUILDPLATFORM"
+                    ),
+                });
+            }
+        }
+        for instr in &stage.instructions {
+            check_instruction(instr)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
+    let fail = |message: String| BuildError::Step {
+        line: instr.line,
+        instruction: instr.original.clone(),
+        message,
+    };
+    let literal = |w: &str| !w.contains('$');
+    match &instr.kind {
+        InstructionKind::Run(r) => {
+            if !r.mounts.is_empty() {
+                return Err(fail(
+                    "RUN --mount is not supported by rbuild yet: remove the flag".into(),
+                ));
+            }
+            if let Some(n) = &r.network {
+                run_network(n).map_err(fail)?;
+            }
+        }
+        InstructionKind::Copy(c) => {
+            if c.parents {
+                return Err(fail(
+                    "--parents is not supported by rbuild yet: name the destination dirs \
+                     explicitly"
+                        .into(),
+                ));
+            }
+            if !c.excludes.is_empty() {
+                return Err(fail(
+                    "--exclude is not supported by rbuild yet: use .dockerignore".into(),
+                ));
+            }
+            if c.from.is_some()
+                && c.sources
+                    .iter()
+                    .any(|s| matches!(s, CopySource::Heredoc(_)))
+            {
+                return Err(fail("COPY --from cannot take a heredoc source".into()));
+            }
+            if let Some(m) = &c.chmod {
+                chmod_mode(m).map_err(fail)?;
+            }
+            check_sources(&c.sources, &c.dest).map_err(fail)?;
+        }
+        InstructionKind::Add(a) => {
+            if let Some(m) = &a.chmod {
+                chmod_mode(m).map_err(fail)?;
+            }
+            if !a.excludes.is_empty() {
+                return Err(fail(
+                    "--exclude is not supported by rbuild yet: use .dockerignore".into(),
+                ));
+            }
+            check_sources(&a.sources, &a.dest).map_err(fail)?;
+        }
+        InstructionKind::Stopsignal(s) if literal(s) => stop_signal(s).map_err(fail)?,
+        InstructionKind::Expose(ports) => {
+            for p in ports.iter().filter(|p| literal(p)) {
+                for w in p.split_whitespace() {
+                    exposed_port(w).map_err(fail)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether a COPY/ADD destination (expanded) names a directory: a trailing `/`, or `.`.
+pub fn dest_is_dir(dest: &str) -> bool {
+    dest.ends_with('/') || dest.ends_with("/.") || dest == "."
+}
+
+/// More than one source needs a directory destination (a destination with `$` is checked when
+/// the step runs, expanded).
+fn check_sources(sources: &[CopySource], dest: &str) -> Result<(), String> {
+    if sources.len() > 1 && !dest.contains('$') && !dest_is_dir(dest) {
+        return Err(format!(
+            "with more than one source the destination must be a directory ending in /: \
+             write {dest}/"
+        ));
+    }
+    Ok(())
+}
+
+/// The mode of `--chmod=MODE`: octal, at most 07777.
+pub fn chmod_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|v| *v <= 0o7777)
+        .ok_or_else(|| format!("invalid --chmod={value}: give an octal mode such as 0755"))
+}
+
+/// The network of `RUN --network=VALUE`.
+pub fn run_network(value: &str) -> Result<Option<super::Network>, String> {
+    match value {
+        "none" => Ok(Some(super::Network::None)),
+        "host" => Ok(Some(super::Network::Host)),
+        "default" => Ok(None),
+        other => Err(format!(
+            "unknown --network={other}: use default, none or host"
+        )),
+    }
+}
+
+/// Signal names Docker's `STOPSIGNAL` accepts (without `SIG`, as in moby's signal map).
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN",
+    "RTMAX",
+];
+
+/// Checks a `STOPSIGNAL` value as Docker does: a number from 1 to 64, or a signal name with
+/// or without `SIG` in any case (`SIGTERM`, `term`, `SIGRTMIN+3`).
+pub fn stop_signal(value: &str) -> Result<(), String> {
+    if let Ok(n) = value.parse::<u32>() {
+        if (1..=64).contains(&n) {
+            return Ok(());
+        }
+    }
+    let upper = value.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let ok = SIGNALS.contains(&name)
+        || name
+            .strip_prefix("RTMIN+")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=15).contains(&n))
+        || name
+            .strip_prefix("RTMAX-")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=14).contains(&n));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid signal {value:?}: name one such as SIGTERM or SIGQUIT, or give its number"
+        ))
+    }
+}
+
+/// Checks one `EXPOSE` word (`80`, `80/tcp`, `8000-8010/udp`) and returns it as the config
+/// keeps it (`80/tcp`). Forms with `:` (ip:host:container) are passed on as written.
+pub fn exposed_port(word: &str) -> Result<String, String> {
+    if word.contains(':') {
+        return Ok(if word.contains('/') {
+            word.to_ascii_lowercase()
+        } else {
+            format!("{word}/tcp")
+        });
+    }
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "invalid protocol {proto:?} in EXPOSE {word}: use tcp, udp or sctp"
+        ));
+    }
+    let port = |p: &str| p.parse::<u16>().ok();
+    let valid = match ports.split_once('-') {
+        Some((a, b)) => matches!((port(a), port(b)), (Some(a), Some(b)) if a <= b),
+        None => port(ports).is_some(),
+    };
+    if !valid {
+        return Err(format!(
+            "invalid port {ports:?} in EXPOSE {word}: give a number up to 65535 or a range such \
+             as 8000-8010"
+        ));
+    }
+    Ok(format!("{ports}/{proto}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_as_docker_accepts_them() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "9",
+            "SIGRTMIN+3",
+            "RTMAX-1",
+            "sigquit",
+            "64",
+        ] {
+            assert!(stop_signal(ok).is_ok(), "{ok}");
+        }
+        for bad in ["SIGFOO", "0", "65", "", "SIGRTMIN+16", "-1"] {
+            assert!(stop_signal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exposed_ports_and_protocols() {
+        assert_eq!(exposed_port("80").unwrap(), "80/tcp");
+        assert_eq!(exposed_port("53/UDP").unwrap(), "53/udp");
+        assert_eq!(exposed_port("8000-8010/sctp").unwrap(), "8000-8010/sctp");
+        for bad in ["80/xyz", "http", "70000", "90-80", "/tcp", ""] {
+            assert!(exposed_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_platform_spellings() {
+        assert!(is_host_platform("linux/amd64"));
+        assert!(is_host_platform("Linux/x86_64"));
+        assert!(!is_host_platform("linux/arm64"));
+        assert!(!is_host_platform("windows/amd64"));
+    }
+}
