@@ -69,3 +69,18 @@ fn copy_from_an_image_and_arg_expanded_from() {
         "first\nok\n"
     );
 }
+
+#[test]
+fn automatic_platform_args_name_the_host_platform() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // BuildKit's pattern for cross builds: FROM --platform=$BUILDPLATFORM, ARG TARGETARCH.
+    let ctx = Context::new(
+        "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETARCH\nARG TARGETPLATFORM\n\
+         RUN echo \"$TARGETARCH $TARGETPLATFORM [$BUILDOS]\" > /arch\n\
+         FROM --platform=$TARGETPLATFORM busybox\nCOPY --from=build /arch /arch\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    // BUILDOS was not declared in the stage, so the RUN does not see it.
+    assert_eq!(run_sh(&root, &id, "cat /arch"), "amd64 linux/amd64 []\n");
+}

@@ -64,7 +64,12 @@ pub fn plan(
     target: Option<&str>,
 ) -> Result<Plan, BuildError> {
     let lex = ShellLex::new(df.directives.escape);
-    let mut global_args = BTreeMap::new();
+    // BuildKit's automatic platform ARGs (BUILDPLATFORM, TARGETARCH, ...) are in scope for FROM
+    // lines, and `ARG NAME` in a stage takes their value.
+    let mut global_args: BTreeMap<String, String> = super::precheck::platform_args()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for instr in &df.global_args {
         if let InstructionKind::Arg(decls) = &instr.kind {
             for d in decls {
