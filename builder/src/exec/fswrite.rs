@@ -447,4 +447,55 @@ mod tests {
         assert_eq!(split_path("/a/b/"), Some(("/a".into(), "b".into())));
         assert_eq!(split_path("/a"), Some(("/".into(), "a".into())));
     }
+
+    #[test]
+    fn a_symlink_swapped_in_during_a_copy_cannot_redirect_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("target"), "host").unwrap();
+        let w = RootWriter::open(root.path()).unwrap();
+        let a = Attrs {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            mtime: None,
+        };
+        // A directory resolved, then swapped for a symlink to the host before the write: the
+        // write lands in the directory that was resolved (now moved), not behind the link.
+        let (dir, name) = w.parent_of("/app/sub/file").unwrap();
+        std::fs::rename(root.path().join("app/sub"), root.path().join("app/moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("app/sub")).unwrap();
+        w.write_file_at(&dir, &name, &mut &b"in image"[..], a)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(root.path().join("app/moved/file")).unwrap(),
+            b"in image"
+        );
+        // The final name swapped for a symlink to a host file: replaced, never followed.
+        std::os::unix::fs::symlink(
+            outside.path().join("target"),
+            root.path().join("app/moved/f2"),
+        )
+        .unwrap();
+        w.write_file_at(&dir, "f2", &mut &b"two"[..], a).unwrap();
+        let meta = std::fs::symlink_metadata(root.path().join("app/moved/f2")).unwrap();
+        assert!(meta.is_file());
+        // A directory name swapped for a symlink to a host dir: replaced by a real directory.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("app/moved/d")).unwrap();
+        let d = w.mkdir_at(&dir, "d", a).unwrap();
+        w.write_file_at(&d, "inner", &mut &b"three"[..], a).unwrap();
+        assert!(std::fs::symlink_metadata(root.path().join("app/moved/d"))
+            .unwrap()
+            .is_dir());
+        // Nothing reached the host.
+        let names: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["target"]);
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("target")).unwrap(),
+            "host"
+        );
+    }
 }
