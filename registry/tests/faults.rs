@@ -1008,3 +1008,55 @@ fn index_entries_are_chosen_by_variant() {
         other => panic!("arm/v5 from an index without it: {other:?}"),
     }
 }
+
+#[test]
+fn layers_download_four_at_a_time() {
+    // Six layers; the fake holds each layer GET until four are in flight (or 3 s pass).
+    let src = TempStore::new();
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("layer{i}.bin"), noise(20_000, i as u64)))
+        .collect();
+    let layers: Vec<Vec<(&str, &[u8])>> = files
+        .iter()
+        .map(|(n, d)| vec![(n.as_str(), d.as_slice())])
+        .collect();
+    let layer_refs: Vec<&[(&str, &[u8])]> = layers.iter().map(|l| l.as_slice()).collect();
+    let image = make_image(&src.store, "app:1", &layer_refs);
+    let fake = FakeRegistry::start();
+    let fx = Fixture {
+        src,
+        image,
+        big: Vec::new(),
+    };
+    load(&fake, &fx);
+    {
+        let mut s = fake.state();
+        s.faults.gated_blobs = fx
+            .image
+            .layer_digests()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        s.faults.gate_width = 4;
+    }
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let opts = pull_options(creds.path());
+    assert_eq!(opts.jobs, 4, "the default");
+    let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+    rt().block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)))
+        .expect("pull");
+    assert_eq!(
+        fake.state().gated_max_in_flight,
+        4,
+        "layer downloads in flight at once"
+    );
+    let image = dst
+        .store
+        .resolve_image(&format!("{}/lib/app:1", fake.host()))
+        .unwrap();
+    let dirs = dst.store.image_layer_dirs(&image).unwrap();
+    for (dir, (name, data)) in dirs.iter().zip(&files) {
+        assert_eq!(&std::fs::read(dir.join(name)).unwrap(), data);
+    }
+}

@@ -57,6 +57,11 @@ pub struct Faults {
     pub endless_error_body: bool,
     /// Answer every PATCH with 202 but keep none of its bytes (an upload that never advances).
     pub stuck_patches: bool,
+    /// GETs of these blobs wait until `gate_width` of them are in flight at once (or 3 s pass),
+    /// so the client's download parallelism shows in `gated_max_in_flight`.
+    pub gated_blobs: std::collections::HashSet<String>,
+    /// See `gated_blobs`.
+    pub gate_width: usize,
 }
 
 /// Bearer-token auth settings.
@@ -76,6 +81,9 @@ pub struct State {
     pub faults: Faults,
     pub bearer: Option<Bearer>,
     pub seen: Vec<Seen>,
+    /// GETs of gated blobs being answered now, and the most there ever were at once.
+    pub gated_in_flight: usize,
+    pub gated_max_in_flight: usize,
     next_upload: u64,
 }
 
@@ -303,6 +311,29 @@ async fn handle(req: Request<Incoming>, st: Arc<Mutex<State>>, addr: SocketAddr)
             let mut r = full(StatusCode::TEMPORARY_REDIRECT, "");
             r.headers_mut()
                 .insert("location", format!("{base}{path}").parse().unwrap());
+            return r;
+        }
+        let gated = method == "GET" && st.lock().unwrap().faults.gated_blobs.contains(digest);
+        if gated {
+            let width = {
+                let mut s = st.lock().unwrap();
+                s.gated_in_flight += 1;
+                s.gated_max_in_flight = s.gated_max_in_flight.max(s.gated_in_flight);
+                s.faults.gate_width
+            };
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            // Until `width` are in flight; once they were, the rest need not wait.
+            while {
+                let s = st.lock().unwrap();
+                s.gated_in_flight < width && s.gated_max_in_flight < width
+            } && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // Held a little longer, so the others see this one in flight too.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let r = serve_blob(&st, digest, range, &method);
+            st.lock().unwrap().gated_in_flight -= 1;
             return r;
         }
         return serve_blob(&st, digest, range, &method);
