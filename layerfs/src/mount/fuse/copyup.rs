@@ -49,7 +49,7 @@ pub fn copy_metadata(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> 
 }
 
 fn copy_up_file(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
-    let mut input = File::open(src)?;
+    let input = File::open(src)?;
     let parent = dst.parent().unwrap_or(Path::new("."));
     match OpenOptions::new()
         .read(true)
@@ -58,8 +58,8 @@ fn copy_up_file(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
         .mode(0o600)
         .open(parent)
     {
-        Ok(mut output) => {
-            io::copy(&mut input, &mut output)?;
+        Ok(output) => {
+            copy_data(&input, &output, meta.len())?;
             std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))?;
             output.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
             for (name, value) in read_xattrs(src)? {
@@ -75,17 +75,89 @@ fn copy_up_file(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
                 Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
             ) =>
         {
-            let mut output = OpenOptions::new()
+            let output = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(dst)?;
-            io::copy(&mut input, &mut output)?;
+            copy_data(&input, &output, meta.len())?;
             drop(output);
             copy_metadata(src, meta, dst)
         }
         Err(err) => Err(err),
     }
+}
+
+/// Copies the `len` bytes of `input` to the empty file `output`, keeping holes as holes (as
+/// overlayfs's copy-up does): only the data extents that SEEK_DATA/SEEK_HOLE report are
+/// copied, and the size is set at the end. A sparse 5 GiB file costs what its data costs.
+fn copy_data(input: &File, output: &File, len: u64) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < len {
+        let start = match rustix::fs::seek(input, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            // No data after `pos`: the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            // No SEEK_DATA on this filesystem: everything is data.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => pos,
+            Err(err) => return Err(err.into()),
+        };
+        let end = match rustix::fs::seek(input, rustix::fs::SeekFrom::Hole(start)) {
+            Ok(end) => end.min(len),
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => len,
+            Err(err) => return Err(err.into()),
+        };
+        copy_range(input, output, start, end)?;
+        pos = end.max(start + 1);
+    }
+    output.set_len(len)
+}
+
+/// Copies bytes `start..end` of `input` to the same offsets of `output`: copy_file_range
+/// (reflinks where the filesystem can), else positional reads and writes.
+fn copy_range(input: &File, output: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let (mut off_in, mut off_out) = (pos, pos);
+        let want = (end - pos).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(
+            input,
+            Some(&mut off_in),
+            output,
+            Some(&mut off_out),
+            want,
+        ) {
+            Ok(0) => break,
+            Ok(n) => pos += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::NOSYS,
+            ) => return copy_range_by_io(input, output, pos, end),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_by_io(input: &File, output: &File, start: u64, end: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = start;
+    while pos < end {
+        let want = ((end - pos) as usize).min(buf.len());
+        let n = match input.read_at(&mut buf[..want], pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        output.write_all_at(&buf[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 /// Every xattr of `src` (not following links) except the overlay-private ones.

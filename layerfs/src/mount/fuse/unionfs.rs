@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
 
@@ -1496,6 +1496,32 @@ impl Filesystem for UnionFs {
             Ok((attr, fh, fopen, None)) => {
                 reply.created(&TTL, &attr, Generation(0), FileHandle(fh), fopen)
             }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// SEEK_DATA and SEEK_HOLE on the real file (the kernel answers SEEK_SET/CUR/END itself),
+    /// so `cp`, `tar --sparse` and friends see the holes of sparse files.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            let pos = match whence {
+                libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
+                libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
+                _ => return Err(Errno::EINVAL),
+            };
+            // The descriptor's own offset is not the caller's: only the answer matters.
+            rustix::fs::seek(&*file, pos).map_err(|e| errno(e.into()))
+        });
+        match result {
+            Ok(pos) => reply.offset(pos as i64),
             Err(e) => reply.error(e),
         }
     }
