@@ -130,3 +130,46 @@ fn zstd_layers_labels_platform_and_the_short_form() {
     let out = build(&root, &ctx, &["--compression", "lz4"]);
     assert!(!out.status.success());
 }
+
+/// Media types of the layers of `image`'s manifest.
+fn layer_media_types(root: &TestRoot, image: &str) -> Vec<String> {
+    let d = root.ok(&["inspect", "-f", "{{json .Descriptor}}", image]);
+    let d: serde_json::Value = serde_json::from_str(&d).expect("descriptor JSON");
+    let hex = d["digest"]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:");
+    let m = std::fs::read(root.path().join("blobs/sha256").join(hex)).expect("manifest blob");
+    let m: serde_json::Value = serde_json::from_slice(&m).expect("manifest JSON");
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn compression_is_honoured_when_the_steps_are_cached_in_another_one() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN echo z > /z\nCOPY f /f\n");
+    ctx.write("f", "f\n");
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    build_ok(&root, &ctx, &["-t", "gz"]);
+    assert_eq!(layer_media_types(&root, "gz"), [gzip, gzip, gzip]);
+    // The gzip build's cache must not hand its gzip layers to a zstd build.
+    let (_, out) = build_ok(&root, &ctx, &["-t", "zs", "--compression", "zstd"]);
+    assert!(!out.contains("CACHED"), "{out}");
+    // The base image's layer is kept as it is; the new ones are zstd.
+    assert_eq!(layer_media_types(&root, "zs"), [gzip, zstd, zstd]);
+    assert_eq!(stdout_of(&root, "zs", &["cat", "/z", "/f"]), "z\nf\n");
+    // Each compression then hits its own cache entries.
+    let (_, out) = build_ok(&root, &ctx, &["-t", "zs2", "--compression", "zstd"]);
+    assert_eq!(out.matches("--> CACHED").count(), 2, "{out}");
+    assert_eq!(layer_media_types(&root, "zs2"), [gzip, zstd, zstd]);
+    let (_, out) = build_ok(&root, &ctx, &["-t", "gz2", "--compression", "gzip"]);
+    assert_eq!(out.matches("--> CACHED").count(), 2, "{out}");
+    assert_eq!(layer_media_types(&root, "gz2"), [gzip, gzip, gzip]);
+}

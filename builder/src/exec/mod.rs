@@ -415,8 +415,15 @@ impl Builder<'_, '_> {
         })
     }
 
+    /// What every key of this build depends on besides the steps: the platform, the timestamp
+    /// and (when not the default gzip) the layer compression, so a cached gzip layer is never
+    /// handed to a build that asked for zstd.
     fn base_salt(&self) -> String {
-        format!("{}|ts={:?}", self.opts.platform, self.opts.timestamp)
+        let mut salt = format!("{}|ts={:?}", self.opts.platform, self.opts.timestamp);
+        if self.opts.compression != Compression::Gzip {
+            salt.push_str(&format!("|compression={:?}", self.opts.compression));
+        }
+        salt
     }
 
     /// The created time of new history entries and images.
