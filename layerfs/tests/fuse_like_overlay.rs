@@ -10,8 +10,9 @@ use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use fuse_support::{assert_same_tree, snapshot, MountDirs};
+use fuse_support::{assert_same_tree, snapshot, write, MountDirs};
 use rbuild_layerfs::mount::{mount_union, Driver, MountSpec};
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
 const GIB: u64 = 1 << 30;
 
@@ -161,4 +162,86 @@ fn sparse_files_and_offsets_past_4_gib() {
             5 * GIB + 126
         )
     );
+}
+
+/// utimensat with times before 1970 (fuser decodes them wrongly), on symlinks, with
+/// UTIME_OMIT; chown of a symlink; chown clearing set-uid.
+#[test]
+fn times_and_owners_like_overlay() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("t"), b"t", 0o644);
+            write(&l.join("suid"), b"s", 0o4755);
+            std::os::unix::fs::symlink("t", l.join("sym")).unwrap();
+        },
+        act: |m, _| {
+            let mut o = Vec::new();
+            let ts = |s, n| Timespec {
+                tv_sec: s,
+                tv_nsec: n,
+            };
+            let stamp = |p: &Path| {
+                let meta = fs::symlink_metadata(p).unwrap();
+                format!(
+                    "{}.{:09} {}.{:09}",
+                    meta.atime(),
+                    meta.atime_nsec(),
+                    meta.mtime(),
+                    meta.mtime_nsec()
+                )
+            };
+            for (access, modification) in [
+                (ts(-100, 250), ts(-1, 999_999_999)),
+                (ts(-86_400 * 365 * 30, 0), ts(0, 1)),
+                (ts(1_000_000_000, 5), ts(1_100_000_000, 7)),
+            ] {
+                let times = Timestamps {
+                    last_access: access,
+                    last_modification: modification,
+                };
+                rustix::fs::utimensat(CWD, m.join("t").as_path(), &times, AtFlags::empty())
+                    .unwrap();
+                o.push(format!("t: {}", stamp(&m.join("t"))));
+            }
+            let omit = Timestamps {
+                last_access: ts(0, libc::UTIME_OMIT as _),
+                last_modification: ts(1_200_000_000, 0),
+            };
+            rustix::fs::utimensat(CWD, m.join("t").as_path(), &omit, AtFlags::empty()).unwrap();
+            o.push(format!("t after UTIME_OMIT: {}", stamp(&m.join("t"))));
+            let times = Timestamps {
+                last_access: ts(-5, 5),
+                last_modification: ts(-7, 7),
+            };
+            rustix::fs::utimensat(
+                CWD,
+                m.join("sym").as_path(),
+                &times,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+            o.push(format!("sym: {}", stamp(&m.join("sym"))));
+            std::os::unix::fs::lchown(m.join("sym"), Some(5), Some(6)).unwrap();
+            let (l, t) = (
+                fs::symlink_metadata(m.join("sym")).unwrap(),
+                fs::metadata(m.join("t")).unwrap(),
+            );
+            o.push(format!(
+                "lchown: link {}:{} target {}:{}",
+                l.uid(),
+                l.gid(),
+                t.uid(),
+                t.gid()
+            ));
+            std::os::unix::fs::chown(m.join("suid"), Some(1000), None).unwrap();
+            o.push(format!(
+                "chown of set-uid file: {:o}",
+                fs::metadata(m.join("suid")).unwrap().mode()
+            ));
+            o
+        },
+    });
+    assert_eq!(seen[0], "t: -100.000000250 -1.999999999");
+    assert_eq!(seen[1], "t: -946080000.000000000 0.000000001");
+    assert_eq!(seen[4], "sym: -5.000000005 -7.000000007");
 }

@@ -138,17 +138,15 @@ fn to_timespec(time: Option<TimeOrNow>) -> Timespec {
                 tv_sec: d.as_secs() as i64,
                 tv_nsec: d.subsec_nanos() as _,
             },
+            // A time before 1970. fuser 0.18 decodes the kernel's (tv_sec < 0, tv_nsec) as
+            // UNIX_EPOCH - (-tv_sec s + tv_nsec ns) (its system_time_from_time), not as
+            // tv_sec s + tv_nsec ns, so invert exactly that to get the caller's timespec back
+            // (utimensat {-100, 250} would otherwise land as -100.00000025 s).
             Err(e) => {
                 let d = e.duration();
-                let mut secs = -(d.as_secs() as i64);
-                let mut nanos = d.subsec_nanos() as i64;
-                if nanos > 0 {
-                    secs -= 1;
-                    nanos = 1_000_000_000 - nanos;
-                }
                 Timespec {
-                    tv_sec: secs,
-                    tv_nsec: nanos as _,
+                    tv_sec: -(d.as_secs() as i64),
+                    tv_nsec: d.subsec_nanos() as _,
                 }
             }
         },
