@@ -7,6 +7,8 @@ mod fuse_support;
 
 use std::ffi::CString;
 use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -65,6 +67,94 @@ fn like_overlay(scenario: Scenario) -> Vec<String> {
     }
     assert_eq!(overlay.len(), fuse.len());
     seen.swap_remove(0)
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(path).expect("read")).into_owned()
+}
+
+fn errno<T>(result: Result<T, impl Into<std::io::Error>>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("errno {}", e.into().raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// A file open for reading can still be rewritten (copy-up while open), and the old descriptor
+/// then reads the new data, as on overlayfs. FUSE passthrough of the lower file made the
+/// second open fail with EIO.
+#[test]
+fn a_lower_file_open_for_reading_can_be_rewritten() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("f"), b"old", 0o644);
+            write(&l.join("g"), b"0123456789", 0o644);
+            write(&l.join("h"), b"h", 0o644);
+        },
+        act: |m, _| {
+            let mut o = Vec::new();
+            let reader = fs::File::open(m.join("f")).unwrap();
+            o.push(format!(
+                "rewrite: {}",
+                errno(fs::write(m.join("f"), b"new!"))
+            ));
+            let mut buf = [0u8; 8];
+            let n = reader.read_at(&mut buf, 0).unwrap();
+            o.push(format!(
+                "old descriptor reads {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ));
+            o.push(format!(
+                "fstat of old descriptor: size {}",
+                reader.metadata().unwrap().len()
+            ));
+            // Two readers, then an append through a third descriptor.
+            let r1 = fs::File::open(m.join("g")).unwrap();
+            let r2 = fs::File::open(m.join("g")).unwrap();
+            let mut w = fs::OpenOptions::new()
+                .append(true)
+                .open(m.join("g"))
+                .unwrap();
+            w.write_all(b"AB").unwrap();
+            let mut all = String::new();
+            (&r1).read_to_string(&mut all).unwrap();
+            o.push(format!("reader 1 after append: {all:?}"));
+            let n = r2.read_at(&mut buf, 8).unwrap();
+            o.push(format!(
+                "reader 2 at 8: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ));
+            drop((r1, r2, w));
+            // Once every descriptor is closed, new opens (passed through again) see the data.
+            o.push(format!("g: {:?}", read(&m.join("g"))));
+            // A read-only mapping of a lower file, then a write through another descriptor.
+            let f = fs::File::open(m.join("h")).unwrap();
+            // SAFETY: a fresh read-only shared mapping of one page, unmapped below.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            o.push(format!(
+                "write while mapped: {}",
+                errno(fs::write(m.join("h"), b"H"))
+            ));
+            // SAFETY: unmapping the mapping made above.
+            unsafe { libc::munmap(ptr, 4096) };
+            o.push(format!("h: {:?}", read(&m.join("h"))));
+            o
+        },
+    });
+    assert_eq!(seen[0], "rewrite: ok");
+    assert_eq!(seen[1], "old descriptor reads \"new!\"");
+    assert_eq!(seen[3], "reader 1 after append: \"0123456789AB\"");
+    assert_eq!(seen[6], "write while mapped: ok");
 }
 
 /// Offsets past 4 GiB, sparse files and their holes: a 5 GiB sparse lower file copies up

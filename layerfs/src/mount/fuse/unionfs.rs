@@ -2,7 +2,7 @@
 //! through one lock over the inode table; file data goes straight to the real files (kernel
 //! passthrough when offered, otherwise positional reads and writes on the real file).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
@@ -41,6 +41,8 @@ struct OpenFile {
     /// Layer of the real file: attribute changes through the handle go to its descriptor
     /// only when this is the upper layer.
     layer: LayerIndex,
+    /// Whether the kernel serves this handle through the page cache (not passed through).
+    cached: bool,
     /// Keeps the kernel passthrough registration alive while the handle is open.
     _backing: Option<Arc<BackingId>>,
 }
@@ -60,6 +62,10 @@ struct State {
     dirs: HashMap<u64, Vec<(u64, FileType, OsString)>>,
     /// Passthrough registration per inode: the layer of the backing file and the registration.
     backing: HashMap<u64, (LayerIndex, Weak<BackingId>)>,
+    /// Open cached (not passed through) handles per inode.
+    cached: HashMap<u64, usize>,
+    /// Inodes that have had a passthrough handle.
+    passed_through: HashSet<u64>,
     next_fh: u64,
 }
 
@@ -220,6 +226,8 @@ impl UnionFs {
                 files: HashMap::new(),
                 dirs: HashMap::new(),
                 backing: HashMap::new(),
+                cached: HashMap::new(),
+                passed_through: HashSet::new(),
                 next_fh: 1,
             }),
             passthrough: AtomicBool::new(false),
@@ -488,6 +496,14 @@ impl UnionFs {
     }
 
     /// Makes an open real file a FUSE file handle, passed through to the kernel when possible.
+    ///
+    /// The kernel (>= 6.9) keeps one io mode per inode while it is open: every open of an
+    /// inode that has a passthrough handle must be passed through to the same backing file,
+    /// and none may be while it has a cached (served) handle; a server that breaks either rule
+    /// makes open(2) fail with EIO. Only files of the upper dir are passed through (and, on a
+    /// read-only mount, any file): a lower file may be copied up while it is open, and the
+    /// copy would then need a second backing file for the same inode. Its reads are served
+    /// here, from the copy once there is one (see [`Self::read_file`]), as overlayfs does.
     fn register_handle(
         &self,
         st: &mut State,
@@ -501,21 +517,17 @@ impl UnionFs {
         // No flush requests: data never lingers in this process, and locks are kernel-local.
         let mut fopen = FopenFlags::FOPEN_NOFLUSH;
         let mut backing = None;
-        if self.passthrough.load(Ordering::Relaxed) {
-            match st.backing.get(&ino) {
-                Some((backing_layer, weak)) if weak.strong_count() > 0 => {
-                    if *backing_layer == layer {
-                        backing = weak.upgrade();
-                    } else {
-                        // The inode is already passed through to its pre-copy-up file; serve
-                        // this handle ourselves without the page cache.
-                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                    }
-                }
-                _ => match backing_open(&file) {
+        let final_layer = self.layers.upper().is_none_or(|upper| upper == layer);
+        let cached_open = st.cached.get(&ino).is_some_and(|&n| n > 0);
+        if self.passthrough.load(Ordering::Relaxed) && final_layer && !cached_open {
+            match st.backing.get(&ino).and_then(|(_, weak)| weak.upgrade()) {
+                // Its real file cannot have changed: a file in its final layer stays there.
+                Some(id) => backing = Some(id),
+                None => match backing_open(&file) {
                     Ok(id) => {
                         let id = Arc::new(id);
                         st.backing.insert(ino, (layer, Arc::downgrade(&id)));
+                        st.passed_through.insert(ino);
                         backing = Some(id);
                     }
                     Err(err) => {
@@ -532,8 +544,13 @@ impl UnionFs {
                 },
             }
         }
-        if backing.is_none() && !fopen.contains(FopenFlags::FOPEN_DIRECT_IO) {
-            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+        if backing.is_none() {
+            *st.cached.entry(ino).or_insert(0) += 1;
+            // Pages cached before a passthrough open may be stale: passthrough writes bypass
+            // the page cache. Keep the cache only for inodes never passed through.
+            if !st.passed_through.contains(&ino) {
+                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
         }
         st.files.insert(
             fh,
@@ -541,6 +558,7 @@ impl UnionFs {
                 file,
                 ino,
                 layer,
+                cached: backing.is_none(),
                 _backing: backing.clone(),
             },
         );
@@ -554,6 +572,31 @@ impl UnionFs {
             .values()
             .find(|f| f.ino == ino && f.layer == layer)
             .map(|f| f.file.clone())
+    }
+
+    /// The file a read through handle `fh` reads: its own or, when its inode was copied up
+    /// after it was opened, the copy (reopened once), as overlayfs reads through a descriptor
+    /// opened before a copy-up. A hard-linked lower file keeps its own: the copy-up gave only
+    /// one of its names the copy (overlayfs breaks such links too), maybe not this handle's.
+    fn read_file(&self, fh: FileHandle) -> Res<Arc<File>> {
+        let mut st = self.lock();
+        let open = st.files.get(&fh.0).ok_or(Errno::EBADF)?;
+        let (ino, layer, file) = (open.ino, open.layer, open.file.clone());
+        let Some(node_layer) = st.inodes.get(ino).map(|node| node.layer) else {
+            return Ok(file);
+        };
+        if node_layer == layer || file.metadata().map_err(errno)?.nlink() > 1 {
+            return Ok(file);
+        }
+        let Some(rel) = st.inodes.path(ino) else {
+            return Ok(file);
+        };
+        let copy = Arc::new(File::open(self.layers.real(node_layer, &rel)).map_err(errno)?);
+        if let Some(open) = st.files.get_mut(&fh.0) {
+            open.file = copy.clone();
+            open.layer = node_layer;
+        }
+        Ok(copy)
     }
 
     fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
@@ -1232,7 +1275,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match self.file(fh) {
+        let file = match self.read_file(fh) {
             Ok(file) => file,
             Err(e) => return reply.error(e),
         };
@@ -1292,7 +1335,14 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let mut st = self.lock();
-        st.files.remove(&fh.0);
+        if st.files.remove(&fh.0).is_some_and(|open| open.cached) {
+            if let Some(count) = st.cached.get_mut(&ino.0) {
+                *count -= 1;
+                if *count == 0 {
+                    st.cached.remove(&ino.0);
+                }
+            }
+        }
         if st
             .backing
             .get(&ino.0)
