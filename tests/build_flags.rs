@@ -1,6 +1,7 @@
 //! `rbuild build` flags and the images they give, checked by running them with `rbuild run`:
 //! ENTRYPOINT/CMD as Docker combines them, `-f -`, CONTEXT `-`, `--compression zstd`,
-//! `--platform`, `--label`, and `rbuild -t NAME CONTEXT` without the subcommand.
+//! `--platform`, `--label`, `--progress`, `--network host`, SHELL, and `rbuild -t NAME CONTEXT`
+//! without the subcommand.
 
 mod build_support;
 mod common;
@@ -172,4 +173,95 @@ fn compression_is_honoured_when_the_steps_are_cached_in_another_one() {
     let (_, out) = build_ok(&root, &ctx, &["-t", "gz2", "--compression", "gzip"]);
     assert_eq!(out.matches("--> CACHED").count(), 2, "{out}");
     assert_eq!(layer_media_types(&root, "gz2"), [gzip, gzip, gzip]);
+}
+
+#[test]
+fn progress_modes_network_host_and_platform() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN echo streamed-output && ls /sys/class/net > /nets\n");
+    // --progress tty: the live view's finished-step lines (bold, with the step's time), the
+    // RUN output among them; a cached step says CACHED.
+    let out = root.ok(&[
+        "build",
+        "--progress",
+        "tty",
+        "--network",
+        "host",
+        &ctx.dir(),
+    ]);
+    assert!(
+        out.contains("\x1b[1mSTEP 1/2: FROM busybox\x1b[0m  "),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("\x1b[1mSTEP 2/2: RUN echo streamed-output"),
+        "{out:?}"
+    );
+    assert!(out.contains("streamed-output\n"), "{out:?}");
+    let step_line = out
+        .lines()
+        .find(|l| l.contains("STEP 2/2"))
+        .expect("step line");
+    assert!(step_line.ends_with('s'), "no step time in {step_line:?}");
+    let again = root.ok(&[
+        "build",
+        "--progress",
+        "tty",
+        "--network",
+        "host",
+        &ctx.dir(),
+    ]);
+    assert!(again.contains("CACHED"), "{again:?}");
+    // --progress auto on a pipe is the plain view.
+    let out = root.ok(&[
+        "build",
+        "--progress",
+        "auto",
+        "--no-cache",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "hostnet",
+        &ctx.dir(),
+    ]);
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(out.contains("STEP 2/2: RUN echo streamed-output"), "{out}");
+    assert!(out.contains("\n--> "), "{out}");
+    // The host network: the RUN saw the host's interfaces.
+    let mut host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("host interfaces")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    host.sort();
+    let seen = run_sh(&root, "hostnet", "cat /nets");
+    assert_eq!(seen.lines().collect::<Vec<_>>(), host);
+    let c = config_json(&root, "hostnet");
+    assert_eq!(
+        (c["os"].as_str(), c["architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
+}
+
+#[test]
+fn shell_changes_how_run_and_cmd_shell_forms_run() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nSHELL [\"/bin/sh\", \"-xc\"]\nRUN echo traced > /t\nCMD echo from-cmd\n\
+         SHELL [\"/bin/echo\", \"shell-is-echo\"]\nRUN ignored words\n",
+    );
+    let (_, out) = build_ok(&root, &ctx, &["-t", "shells"]);
+    // The first RUN ran with -x; the second RUN's "shell" was echo.
+    assert!(out.contains("+ echo traced\n"), "{out}");
+    assert!(out.contains("shell-is-echo ignored words\n"), "{out}");
+    // CMD kept the shell it was written under.
+    let run = run_image(&root, "shells", &[]);
+    assert!(run.status.success(), "{}", describe(&["run"], &run));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "from-cmd\n");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("+ echo from-cmd"),
+        "{}",
+        describe(&["run"], &run)
+    );
 }
