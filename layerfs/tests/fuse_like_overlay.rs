@@ -73,11 +73,95 @@ fn read(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).expect("read")).into_owned()
 }
 
+fn nlink(path: &Path) -> u64 {
+    fs::symlink_metadata(path).expect("lstat").nlink()
+}
+
 fn errno<T>(result: Result<T, impl Into<std::io::Error>>) -> String {
     match result {
         Ok(_) => "ok".into(),
         Err(e) => format!("errno {}", e.into().raw_os_error().unwrap_or(-1)),
     }
+}
+
+fn hard_linked_layer(layer: &Path) {
+    write(&layer.join("hl/a"), b"shared", 0o644);
+    fs::hard_link(layer.join("hl/a"), layer.join("hl/b")).expect("link");
+    fs::hard_link(layer.join("hl/a"), layer.join("hl/c")).expect("link");
+    write(&layer.join("tree/x"), b"x", 0o644);
+    fs::hard_link(layer.join("tree/x"), layer.join("tree/y")).expect("link");
+}
+
+/// overlayfs (index=off) breaks a lower hard link at copy-up: the written name gets the copy,
+/// the other names keep showing the lower file, whatever order the names were used in.
+#[test]
+fn lower_hard_links_split_at_copy_up() {
+    let seen = like_overlay(Scenario {
+        layer: hard_linked_layer,
+        act: |m, _| {
+            let mut o = Vec::new();
+            // Every name known to the kernel first (as `find` or `chown -R` would).
+            for name in ["a", "b", "c"] {
+                o.push(format!("{name} nlink {}", nlink(&m.join("hl").join(name))));
+            }
+            let same = fs::metadata(m.join("hl/a")).unwrap().ino()
+                == fs::metadata(m.join("hl/b")).unwrap().ino();
+            o.push(format!("a and b share an inode number: {same}"));
+            // Written through the second name looked up.
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(m.join("hl/b"))
+                .unwrap();
+            f.write_all(b"+b").unwrap();
+            drop(f);
+            for name in ["a", "b", "c"] {
+                let p = m.join("hl").join(name);
+                o.push(format!("{name}: {:?} nlink {}", read(&p), nlink(&p)));
+            }
+            // A hard link to a name that still shows the lower file, then unlinks.
+            fs::hard_link(m.join("hl/c"), m.join("hl/d")).unwrap();
+            o.push(format!(
+                "c->d: c {} d {}",
+                nlink(&m.join("hl/c")),
+                nlink(&m.join("hl/d"))
+            ));
+            fs::remove_file(m.join("hl/c")).unwrap();
+            o.push(format!(
+                "d after unlink c: {:?} nlink {}",
+                read(&m.join("hl/d")),
+                nlink(&m.join("hl/d"))
+            ));
+            fs::remove_file(m.join("hl/a")).unwrap();
+            o.push(format!("b after unlink a: {:?}", read(&m.join("hl/b"))));
+            // chown of every name of a tree (chown -R): each name gets its own copy.
+            for name in ["x", "y"] {
+                let _ = fs::metadata(m.join("tree").join(name)).unwrap();
+            }
+            for name in ["y", "x"] {
+                std::os::unix::fs::chown(m.join("tree").join(name), Some(1234), None).unwrap();
+            }
+            for name in ["x", "y"] {
+                let meta = fs::metadata(m.join("tree").join(name)).unwrap();
+                o.push(format!(
+                    "tree/{name} uid {} nlink {}",
+                    meta.uid(),
+                    meta.nlink()
+                ));
+            }
+            o
+        },
+    });
+    assert_eq!(seen[0..3], ["a nlink 3", "b nlink 3", "c nlink 3"]);
+    assert_eq!(seen[3], "a and b share an inode number: true");
+    assert_eq!(seen[4], "a: \"shared\" nlink 3");
+    assert_eq!(seen[5], "b: \"shared+b\" nlink 1");
+    assert_eq!(seen[6], "c: \"shared\" nlink 3");
+    assert_eq!(seen[8], "d after unlink c: \"shared\" nlink 1");
+    assert_eq!(seen[9], "b after unlink a: \"shared+b\"");
+    assert_eq!(
+        seen[10..],
+        ["tree/x uid 1234 nlink 1", "tree/y uid 1234 nlink 1"]
+    );
 }
 
 /// A file open for reading can still be rewritten (copy-up while open), and the old descriptor

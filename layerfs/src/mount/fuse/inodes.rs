@@ -109,6 +109,22 @@ impl InodeTable {
         }
     }
 
+    /// Makes (`parent`, `name`) the first alias of `ino`, the one [`Self::path`] and a copy-up
+    /// use: the name the kernel looked up last, for a lower file whose names share an inode
+    /// until one of them is copied up.
+    pub fn prefer_alias(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if let Some(at) = node
+                .aliases
+                .iter()
+                .position(|(p, n)| *p == parent && n == name)
+            {
+                let alias = node.aliases.remove(at);
+                node.aliases.insert(0, alias);
+            }
+        }
+    }
+
     /// The live node `ino`.
     pub fn get(&self, ino: u64) -> Option<&Node> {
         self.nodes.get(&ino)

@@ -607,10 +607,30 @@ impl UnionFs {
             .ok_or(Errno::EBADF)
     }
 
-    fn do_lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
+    /// The entry `name` of `parent` and how long the kernel may keep it.
+    ///
+    /// A lower file with several names is shared by one inode until one name is copied up:
+    /// then, as in overlayfs, only that name has the copy and the others still show the lower
+    /// file, so they must stop meaning this inode. Their entries are therefore not cached (the
+    /// kernel asks again at each use and learns the new inode of those names); caching them
+    /// would show the copy under every name, which the upper dir does not hold. Because every
+    /// path-based use of such a name looks it up first, the name looked up last is the one a
+    /// copy-up of the shared inode gives the copy.
+    fn do_lookup(&self, parent: u64, name: &OsStr) -> Res<(FileAttr, Duration)> {
         let mut st = self.lock();
         let resolved = self.resolve(&st, parent, name)?.ok_or(Errno::ENOENT)?;
-        Ok(self.remember(&mut st, parent, name, &resolved, true).1)
+        let shared_lower = self
+            .layers
+            .upper()
+            .is_some_and(|upper| upper != resolved.layer)
+            && !resolved.meta.is_dir()
+            && resolved.meta.nlink() > 1;
+        let (ino, attr) = self.remember(&mut st, parent, name, &resolved, true);
+        if !shared_lower {
+            return Ok((attr, TTL));
+        }
+        st.inodes.prefer_alias(ino, parent, name);
+        Ok((attr, Duration::ZERO))
     }
 
     fn do_getattr(&self, ino: u64, fh: Option<FileHandle>) -> Res<FileAttr> {
@@ -1110,7 +1130,7 @@ impl Filesystem for UnionFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             // Node id 0 makes the kernel cache the miss (a negative dentry) for TTL.
             Err(Errno::ENOENT) => reply.entry(&TTL, &negative_entry(), Generation(0)),
             Err(e) => reply.error(e),
