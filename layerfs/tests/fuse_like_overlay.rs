@@ -10,11 +10,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fuse_support::{assert_same_tree, snapshot, write, MountDirs};
 use rbuild_layerfs::mount::{mount_union, Driver, MountSpec};
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
 
 const GIB: u64 = 1 << 30;
 
@@ -418,4 +418,277 @@ fn times_and_owners_like_overlay() {
     assert_eq!(seen[0], "t: -100.000000250 -1.999999999");
     assert_eq!(seen[1], "t: -946080000.000000000 0.000000001");
     assert_eq!(seen[4], "sym: -5.000000005 -7.000000007");
+}
+
+/// xattrs of a lower file: listed, copied up with the file, set, replaced and removed with
+/// the same errors as overlayfs.
+#[test]
+fn xattrs_of_lower_files() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("f"), b"f", 0o644);
+            fs::create_dir(l.join("d")).unwrap();
+            for (path, name, value) in [
+                ("f", "user.keep", "1"),
+                ("f", "user.drop", "2"),
+                ("d", "user.dir", "3"),
+            ] {
+                rustix::fs::lsetxattr(
+                    l.join(path).as_path(),
+                    name,
+                    value.as_bytes(),
+                    XattrFlags::empty(),
+                )
+                .unwrap();
+            }
+            std::os::unix::fs::symlink("f", l.join("sym")).unwrap();
+        },
+        act: |m, upper| {
+            let mut o = Vec::new();
+            let list = |p: &Path| {
+                let mut buf = vec![0u8; 1024];
+                let n = rustix::fs::llistxattr(p, &mut buf).unwrap();
+                let mut names: Vec<String> = buf[..n]
+                    .split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
+                names.sort();
+                names.join(",")
+            };
+            let f = m.join("f");
+            o.push(format!("lower: {}", list(&f)));
+            let set =
+                |p: &Path, name: &str, flags| errno(rustix::fs::lsetxattr(p, name, b"v", flags));
+            o.push(format!(
+                "create existing: {}",
+                set(&f, "user.keep", XattrFlags::CREATE)
+            ));
+            o.push(format!(
+                "replace missing: {}",
+                set(&f, "user.none", XattrFlags::REPLACE)
+            ));
+            o.push(format!(
+                "remove missing: {}",
+                errno(rustix::fs::lremovexattr(f.as_path(), "user.none"))
+            ));
+            o.push(format!(
+                "set new: {}",
+                set(&f, "user.new", XattrFlags::CREATE)
+            ));
+            o.push(format!(
+                "remove lower one: {}",
+                errno(rustix::fs::lremovexattr(f.as_path(), "user.drop"))
+            ));
+            o.push(format!(
+                "after: {} upper copy: {}",
+                list(&f),
+                list(&upper.join("f"))
+                    .split(',')
+                    .filter(|n| !n.starts_with("trusted.overlay."))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            let mut buf = [0u8; 8];
+            let n = rustix::fs::lgetxattr(f.as_path(), "user.keep", &mut buf).unwrap();
+            o.push(format!(
+                "user.keep = {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ));
+            o.push(format!(
+                "user.* on a symlink: {}",
+                set(&m.join("sym"), "user.x", XattrFlags::empty())
+            ));
+            o.push(format!(
+                "trusted.* on a lower dir: {}",
+                set(&m.join("d"), "trusted.x", XattrFlags::empty())
+            ));
+            o.push(format!("dir: {}", list(&m.join("d"))));
+            o
+        },
+    });
+    assert_eq!(seen[0], "lower: user.drop,user.keep");
+    assert_eq!(seen[5], "remove lower one: ok");
+    assert_eq!(
+        seen[6],
+        "after: user.keep,user.new upper copy: user.keep,user.new"
+    );
+    assert_eq!(seen[10], "dir: trusted.x,user.dir");
+}
+
+/// Device nodes (as root), statfs, fsync of files and directories, and inode numbers that
+/// stay the same across a copy-up and after the kernel forgot the inode.
+#[test]
+fn devices_statfs_fsync_and_inode_numbers() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("f"), b"f", 0o644);
+            write(&l.join("d/g"), b"g", 0o644);
+        },
+        act: |m, upper| {
+            let mut o = Vec::new();
+            for (name, kind, dev) in [
+                (
+                    "null",
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::makedev(1, 3),
+                ),
+                (
+                    "blk",
+                    rustix::fs::FileType::BlockDevice,
+                    rustix::fs::makedev(300, 70_000),
+                ),
+                ("fifo", rustix::fs::FileType::Fifo, 0),
+                ("sock", rustix::fs::FileType::Socket, 0),
+            ] {
+                let r = rustix::fs::mknodat(
+                    CWD,
+                    m.join(name).as_path(),
+                    kind,
+                    rustix::fs::Mode::from_raw_mode(0o640),
+                    dev,
+                );
+                let meta = fs::symlink_metadata(m.join(name)).unwrap();
+                let up = fs::symlink_metadata(upper.join(name)).unwrap();
+                o.push(format!(
+                    "mknod {name}: {} mode {:o} rdev {}:{} upper rdev {}:{}",
+                    errno(r),
+                    meta.mode(),
+                    rustix::fs::major(meta.rdev()),
+                    rustix::fs::minor(meta.rdev()),
+                    rustix::fs::major(up.rdev()),
+                    rustix::fs::minor(up.rdev()),
+                ));
+            }
+            let mut buf = [0u8; 4];
+            o.push(format!(
+                "read of the null device: {:?}",
+                fs::File::open(m.join("null"))
+                    .and_then(|mut f| f.read(&mut buf))
+                    .ok()
+            ));
+            let (a, b) = (
+                rustix::fs::statvfs(m).unwrap(),
+                rustix::fs::statvfs(upper).unwrap(),
+            );
+            o.push(format!(
+                "statfs like the upper dir's filesystem: bsize {} blocks {} files {} namemax {}",
+                a.f_bsize == b.f_bsize,
+                a.f_blocks == b.f_blocks,
+                a.f_files == b.f_files,
+                a.f_namemax
+            ));
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(m.join("f"))
+                .unwrap();
+            o.push(format!(
+                "fsync {} fdatasync {}",
+                errno(f.sync_all()),
+                errno(f.sync_data())
+            ));
+            let dir = fs::File::open(m.join("d")).unwrap();
+            o.push(format!("fsync of a dir {}", errno(dir.sync_all())));
+            // SAFETY: syncfs of an open descriptor.
+            o.push(format!("syncfs {}", unsafe {
+                libc::syncfs(dir.as_raw_fd())
+            }));
+            drop((f, dir));
+            let ino = |p: PathBuf| fs::symlink_metadata(p).unwrap().ino();
+            let (f1, g1, d1) = (ino(m.join("f")), ino(m.join("d/g")), ino(m.join("d")));
+            fs::set_permissions(m.join("d/g"), fs::Permissions::from_mode(0o600)).unwrap();
+            fs::write("/proc/sys/vm/drop_caches", "2").expect("drop dentries and inodes");
+            o.push(format!(
+                "inode numbers kept: written file {} chmod'ed file {} its dir {}",
+                f1 == ino(m.join("f")),
+                g1 == ino(m.join("d/g")),
+                d1 == ino(m.join("d"))
+            ));
+            o
+        },
+    });
+    assert_eq!(seen[0], "mknod null: ok mode 20640 rdev 1:3 upper rdev 1:3");
+    assert_eq!(
+        seen[1],
+        "mknod blk: ok mode 60640 rdev 300:70000 upper rdev 300:70000"
+    );
+    assert_eq!(seen[4], "read of the null device: Some(0)");
+    assert_eq!(
+        seen[5],
+        "statfs like the upper dir's filesystem: bsize true blocks true files true namemax 255"
+    );
+    assert_eq!(
+        seen[9],
+        "inode numbers kept: written file true chmod'ed file true its dir true"
+    );
+}
+
+/// Shared writable mappings: written through the mapping, read back with read(2) while mapped
+/// (same page cache) and after unmapping and dropping the caches (written to the upper file).
+#[test]
+fn mmap_writes_read_back() {
+    let seen = like_overlay(Scenario {
+        layer: |l| write(&l.join("lower"), &[b'a'; 8192], 0o644),
+        act: |m, upper| {
+            let mut o = Vec::new();
+            for (name, create) in [("new", true), ("lower", false)] {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .truncate(false)
+                    .open(m.join(name))
+                    .unwrap();
+                if create {
+                    f.set_len(3 * 4096).unwrap();
+                }
+                let len = f.metadata().unwrap().len() as usize;
+                // SAFETY: a fresh shared mapping of the whole file, unmapped below; the slice
+                // does not outlive it.
+                unsafe {
+                    let ptr = libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        f.as_raw_fd(),
+                        0,
+                    );
+                    assert_ne!(ptr, libc::MAP_FAILED, "mmap of {name}");
+                    let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
+                    bytes[0] = b'Q';
+                    bytes[5000] = b'R';
+                    bytes[len - 1] = b'S';
+                    let other = fs::File::open(m.join(name)).unwrap();
+                    let mut one = [0u8; 1];
+                    other.read_exact_at(&mut one, 5000).unwrap();
+                    o.push(format!("{name}: read while mapped {:?}", one[0] as char));
+                    libc::munmap(ptr, len);
+                }
+                drop(f);
+                fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+                let data = fs::read(m.join(name)).unwrap();
+                let up = fs::read(upper.join(name)).unwrap();
+                o.push(format!(
+                    "{name}: after unmap {}{}{} upper {}{}{}",
+                    data[0] as char,
+                    data[5000] as char,
+                    data[len - 1] as char,
+                    up[0] as char,
+                    up[5000] as char,
+                    up[len - 1] as char
+                ));
+            }
+            o
+        },
+    });
+    assert_eq!(
+        seen,
+        [
+            "new: read while mapped 'R'",
+            "new: after unmap QRS upper QRS",
+            "lower: read while mapped 'R'",
+            "lower: after unmap QRS upper QRS"
+        ]
+    );
 }
