@@ -14,11 +14,16 @@ use std::process::{Command, Output, Stdio};
 /// Runs rbuild with a store root and an isolated Docker config dir.
 fn rb(root: &TestRoot, docker_config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(rbuild_bin());
+    cmd.env("DOCKER_CONFIG", docker_config)
+        .env("RBUILD_CONFIG", docker_config.join("no-rbuild-config.json"));
+    rb_cmd(cmd, root, args, stdin)
+}
+
+/// Runs `cmd` (rbuild, with its environment set) with a store root, `args` and `stdin`.
+fn rb_cmd(mut cmd: Command, root: &TestRoot, args: &[&str], stdin: Option<&str>) -> Output {
     cmd.arg("--root")
         .arg(root.path())
         .args(args)
-        .env("DOCKER_CONFIG", docker_config)
-        .env("RBUILD_CONFIG", docker_config.join("no-rbuild-config.json"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -384,4 +389,82 @@ fn credential_helper_is_used_for_get_store_and_erase() {
         !config.contains("wonderland"),
         "the helper, not the file, holds the secret"
     );
+}
+
+/// A non-loopback IPv4 address of this machine: the source address of its route to TEST-NET-1
+/// (connecting a UDP socket sends nothing).
+fn non_loopback_ip() -> String {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect("192.0.2.1:9")
+        .expect("this test needs an IPv4 route off the machine, for a non-loopback address");
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip.to_string()
+}
+
+#[test]
+fn only_loopback_registries_get_plain_http_without_a_flag() {
+    // A plain-HTTP registry on a non-loopback address of this machine: HTTPS by default.
+    let registry = TestRegistry::start_on(&non_loopback_ip());
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/plain/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    let refused = rb(&src, dc.path(), &["push", &name], None);
+    assert!(
+        !refused.status.success(),
+        "{}",
+        describe(&["push"], &refused)
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("https://{}/v2/", registry.host()))
+            && err.contains("--tls-verify=false")
+            && err.contains("insecure-registries"),
+        "{err}"
+    );
+    // --tls-verify=false: HTTPS without verification, falling back to plain HTTP.
+    ok(
+        &src,
+        dc.path(),
+        &["push", "-q", "--tls-verify=false", &name],
+    );
+    let dst = TestRoot::new();
+    let refused = rb(&dst, dc.path(), &["pull", "-q", &name], None);
+    assert!(
+        !refused.status.success(),
+        "{}",
+        describe(&["pull"], &refused)
+    );
+    // Listed in insecure-registries of rbuild's config file ($RBUILD_CONFIG): no flag needed.
+    let config = dc.path().join("rbuild-config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"insecure-registries": ["{}"]}}"#, registry.host()),
+    )
+    .unwrap();
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", &config);
+    let out = rb_cmd(cmd, &dst, &["pull", "-q", &name], None);
+    assert!(out.status.success(), "{}", describe(&["pull"], &out));
+    let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(pulled.trim(), id.trim());
+
+    // Loopback: 127.0.0.0/8 beyond 127.0.0.1, and `localhost`, are plain HTTP with no flag.
+    let lo2 = TestRegistry::start_on("127.0.0.2");
+    let local = TestRegistry::start();
+    let port = local.host().rsplit(':').next().unwrap().to_string();
+    for name in [
+        format!("{}/lo/bb:1", lo2.host()),
+        format!("localhost:{port}/lo/bb:1"),
+    ] {
+        src.ok(&["tag", id.trim(), &name]);
+        ok(&src, dc.path(), &["push", "-q", &name]);
+        let dst = TestRoot::new();
+        ok(&dst, dc.path(), &["pull", "-q", &name]);
+        let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+        assert_eq!(pulled.trim(), id.trim(), "{name}");
+    }
 }

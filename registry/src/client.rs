@@ -154,6 +154,17 @@ impl Session {
                 session.base = parse(&plain)?;
                 session.ping().await?
             }
+            Err(RegistryError::Http { url, source })
+                if source.is_connect()
+                    && session.base.scheme() == "https"
+                    && !endpoint.skip_tls_verify =>
+            {
+                return Err(RegistryError::Https {
+                    registry: registry.to_string(),
+                    url,
+                    source,
+                });
+            }
             other => other?,
         };
         if let Some(challenge) = ping {
@@ -443,7 +454,11 @@ impl Session {
                     tokio::time::sleep(delay).await;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if !last
+                        && (e.is_connect() || e.is_timeout() || e.is_request())
+                        && !is_tls_failure(&e) =>
+                {
                     let delay = self.retry.delay(attempt, None);
                     tracing::debug!(%url, error = %e, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
@@ -541,6 +556,31 @@ pub async fn read_limited(mut resp: Response, limit: u64, what: &str) -> Result<
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Whether a transport error is a TLS failure (a server that speaks no TLS, a certificate this
+/// machine does not trust): asking again gets the same answer, so it is not retried, and an
+/// insecure endpoint falls back to plain HTTP at once.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        // rustls's error arrives wrapped in I/O errors, whose `source()` skips the wrapped error.
+        let mut inner = err;
+        loop {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {

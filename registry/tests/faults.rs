@@ -713,21 +713,26 @@ fn insecure_endpoint_falls_back_from_https_to_http() {
         ))
         .expect("connect falls back to plain HTTP");
     assert!(session.url("/v2/").unwrap().as_str().starts_with("http://"));
+    // The failed TLS handshake is not retried: one connection for it, one for plain HTTP.
+    assert_eq!(fake.state().connections, 2);
     let strict = Endpoint {
         base_url: format!("https://{}", fake.host()),
         skip_tls_verify: false,
         http_fallback: false,
     };
-    assert!(rt()
+    let err = rt()
         .block_on(Session::connect(
             &strict,
             &fake.host(),
             "lib/app",
             Access::Pull,
             None,
-            &fast_client()
+            &fast_client(),
         ))
-        .is_err());
+        .expect_err("verified HTTPS to a plain-HTTP registry");
+    assert!(matches!(err, RegistryError::Https { .. }), "{err}");
+    assert!(err.to_string().contains("--tls-verify=false"), "{err}");
+    assert_eq!(fake.state().connections, 3, "one more, not retried");
 }
 
 /// Serves the fixture with its big layer replaced by `blob` (the manifest names the new blob's

@@ -26,15 +26,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts an open registry (no authentication).
     pub fn start() -> TestRegistry {
-        Self::launch(None)
+        Self::launch("127.0.0.1", None)
+    }
+
+    /// Starts an open registry listening on another address of this machine (`127.0.0.2`, or a
+    /// non-loopback address to test HTTPS defaults).
+    pub fn start_on(ip: &str) -> TestRegistry {
+        Self::launch(ip, None)
     }
 
     /// Starts a registry that requires basic auth with this user and password (htpasswd -Bbn).
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
-        Self::launch(Some((user.to_string(), password.to_string())))
+        Self::launch("127.0.0.1", Some((user.to_string(), password.to_string())))
     }
 
-    fn launch(credentials: Option<(String, String)>) -> TestRegistry {
+    fn launch(ip: &str, credentials: Option<(String, String)>) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("rbuild-registry-")
             .tempdir()
@@ -42,8 +48,8 @@ impl TestRegistry {
         let mut last_err = String::new();
         // The port is picked free, then handed to the server; retry if another process took it.
         for _ in 0..5 {
-            let port = free_port();
-            let host = format!("127.0.0.1:{port}");
+            let port = free_port(ip);
+            let host = format!("{ip}:{port}");
             let config = write_config(dir.path(), &host, credentials.as_ref());
             let log = std::fs::File::create(dir.path().join("registry.log"))
                 .expect("create registry log");
@@ -85,12 +91,13 @@ impl TestRegistry {
         panic!("could not start a test registry: {last_err}");
     }
 
-    /// `127.0.0.1:PORT`, the registry part of image references.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started on another address), the registry part of
+    /// image references.
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://IP:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.host)
     }
@@ -120,8 +127,8 @@ impl Drop for TestRegistry {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+fn free_port(ip: &str) -> u16 {
+    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
     l.local_addr().expect("local addr").port()
 }
 

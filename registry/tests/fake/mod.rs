@@ -81,6 +81,8 @@ pub struct State {
     pub faults: Faults,
     pub bearer: Option<Bearer>,
     pub seen: Vec<Seen>,
+    /// TCP connections accepted.
+    pub connections: usize,
     /// GETs of gated blobs being answered now, and the most there ever were at once.
     pub gated_in_flight: usize,
     pub gated_max_in_flight: usize,
@@ -115,6 +117,7 @@ impl FakeRegistry {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
                         };
+                        st.lock().unwrap().connections += 1;
                         let st = st.clone();
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
