@@ -468,3 +468,44 @@ fn only_loopback_registries_get_plain_http_without_a_flag() {
         assert_eq!(pulled.trim(), id.trim(), "{name}");
     }
 }
+
+#[test]
+fn without_docker_config_credentials_live_in_home_docker_config_json() {
+    let registry = TestRegistry::start_with_auth("alice", "wonderland");
+    let home = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/private/bb:1", registry.host());
+    src.import_busybox(&name);
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(rbuild_bin());
+        cmd.env_remove("DOCKER_CONFIG")
+            .env("HOME", home.path())
+            .env("RBUILD_CONFIG", home.path().join("no-rbuild-config.json"));
+        rb_cmd(cmd, &src, args, stdin)
+    };
+    let login = run(
+        &["login", "-u", "alice", "--password-stdin", registry.host()],
+        Some("wonderland\n"),
+    );
+    assert!(login.status.success(), "{}", describe(&["login"], &login));
+    let file = home.path().join(".docker/config.json");
+    let config = std::fs::read_to_string(&file).expect("~/.docker/config.json written");
+    assert!(config.contains(registry.host()), "{config}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let push = run(&["push", "-q", &name], None);
+    assert!(push.status.success(), "{}", describe(&["push"], &push));
+    let logout = run(&["logout", registry.host()], None);
+    assert!(
+        logout.status.success(),
+        "{}",
+        describe(&["logout"], &logout)
+    );
+    let config = std::fs::read_to_string(&file).unwrap();
+    assert!(!config.contains(registry.host()), "{config}");
+    let denied = run(&["push", "-q", &name], None);
+    assert!(!denied.status.success(), "{}", describe(&["push"], &denied));
+}
