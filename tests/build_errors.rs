@@ -118,6 +118,11 @@ fn unsupported_flags_and_invalid_values_fail_before_anything_runs() {
         ("ADD --exclude=*.txt . /p/", "--exclude is not supported"),
         ("COPY a b /notdir", "destination must be a directory"),
         ("COPY --chmod=999 a /x", "invalid --chmod=999"),
+        ("ADD --checksum=md5:00 http://127.0.0.1:9/x /f", "invalid --checksum=md5:00"),
+        (
+            "ADD --checksum=sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa a /f",
+            "--checksum applies to HTTP(S) sources only, not a",
+        ),
         ("EXPOSE 80/xyz", "invalid protocol \"xyz\""),
         ("EXPOSE 70000", "invalid port"),
         ("STOPSIGNAL SIGFOO", "invalid signal \"SIGFOO\""),

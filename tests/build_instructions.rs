@@ -308,3 +308,41 @@ fn add_url_is_keyed_by_content_and_checked_against_checksum() {
         "{err}"
     );
 }
+
+#[test]
+fn add_checksum_and_chmod_take_sha512_and_build_args() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let body = b"checked\n".to_vec();
+    let url = serve(body.clone());
+    let sha512 = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, &body).expect("write");
+        let out = std::process::Command::new("sha512sum")
+            .arg(&p)
+            .output()
+            .expect("sha512sum");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        format!("sha512:{}", text.split_whitespace().next().expect("hash"))
+    };
+    let ctx = Context::new(&format!(
+        "FROM busybox\nARG SUM\nARG MODE=0750\nADD --checksum=$SUM --chmod=$MODE {url}/c.txt /c.txt\n\
+         COPY --chmod=$MODE f /f\n"
+    ));
+    ctx.write("f", "f\n");
+    let (id, _) = build_ok(&root, &ctx, &["--build-arg", &format!("SUM={sha512}")]);
+    assert_eq!(
+        run_sh(&root, &id, "cat /c.txt; stat -c %a /c.txt /f"),
+        "checked\n750\n750\n"
+    );
+    // A wrong sha512 fails with the line.
+    let wrong = format!("SUM=sha512:{}", "0".repeat(128));
+    let out = build(&root, &ctx, &["--build-arg", &wrong]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains(&format!("is {sha512}")),
+        "{err}"
+    );
+}

@@ -103,9 +103,7 @@ pub(crate) struct CopyJob {
     unpack: bool,
 }
 
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
-}
+use super::precheck::is_url;
 
 impl Builder<'_, '_> {
     /// Expands sources and destination, selects and hashes the sources, adds the key parts.
@@ -142,7 +140,18 @@ impl Builder<'_, '_> {
         };
         let chmod = match spec.chmod {
             None => None,
-            Some(m) => Some(super::precheck::chmod_mode(m).map_err(err)?),
+            Some(m) => {
+                let m = self.expand(instr, m, &env)?;
+                Some(super::precheck::chmod_mode(&m).map_err(err)?)
+            }
+        };
+        let checksum = match spec.checksum {
+            None => None,
+            Some(c) => {
+                let c = self.expand(instr, c, &env)?;
+                super::precheck::checksum(&c).map_err(err)?;
+                Some(c)
+            }
         };
         let chown = match spec.chown {
             None => None,
@@ -211,7 +220,7 @@ impl Builder<'_, '_> {
                                 )));
                             }
                             key.part("url").part(&p);
-                            match spec.checksum {
+                            match checksum.as_deref() {
                                 // The checksum names the content: no download before a hit.
                                 Some(sum) => {
                                     key.part(sum);
@@ -227,6 +236,11 @@ impl Builder<'_, '_> {
                                 }
                             }
                             continue;
+                        }
+                        if checksum.is_some() {
+                            return Err(err(format!(
+                                "--checksum applies to HTTP(S) sources only, not {p}: drop the flag"
+                            )));
                         }
                         for tree in self.ctx.select(&p).map_err(|e| err(e.to_string()))? {
                             key.part(&tree.rel).part(tree.digest.as_str());
@@ -285,7 +299,29 @@ impl Builder<'_, '_> {
             .map_err(|e| err(format!("downloading {url}: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(hasher.hasher.finalize()));
         if let Some(want) = checksum {
-            if want != digest {
+            let got = match want.split_once(':').map(|(algo, _)| algo) {
+                Some(algo @ ("sha384" | "sha512")) => {
+                    // Read back, streaming: the sha256 above is what cache keys use.
+                    let io_err = |source| BuildError::Io {
+                        path: path.clone(),
+                        source,
+                    };
+                    let mut f = File::open(&path).map_err(io_err)?;
+                    let hex = if algo == "sha384" {
+                        let mut h = sha2::Sha384::new();
+                        std::io::copy(&mut f, &mut h).map_err(io_err)?;
+                        hex::encode(h.finalize())
+                    } else {
+                        let mut h = sha2::Sha512::new();
+                        std::io::copy(&mut f, &mut h).map_err(io_err)?;
+                        hex::encode(h.finalize())
+                    };
+                    format!("{algo}:{hex}")
+                }
+                _ => digest.clone(),
+            };
+            if want != got {
+                let digest = got;
                 return Err(err(format!(
                     "checksum of {url} is {digest}, not the expected {want}"
                 )));

@@ -99,14 +99,27 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
             {
                 return Err(fail("COPY --from cannot take a heredoc source".into()));
             }
-            if let Some(m) = &c.chmod {
+            if let Some(m) = c.chmod.as_deref().filter(|m| literal(m)) {
                 chmod_mode(m).map_err(fail)?;
             }
             check_sources(&c.sources, &c.dest).map_err(fail)?;
         }
         InstructionKind::Add(a) => {
-            if let Some(m) = &a.chmod {
+            if let Some(m) = a.chmod.as_deref().filter(|m| literal(m)) {
                 chmod_mode(m).map_err(fail)?;
+            }
+            if let Some(sum) = a.checksum.as_deref().filter(|c| literal(c)) {
+                checksum(sum).map_err(fail)?;
+                let local = a.sources.iter().find_map(|s| match s {
+                    CopySource::Path(p) if literal(p) && !is_url(p) => Some(p.as_str()),
+                    CopySource::Heredoc(h) => Some(h.name.as_str()),
+                    _ => None,
+                });
+                if let Some(p) = local {
+                    return Err(fail(format!(
+                        "--checksum applies to HTTP(S) sources only, not {p}: drop the flag"
+                    )));
+                }
             }
             if !a.excludes.is_empty() {
                 return Err(fail(
@@ -151,6 +164,33 @@ pub fn chmod_mode(value: &str) -> Result<u32, String> {
         .ok()
         .filter(|v| *v <= 0o7777)
         .ok_or_else(|| format!("invalid --chmod={value}: give an octal mode such as 0755"))
+}
+
+/// Whether a COPY/ADD source is a URL.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Checks `ADD --checksum=ALGO:HEX` (sha256, sha384 or sha512, lower-case hex of the right
+/// length) and returns the algorithm.
+pub fn checksum(value: &str) -> Result<&str, String> {
+    let (algo, hex) = value.split_once(':').unwrap_or(("", value));
+    let len = match algo {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            return Err(format!(
+                "invalid --checksum={value}: write sha256:HEX (or sha384:, sha512:)"
+            ))
+        }
+    };
+    if hex.len() != len || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!(
+            "invalid --checksum={value}: {algo} needs {len} lower-case hex digits"
+        ));
+    }
+    Ok(algo)
 }
 
 /// The network of `RUN --network=VALUE`.
@@ -263,6 +303,26 @@ mod tests {
         assert_eq!(exposed_port("8000-8010/sctp").unwrap(), "8000-8010/sctp");
         for bad in ["80/xyz", "http", "70000", "90-80", "/tcp", ""] {
             assert!(exposed_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checksums_name_a_known_algorithm_and_enough_hex() {
+        assert_eq!(
+            checksum(&format!("sha256:{}", "a".repeat(64))),
+            Ok("sha256")
+        );
+        assert_eq!(
+            checksum(&format!("sha512:{}", "0".repeat(128))),
+            Ok("sha512")
+        );
+        for bad in [
+            "md5:00".to_string(),
+            format!("sha256:{}", "a".repeat(63)),
+            format!("sha256:{}", "A".repeat(64)),
+            "a".repeat(64),
+        ] {
+            assert!(checksum(&bad).is_err(), "{bad}");
         }
     }
 
