@@ -509,3 +509,67 @@ fn without_docker_config_credentials_live_in_home_docker_config_json() {
     let denied = run(&["push", "-q", &name], None);
     assert!(!denied.status.success(), "{}", describe(&["push"], &denied));
 }
+
+#[test]
+fn progress_is_bars_on_a_terminal_and_plain_lines_otherwise() {
+    use std::io::Read;
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/progress/bb:1", registry.host());
+    src.import_busybox(&name);
+    ok(&src, dc.path(), &["push", "-q", &name]);
+
+    // Not a terminal: one plain line per event, no escape sequences.
+    let dst = TestRoot::new();
+    let out = rb(&dst, dc.path(), &["pull", &name], None);
+    assert!(out.status.success(), "{}", describe(&["pull"], &out));
+    let plain = String::from_utf8_lossy(&out.stderr);
+    assert!(plain.contains(": Downloading ("), "{plain}");
+    assert!(plain.contains(": Pull complete"), "{plain}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+
+    // Standard error on a terminal: a live bar per layer.
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let dst = TestRoot::new();
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.arg("--root")
+        .arg(dst.path())
+        .args(["pull", &name])
+        .env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", dc.path().join("no-rbuild-config.json"))
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(pty.slave));
+    let child = cmd.spawn().expect("spawn rbuild");
+    drop(cmd); // the parent's copy of the terminal's slave side
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Reads end with EIO once every slave descriptor is closed (the child exited).
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let out = child.wait_with_output().expect("wait rbuild");
+    let term = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(out.status.success(), "{term}");
+    assert!(term.contains("Downloading ["), "{term:?}");
+    // Every frame is complete: none shows a bar before its verb was set.
+    assert!(!term.contains(":  ["), "{term:?}");
+    assert!(term.contains("\x1b["), "{term:?}");
+    assert!(term.contains(": Pull complete"), "{term:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+}

@@ -55,16 +55,18 @@ impl Progress for TermProgress {
     fn blob_started(&self, digest: &Digest, size: u64) {
         match self {
             TermProgress::Bars { multi, bars, verb } => {
-                let bar = multi.add(ProgressBar::new(size));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                // Styled and named before it is added, so its first frame is complete.
+                let bar = ProgressBar::new(size)
+                    .with_style(
+                        ProgressStyle::with_template(
+                            "{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
                     )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(digest.short().to_string());
-                bar.set_message(*verb);
+                    .with_prefix(digest.short().to_string())
+                    .with_message(*verb);
+                let bar = multi.add(bar);
                 bars.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(digest.clone(), bar);
