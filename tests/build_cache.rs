@@ -143,3 +143,38 @@ fn prune_removes_dangling_build_cache_and_builder_prune_all_clears_it() {
     let (_, again) = build_ok(&root, &ctx, &["-t", "c"]);
     assert_eq!(cached_steps(&again), 0, "{again}");
 }
+
+#[test]
+fn heredoc_steps_hit_the_cache_and_miss_when_their_body_changes() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let df = |word: &str| {
+        format!(
+            "FROM busybox\nRUN <<EOF\n#!/bin/sh\necho {word} > /script\nEOF\n\
+             RUN <<EOF\necho {word} > /shell\nEOF\nCOPY <<EOF /copied\n{word}\nEOF\n"
+        )
+    };
+    let ctx = Context::new(&df("one"));
+    let (id1, out1) = build_ok(&root, &ctx, &[]);
+    assert_eq!(cached_steps(&out1), 0, "{out1}");
+    // Another process, the same Dockerfile: every step is a hit.
+    let (id2, out2) = build_ok(&root, &ctx, &[]);
+    assert_eq!(cached_steps(&out2), 3, "{out2}");
+    assert_eq!(id1, id2);
+    assert_eq!(
+        run_sh(
+            &root,
+            &id2,
+            "cat /script /shell /copied; ls -a / | grep -c heredoc || true"
+        ),
+        "one\none\none\n0\n"
+    );
+    // A changed body misses.
+    std::fs::write(ctx.path().join("Dockerfile"), df("two")).expect("rewrite");
+    let (id3, out3) = build_ok(&root, &ctx, &[]);
+    assert_eq!(cached_steps(&out3), 0, "{out3}");
+    assert_eq!(
+        run_sh(&root, &id3, "cat /script /shell /copied"),
+        "two\ntwo\ntwo\n"
+    );
+}

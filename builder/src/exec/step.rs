@@ -472,11 +472,11 @@ impl Builder<'_, '_> {
         let mut script = None;
         let argv = match r.heredoc_run() {
             Some(HeredocRun::Script { name, content }) => {
-                let path = format!(
-                    "/.rbuild-heredoc-{}-{}",
-                    std::process::id(),
-                    sanitize(&name)
-                );
+                // Named by its content, not by anything of this process: the path is part of
+                // the step's cache key.
+                use sha2::Digest as _;
+                let digest = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+                let path = format!("/.rbuild-heredoc-{}-{}", &digest[..16], sanitize(&name));
                 script = Some((path.clone(), content));
                 vec![path]
             }
