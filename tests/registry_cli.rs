@@ -573,3 +573,93 @@ fn progress_is_bars_on_a_terminal_and_plain_lines_otherwise() {
     assert!(term.contains(": Pull complete"), "{term:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
 }
+
+/// Whether two files have the same bytes (read 1 MiB at a time).
+fn same_contents(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut a, mut b) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn pull_streams_a_big_layer_without_holding_it_in_memory() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    const LAYER: u64 = 128 << 20;
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Streamed to the file: this process must stay small, as Linux carries the peak RSS of the
+    // process that spawns a child over into the child's ru_maxrss.
+    let source = dir.path().join("big.bin");
+    let copied = std::io::copy(
+        &mut std::fs::File::open("/dev/urandom").unwrap().take(LAYER),
+        &mut std::fs::File::create(&source).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(copied, LAYER);
+    let name = format!("{}/big/stream:1", registry.host());
+    // Uncompressed, so the blob itself is 128 MiB too.
+    src.ok(&[
+        "import",
+        "--compression",
+        "none",
+        dir.path().to_str().unwrap(),
+        &name,
+    ]);
+    ok(&src, dc.path(), &["push", "-q", &name]);
+
+    let dst = TestRoot::new();
+    // Reaped below by wait4, which also returns its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(rbuild_bin())
+        .arg("--root")
+        .arg(dst.path())
+        .args(["pull", "-q", &name])
+        .env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", dc.path().join("no-rbuild-config.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid pointers to the status and usage out-values.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.success(), "pull failed: {status}");
+    let peak = usage.ru_maxrss as u64 * 1024;
+    eprintln!("peak RSS of the pull: {} MiB", peak >> 20);
+    assert!(
+        peak < LAYER / 2,
+        "peak RSS of the pull was {} MiB for a {} MiB layer",
+        peak >> 20,
+        LAYER >> 20
+    );
+    let layers = std::fs::read_dir(dst.path().join("layers")).unwrap();
+    let unpacked = layers
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("big.bin"))
+        .find(|p| p.exists())
+        .expect("big.bin unpacked");
+    assert!(
+        same_contents(&unpacked, &source),
+        "big.bin differs after the pull"
+    );
+}
