@@ -75,3 +75,39 @@ fn glob_sources_and_symlinks_stay_in_the_context() {
         "a context symlink reached a host file"
     );
 }
+
+#[test]
+fn a_dockerfile_specific_ignore_file_replaces_the_context_one() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let df = "FROM busybox\nCOPY . /ctx/\n";
+    let ctx = Context::new(df);
+    ctx.write(".dockerignore", "a.txt\n");
+    ctx.write("a.txt", "a");
+    ctx.write("b.txt", "b");
+    ctx.write("c.txt", "c");
+    ctx.write("build/app.Dockerfile", df);
+    ctx.write(
+        "build/app.Dockerfile.dockerignore",
+        "b.txt\nbuild\n.dockerignore\n",
+    );
+    let list = "cd /ctx && find . -type f | sort";
+    // The context's .dockerignore for the default Dockerfile.
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, list),
+        "./.dockerignore\n./Dockerfile\n./b.txt\n./build/app.Dockerfile\n\
+         ./build/app.Dockerfile.dockerignore\n./c.txt\n"
+    );
+    // build/app.Dockerfile.dockerignore for -f build/app.Dockerfile, instead of .dockerignore.
+    let file = ctx.path().join("build/app.Dockerfile");
+    let (id, _) = build_ok(&root, &ctx, &["-f", &file.to_string_lossy()]);
+    assert_eq!(run_sh(&root, &id, list), "./Dockerfile\n./a.txt\n./c.txt\n");
+    // Dockerfile.dockerignore beside the default Dockerfile wins too.
+    ctx.write("Dockerfile.dockerignore", "c.txt\nbuild\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, list),
+        "./.dockerignore\n./Dockerfile\n./Dockerfile.dockerignore\n./a.txt\n./b.txt\n"
+    );
+}

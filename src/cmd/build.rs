@@ -224,36 +224,42 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             context.display()
         );
     }
-    let (dockerfile, dockerfile_name) = match file.as_deref() {
+    let (dockerfile, dockerfile_name, dockerfile_path) = match file.as_deref() {
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
                 .context("reading the Dockerfile from stdin")?;
-            (s, "-".to_string())
+            (s, "-".to_string(), None)
         }
         Some(f) => (
             std::fs::read_to_string(f)
                 .with_context(|| format!("reading Dockerfile {f}: check the -f path"))?,
             f.to_string(),
+            Some(PathBuf::from(f)),
         ),
         None => {
-            let p = context.join("Dockerfile");
-            let p = if p.exists() {
-                p
+            let upper = context.join("Dockerfile");
+            let lower = context.join("dockerfile");
+            // Docker also takes a lower-case `dockerfile`; a missing file is named as
+            // `Dockerfile`.
+            let p = if !upper.exists() && lower.exists() {
+                lower
             } else {
-                context.join("dockerfile")
+                upper
             };
             (
                 std::fs::read_to_string(&p).with_context(|| {
                     format!("reading {}: add a Dockerfile or pass -f FILE", p.display())
                 })?,
                 "Dockerfile".to_string(),
+                Some(p),
             )
         }
     };
     let mut opts = BuildOptions::new(&context, dockerfile);
     opts.dockerfile_name = dockerfile_name;
+    opts.dockerfile_path = dockerfile_path;
     for t in &args.tags {
         let tag = rbuild_layerfs::store::normalize_tag(t)
             .with_context(|| format!("invalid tag {t:?}: use name[:tag] in lower case"))?;

@@ -138,6 +138,7 @@ fn build_one(
         .with_context(|| format!("image {:?}: reading {}", img.name, img.dockerfile.display()))?;
     let mut opts = BuildOptions::new(&img.context, dockerfile);
     opts.dockerfile_name = img.dockerfile.display().to_string();
+    opts.dockerfile_path = Some(img.dockerfile.clone());
     for t in &img.tags {
         let tag = rbuild_layerfs::store::normalize_tag(t)
             .with_context(|| format!("image {:?}: tags: invalid tag {t:?}", img.name))?;

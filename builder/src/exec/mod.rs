@@ -121,6 +121,9 @@ pub struct BuildOptions {
     pub dockerfile: String,
     /// Name under which the Dockerfile is reported in errors.
     pub dockerfile_name: String,
+    /// Where the Dockerfile was read from (`None` for stdin): a `<Dockerfile>.dockerignore`
+    /// beside it takes the place of the context's `.dockerignore`, as in Docker.
+    pub dockerfile_path: Option<PathBuf>,
     /// Tags to give the image.
     pub tags: Vec<String>,
     /// `--build-arg`s.
@@ -154,6 +157,7 @@ impl BuildOptions {
             context: context.to_path_buf(),
             dockerfile,
             dockerfile_name: "Dockerfile".into(),
+            dockerfile_path: None,
             tags: Vec::new(),
             build_args: BTreeMap::new(),
             target: None,
@@ -211,7 +215,7 @@ pub fn build(
             .join(format!("{}-{}.log", started.as_secs(), std::process::id()));
     let mut reporter = Reporter::new(progress, Some(&log_path));
     let images = resolve_images(store, &df, &plan, opts, &mut reporter)?;
-    let filter = load_dockerignore(&opts.context)?;
+    let filter = load_dockerignore(&opts.context, opts.dockerfile_path.as_deref())?;
     let stat_cache = StatCache::load(&BuildContext::stat_cache_path(&cache_dir, &opts.context))
         .unwrap_or_else(|_| StatCache::in_memory());
     let ctx = BuildContext::open(&opts.context, filter, stat_cache)?;
@@ -352,13 +356,29 @@ fn unused_build_args(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> 
         .collect()
 }
 
-/// The `.dockerignore` of `context`, if it has one.
-fn load_dockerignore(context: &Path) -> Result<Option<Box<dyn PathFilter>>, BuildError> {
-    let path = context.join(".dockerignore");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(BuildError::Io { path, source }),
+/// The ignore file of the build: `<Dockerfile>.dockerignore` beside the Dockerfile when there is
+/// one (Docker's per-Dockerfile ignore file), else the context's `.dockerignore`, if any.
+fn load_dockerignore(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<Box<dyn PathFilter>>, BuildError> {
+    let specific = dockerfile.and_then(|d| {
+        let name = d.file_name()?.to_string_lossy().into_owned();
+        Some(d.with_file_name(format!("{name}.dockerignore")))
+    });
+    let mut text = None;
+    for path in specific.into_iter().chain([context.join(".dockerignore")]) {
+        match std::fs::read_to_string(&path) {
+            Ok(t) => {
+                text = Some(t);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(BuildError::Io { path, source }),
+        }
+    }
+    let Some(text) = text else {
+        return Ok(None);
     };
     // The error names `.dockerignore:LINE` itself.
     let matcher = crate::dockerignore::IgnoreMatcher::parse(&text)
