@@ -1065,3 +1065,78 @@ fn layers_download_four_at_a_time() {
         assert_eq!(&std::fs::read(dir.join(name)).unwrap(), data);
     }
 }
+
+/// Files named `name` anywhere below `dir`, with their contents.
+fn find_files(dir: &std::path::Path, name: &str, out: &mut Vec<Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            find_files(&path, name, out);
+        } else if kind.is_file() && entry.file_name() == name {
+            out.extend(std::fs::read(&path).ok());
+        }
+    }
+}
+
+#[test]
+fn a_layer_is_unpacked_while_it_downloads() {
+    // One layer: a small file, then 3 MiB. The body stops after 2 MiB (until the client's read
+    // timeout resumes it): by then the small file must already be unpacked in the store. (The
+    // network chunks reach the unpacker in 512 KiB buffers: a stall before the first one is full
+    // would show nothing.)
+    let src = TempStore::new();
+    let big = noise(3 << 20, 11);
+    let image = make_image(
+        &src.store,
+        "app:1",
+        &[&[("a-first.txt", b"first\n"), ("z-big.bin", &big)]],
+    );
+    let fake = FakeRegistry::start();
+    let fx = Fixture { src, image, big };
+    load(&fake, &fx);
+    fake.state().faults.stall_after = Some((2 << 20, 1));
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let unpacked_early = std::thread::scope(|s| {
+        let pulling = s.spawn(|| pull_from(&fake, &dst.store, creds.path()));
+        let seen = loop {
+            let mut found = Vec::new();
+            find_files(dst.store.root(), "a-first.txt", &mut found);
+            if found.iter().any(|c| c == b"first\n") {
+                // Still in the stall: the resuming Range request has not been made.
+                let resumed = fake
+                    .seen()
+                    .iter()
+                    .any(|s| s.range.as_deref().is_some_and(|r| r != "bytes=0-"));
+                break !resumed;
+            }
+            if pulling.is_finished() {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        pulling.join().unwrap().expect("pull");
+        seen
+    });
+    assert!(
+        unpacked_early,
+        "the first file appeared only after the download went on"
+    );
+    let image = dst
+        .store
+        .resolve_image(&format!("{}/lib/app:1", fake.host()))
+        .unwrap();
+    let dirs = dst.store.image_layer_dirs(&image).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("z-big.bin")).unwrap(), fx.big);
+    // The download did stop midway and was resumed.
+    assert!(fake
+        .seen()
+        .iter()
+        .any(|s| s.range.as_deref().is_some_and(|r| r != "bytes=0-")));
+}
