@@ -1140,3 +1140,51 @@ fn a_layer_is_unpacked_while_it_downloads() {
         .iter()
         .any(|s| s.range.as_deref().is_some_and(|r| r != "bytes=0-")));
 }
+
+#[test]
+fn identity_token_from_config_json_gets_a_bearer_token() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    {
+        let mut s = fake.state();
+        s.bearer = Some(Bearer {
+            user: Some(("alice".into(), "pw".into())),
+            token: "from-refresh".into(),
+        });
+        s.refresh_token = Some("rt-1".into());
+    }
+    let creds = tempfile::tempdir().unwrap();
+    // What `docker login` leaves for registries that hand out refresh tokens.
+    let config = |token: &str| {
+        std::fs::write(
+            creds.path().join("config.json"),
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"","identitytoken":"{token}"}}}}}}"#,
+                fake.host()
+            ),
+        )
+        .unwrap()
+    };
+    config("stale");
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("a refresh token refused");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    config("rt-1");
+    pull_from(&fake, &dst.store, creds.path()).expect("pull with the refresh token");
+    assert_pulled(&dst.store, &fx, &fake);
+    let s = fake.state();
+    let form = s.token_forms.last().expect("a POSTed refresh-token grant");
+    assert!(form.contains("grant_type=refresh_token"), "{form}");
+    assert!(form.contains("refresh_token=rt-1"), "{form}");
+    assert!(form.contains("service=fake-registry"), "{form}");
+    assert!(
+        form.contains("scope=repository%3Alib%2Fapp%3Apull"),
+        "{form}"
+    );
+    assert!(s
+        .seen
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .all(|r| r.authorization.as_deref() == Some("Bearer from-refresh")));
+}

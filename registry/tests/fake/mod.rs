@@ -83,6 +83,10 @@ pub struct State {
     pub seen: Vec<Seen>,
     /// TCP connections accepted.
     pub connections: usize,
+    /// The refresh token the token endpoint accepts in a POSTed refresh-token grant.
+    pub refresh_token: Option<String>,
+    /// Bodies of the forms POSTed to the token endpoint.
+    pub token_forms: Vec<String>,
     /// GETs of gated blobs being answered now, and the most there ever were at once.
     pub gated_in_flight: usize,
     pub gated_max_in_flight: usize,
@@ -228,6 +232,33 @@ async fn handle(req: Request<Incoming>, st: Arc<Mutex<State>>, addr: SocketAddr)
         let Some(bearer) = bearer else {
             return full(StatusCode::NOT_FOUND, "");
         };
+        if method == "POST" {
+            // OAuth2 refresh-token grant (an `identitytoken` in config.json).
+            let form = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let form = String::from_utf8_lossy(&form).into_owned();
+            let field = |k: &str| {
+                form.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(str::to_string)
+            };
+            st.lock().unwrap().token_forms.push(form.clone());
+            let wanted = st.lock().unwrap().refresh_token.clone();
+            let granted = field("grant_type").as_deref() == Some("refresh_token")
+                && wanted.is_some()
+                && field("refresh_token") == wanted;
+            if !granted {
+                return full(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_grant"}"#);
+            }
+            return full(
+                StatusCode::OK,
+                format!(r#"{{"access_token":"{}","expires_in":300}}"#, bearer.token),
+            );
+        }
         if let Some((u, p)) = &bearer.user {
             use base64::Engine;
             let want = format!(
