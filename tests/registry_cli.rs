@@ -663,3 +663,66 @@ fn pull_streams_a_big_layer_without_holding_it_in_memory() {
         "big.bin differs after the pull"
     );
 }
+
+#[test]
+fn push_format_docker_writes_a_v2s2_manifest_that_skopeo_reads() {
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/fmt/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    let digest = ok(
+        &src,
+        dc.path(),
+        &["push", "-q", "--format", "docker", &name],
+    );
+    let raw = run_ok(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ],
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert_eq!(manifest["config"]["digest"], id.trim());
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+    let inspect = run_ok(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(doc["Digest"], digest.trim());
+    // Pushed again as OCI: another manifest document for the same config.
+    let oci = ok(&src, dc.path(), &["push", "-q", "--format", "oci", &name]);
+    assert_ne!(oci.trim(), digest.trim());
+    let raw = run_ok(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ],
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(manifest["config"]["digest"], id.trim());
+}
