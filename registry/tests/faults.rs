@@ -1188,3 +1188,61 @@ fn identity_token_from_config_json_gets_a_bearer_token() {
         .filter(|r| r.path.contains("/blobs/"))
         .all(|r| r.authorization.as_deref() == Some("Bearer from-refresh")));
 }
+
+#[test]
+fn cross_repo_mount_under_token_auth_asks_for_pull_on_the_source() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().bearer = Some(Bearer {
+        user: None,
+        token: "anon".into(),
+    });
+    let base = format!("{}/lib/base:1", fake.host());
+    fx.src.store.set_tag(&base, &fx.image.descriptor()).unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/app:2", fake.host())).unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &push_options(creds.path()),
+        Arc::new(NoProgress),
+    ))
+    .expect("push with a mount attempt under token auth");
+    let seen = fake.seen();
+    let token_queries: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.path == "/token")
+        .map(|s| s.query.as_str())
+        .collect();
+    assert!(
+        token_queries.iter().any(|q| {
+            q.contains("scope=repository%3Alib%2Fapp%3Apull%2Cpush")
+                && q.contains("scope=repository%3Alib%2Fbase%3Apull")
+        }),
+        "a token for push here and pull on the source: {token_queries:?}"
+    );
+    assert!(fake.state().manifests.contains_key("lib/app:2"));
+}
+
+#[test]
+fn a_config_that_is_not_an_image_config_is_refused() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    doc["config"]["mediaType"] = serde_json::json!("application/vnd.example.artifact+json");
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        OCI_MANIFEST,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("an artifact as an image");
+    assert!(err.to_string().contains("not an image config"), "{err}");
+    assert_nothing_committed(&dst.store, &fx);
+}
