@@ -726,3 +726,67 @@ fn push_format_docker_writes_a_v2s2_manifest_that_skopeo_reads() {
     );
     assert_eq!(manifest["config"]["digest"], id.trim());
 }
+
+#[test]
+fn login_on_a_terminal_prompts_and_hides_the_password() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let registry = TestRegistry::start_with_auth("alice", "wonderland");
+    let dc = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.args(["login", registry.host()])
+        .env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", dc.path().join("no-rbuild-config.json"))
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave));
+    let child = cmd.spawn().expect("spawn rbuild login");
+    drop(cmd); // the parent's copies of the terminal's slave side
+    let mut master = std::fs::File::from(pty.master);
+    let mut input = master.try_clone().unwrap();
+    let screen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let screen = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            // Reads end with EIO once every slave descriptor is closed (the child exited).
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let wait_for = |text: &str| {
+        let shown = common::poll_until(1000, || {
+            String::from_utf8_lossy(&screen.lock().unwrap()).contains(text)
+        });
+        assert!(
+            shown,
+            "no {text:?} on the terminal: {:?}",
+            String::from_utf8_lossy(&screen.lock().unwrap())
+        );
+    };
+    wait_for("Username: ");
+    input.write_all(b"alice\n").unwrap();
+    wait_for("Password: ");
+    input.write_all(b"wonderland\n").unwrap();
+    let out = child.wait_with_output().expect("wait rbuild login");
+    reader.join().unwrap();
+    let screen = String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+    assert!(out.status.success(), "{screen}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    assert!(
+        screen.contains("alice"),
+        "the user name is echoed: {screen:?}"
+    );
+    assert!(
+        !screen.contains("wonderland"),
+        "the password was echoed: {screen:?}"
+    );
+    let config = std::fs::read_to_string(dc.path().join("config.json")).unwrap();
+    assert!(config.contains(registry.host()), "{config}");
+}
