@@ -346,3 +346,53 @@ fn add_checksum_and_chmod_take_sha512_and_build_args() {
         "{err}"
     );
 }
+
+#[test]
+fn workdir_creates_its_directory_in_the_image_owned_by_the_user() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nWORKDIR /app/sub\nUSER nobody\nWORKDIR /home/n/w\nUSER 4321\nWORKDIR rel\n\
+         USER root\nWORKDIR /tmp\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &["-t", "wd"]);
+    // The directories are in the image itself: another build copies them out of it.
+    let copy =
+        Context::new("FROM busybox\nCOPY --from=wd /app /app2\nCOPY --from=wd /home/n /n2\n");
+    let (copied, _) = build_ok(&root, &copy, &[]);
+    assert_eq!(
+        run_sh(&root, &copied, "find /app2 /n2 | sort"),
+        "/app2\n/app2/sub\n/n2\n/n2/w\n/n2/w/rel\n"
+    );
+    // New dirs belong to the USER in effect (name or number, as RUN would run); existing ones
+    // (/home, /tmp) are left as they were.
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "stat -c '%u:%g %a %n' /app/sub /home /home/n /home/n/w /home/n/w/rel /tmp; pwd"
+        ),
+        "0:0 755 /app/sub\n0:0 755 /home\n65534:65534 755 /home/n\n65534:65534 755 /home/n/w\n\
+         4321:0 755 /home/n/w/rel\n0:0 1777 /tmp\n/tmp\n"
+    );
+    // A WORKDIR that exists already adds no layer: three WORKDIRs made dirs, /tmp did not.
+    let c = config_json(&root, &id);
+    let base = config_json(&root, "busybox");
+    let layers = |c: &serde_json::Value| c["rootfs"]["diff_ids"].as_array().map(Vec::len);
+    assert_eq!(layers(&c), layers(&base).map(|n| n + 3));
+    let history = c["history"].as_array().expect("history");
+    assert!(history
+        .iter()
+        .any(|h| h["created_by"] == "WORKDIR /tmp" && h["empty_layer"] == true));
+    // A WORKDIR naming a file is an error with its line.
+    let bad = Context::new("FROM busybox\nRUN touch /f\nWORKDIR /f\n");
+    let out = build(&root, &bad, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Dockerfile:3")
+            && last.contains("/f exists in the image and is not a directory"),
+        "{err}"
+    );
+}

@@ -555,6 +555,32 @@ impl Builder<'_, '_> {
         layers: &[LayerRef],
         f: impl FnOnce(&mut Self, &Path) -> Result<T, BuildError>,
     ) -> Result<(T, LayerRef), BuildError> {
+        let (out, layer) = self.mount_and_commit(layers, true, f)?;
+        let layer = layer.ok_or_else(|| {
+            BuildError::store(
+                "writing the layer",
+                std::io::Error::other("no layer was written"),
+            )
+        })?;
+        Ok((out, layer))
+    }
+
+    /// Like [`Self::with_rootfs`], but no layer when `f` changed nothing (the upper dir stayed
+    /// empty), as BuildKit drops empty layers.
+    fn with_rootfs_if_changed<T>(
+        &mut self,
+        layers: &[LayerRef],
+        f: impl FnOnce(&mut Self, &Path) -> Result<T, BuildError>,
+    ) -> Result<(T, Option<LayerRef>), BuildError> {
+        self.mount_and_commit(layers, false, f)
+    }
+
+    fn mount_and_commit<T>(
+        &mut self,
+        layers: &[LayerRef],
+        keep_empty: bool,
+        f: impl FnOnce(&mut Self, &Path) -> Result<T, BuildError>,
+    ) -> Result<(T, Option<LayerRef>), BuildError> {
         let mut dirs = self.layer_dirs(layers)?;
         let scratch = self
             .store
@@ -590,6 +616,15 @@ impl Builder<'_, '_> {
         mount
             .unmount()
             .map_err(|e| BuildError::store("unmounting the build rootfs", e))?;
+        if !keep_empty {
+            let mut entries = std::fs::read_dir(&upper).map_err(|source| BuildError::Io {
+                path: upper.clone(),
+                source,
+            })?;
+            if entries.next().is_none() {
+                return Ok((out, None));
+            }
+        }
         let opts = WriteOptions {
             compression: self.opts.compression,
             mtime_clamp: self.opts.timestamp,
@@ -600,12 +635,12 @@ impl Builder<'_, '_> {
             .map_err(|e| BuildError::store("writing the layer", e))?;
         Ok((
             out,
-            LayerRef {
+            Some(LayerRef {
                 diff_id: info.diff_id,
                 digest: info.digest,
                 size: info.size,
                 media_type: info.media_type,
-            },
+            }),
         ))
     }
 

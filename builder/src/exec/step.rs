@@ -125,6 +125,16 @@ pub(crate) enum Work {
     Run(Box<RunJob>),
     /// Copies files.
     Copy(Box<super::copy::CopyJob>),
+    /// WORKDIR: sets the working directory and creates it when the image lacks it.
+    Workdir(Box<WorkdirJob>),
+}
+
+/// A prepared WORKDIR other than `/`.
+pub(crate) struct WorkdirJob {
+    /// The absolute, normalized directory.
+    pub path: String,
+    /// The USER in effect, who owns the directories WORKDIR creates (as in BuildKit).
+    pub user: Option<String>,
 }
 
 /// A prepared RUN.
@@ -254,9 +264,23 @@ impl Builder<'_, '_> {
                 };
                 let abs = normalize_abs(&abs);
                 key.part(&abs);
-                Work::Meta(Box::new(move |sc| {
-                    sc.state.config.config.working_dir = Some(abs);
-                }))
+                if abs == "/" {
+                    Work::Meta(Box::new(move |sc| {
+                        sc.state.config.config.working_dir = Some(abs);
+                    }))
+                } else {
+                    // Docker creates the directory (owned by the USER in effect): a step
+                    // that changes files when the image does not have it yet.
+                    let user = sc
+                        .state
+                        .config
+                        .config
+                        .user
+                        .clone()
+                        .filter(|u| !u.is_empty());
+                    key.part("mkdir").part(user.as_deref().unwrap_or(""));
+                    Work::Workdir(Box::new(WorkdirJob { path: abs, user }))
+                }
             }
             InstructionKind::User(u) => {
                 let u = self.expand(instr, u, &env)?;
@@ -428,6 +452,13 @@ impl Builder<'_, '_> {
                     self.with_rootfs(&layers, |b, root| b.copy_into(root, instr, &job))?;
                 Some(layer)
             }
+            Work::Workdir(job) => {
+                let (_, layer) = self.with_rootfs_if_changed(&layers, |_, root| {
+                    make_workdir(root, &job).map_err(|m| Self::step_err(instr, m))
+                })?;
+                sc.state.config.config.working_dir = Some(job.path.clone());
+                layer
+            }
         };
         let now = self.now();
         if let Some(l) = &layer {
@@ -510,6 +541,48 @@ impl Builder<'_, '_> {
             script,
         })
     }
+}
+
+/// Creates the WORKDIR directory (and missing parents) in the rootfs mounted at `root`, owned
+/// by the job's user, unless it exists; an existing non-directory is an error, as in Docker.
+fn make_workdir(root: &std::path::Path, job: &WorkdirJob) -> Result<(), String> {
+    let w = super::fswrite::RootWriter::open(root).map_err(|e| e.to_string())?;
+    match w.kind(&job.path) {
+        Some(k) if k.is_dir() => return Ok(()),
+        Some(_) => {
+            return Err(format!(
+                "{} exists in the image and is not a directory",
+                job.path
+            ))
+        }
+        None => {}
+    }
+    let (uid, gid) = match &job.user {
+        None => (0, 0),
+        Some(spec) => {
+            let read = |p: &str| {
+                let mut text = String::new();
+                if let Ok(mut f) = w.open_read(p) {
+                    let _ = std::io::Read::read_to_string(&mut f, &mut text);
+                }
+                text
+            };
+            let passwd = rbuild_runner::user::parse_passwd(&read("/etc/passwd"));
+            let groups = rbuild_runner::user::parse_group(&read("/etc/group"));
+            let u = rbuild_runner::user::resolve(spec, &passwd, &groups)
+                .map_err(|e| format!("creating {} for USER {spec}: {e}", job.path))?;
+            (u.uid, u.gid)
+        }
+    };
+    let attrs = super::fswrite::Attrs {
+        uid,
+        gid,
+        mode: 0o755,
+        mtime: None,
+    };
+    w.ensure_dir(&job.path, Some(attrs))
+        .map(drop)
+        .map_err(|e| format!("creating {}: {e}", job.path))
 }
 
 fn sanitize(name: &str) -> String {
