@@ -255,10 +255,10 @@ async fn upload_location(session: &Session, resp: Response) -> Result<Url> {
     if resp.status() != StatusCode::ACCEPTED {
         return Err(status_error(resp, "POST", "upload", session.repository()).await);
     }
-    location_of(session, &resp)
+    location_of(&resp)
 }
 
-fn location_of(session: &Session, resp: &Response) -> Result<Url> {
+fn location_of(resp: &Response) -> Result<Url> {
     let loc = resp
         .headers()
         .get(LOCATION)
@@ -267,7 +267,12 @@ fn location_of(session: &Session, resp: &Response) -> Result<Url> {
         .map_err(|_| {
             RegistryError::BadContent("registry sent an upload Location that is not text".into())
         })?;
-    let url = session.resolve_location(loc)?;
+    // Relative to the URL that answered (RFC 9110), which is not the registry's when the upload
+    // session lives on another host.
+    let url = resp
+        .url()
+        .join(loc)
+        .map_err(|e| RegistryError::BadContent(format!("bad upload Location {loc:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(RegistryError::BadContent(format!(
             "registry sent a bad upload Location {loc:?}"
@@ -405,7 +410,7 @@ async fn upload(
         match result {
             Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                 let new_offset = next_offset(&resp).unwrap_or(offset + len);
-                location = location_of(session, &resp).unwrap_or(location);
+                location = location_of(&resp).unwrap_or(location);
                 if new_offset > job.size {
                     return Err(RegistryError::BadContent(format!(
                         "upload of {}: the registry claims {new_offset} bytes of a {}-byte blob",
@@ -465,7 +470,7 @@ async fn upload(
         let status = session.send(Method::GET, location.clone(), |r| r).await?;
         if status.status() == StatusCode::NO_CONTENT || status.status().is_success() {
             let have = next_offset(&status).unwrap_or(0);
-            location = location_of(session, &status).unwrap_or(location);
+            location = location_of(&status).unwrap_or(location);
             offset = have;
         } else {
             // The upload session is gone: start a new one from the beginning.

@@ -1246,3 +1246,46 @@ fn a_config_that_is_not_an_image_config_is_refused() {
     assert!(err.to_string().contains("not an image config"), "{err}");
     assert_nothing_committed(&dst.store, &fx);
 }
+
+#[test]
+fn an_upload_location_on_another_host_gets_no_credentials() {
+    let fake = FakeRegistry::start();
+    let storage = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().bearer = Some(Bearer {
+        user: Some(("alice".into(), "pw".into())),
+        token: "secret-token".into(),
+    });
+    // The registry hands uploads to another server (as some do, to their storage backend).
+    fake.state().faults.uploads_elsewhere = Some(storage.url());
+    storage.open_uploads(3);
+    let creds = tempfile::tempdir().unwrap();
+    CredentialStore::at(creds.path().join("config.json"))
+        .login(&fake.host(), "alice", "pw")
+        .unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    let mut opts = push_options(creds.path());
+    opts.jobs = 1;
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &opts,
+        Arc::new(NoProgress),
+    ))
+    .expect("push through uploads on another host");
+    let elsewhere = storage.seen();
+    assert!(
+        elsewhere.iter().any(|s| s.method == "PATCH")
+            && elsewhere.iter().any(|s| s.method == "PUT"),
+        "the blobs went to the other host: {elsewhere:?}"
+    );
+    assert!(
+        elsewhere.iter().all(|s| s.authorization.is_none()),
+        "credentials leaked: {elsewhere:?}"
+    );
+    for d in fx.image.layer_digests() {
+        assert!(storage.state().blobs.contains_key(d.as_str()), "{d}");
+    }
+    assert!(fake.state().manifests.contains_key("lib/pushed:1"));
+}

@@ -43,6 +43,8 @@ pub struct Faults {
     pub redirect_blobs: Option<String>,
     /// Location header sent when an upload starts.
     pub upload_location: Option<String>,
+    /// Upload Locations point to this base URL (another server; the path and upload ID as here).
+    pub uploads_elsewhere: Option<String>,
     /// Fail this many PATCHes with 500 after storing half of their bytes.
     pub fail_patches: u32,
     /// Bytes of a failed PATCH stored (default: half). The reference registry reports both 0 and
@@ -162,6 +164,14 @@ impl FakeRegistry {
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    /// Opens empty upload sessions `u1`..=`uN` (for uploads another fake sends here).
+    pub fn open_uploads(&self, n: u64) {
+        let mut s = self.state();
+        for i in 1..=n {
+            s.uploads.insert(format!("u{i}"), Vec::new());
+        }
     }
 
     /// Stores a blob.
@@ -504,11 +514,11 @@ async fn upload(
             s.next_upload += 1;
             let id = format!("u{}", s.next_upload);
             s.uploads.insert(id.clone(), Vec::new());
-            let loc = s
-                .faults
-                .upload_location
-                .clone()
-                .unwrap_or_else(|| location(&id));
+            let loc = match (&s.faults.upload_location, &s.faults.uploads_elsewhere) {
+                (Some(fixed), _) => fixed.clone(),
+                (None, Some(base)) => format!("{base}{}", location(&id)),
+                (None, None) => location(&id),
+            };
             let mut r = full(StatusCode::ACCEPTED, "");
             r.headers_mut().insert("location", loc.parse().unwrap());
             r.headers_mut().insert("range", "0-0".parse().unwrap());
