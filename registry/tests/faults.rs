@@ -1289,3 +1289,32 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
     }
     assert!(fake.state().manifests.contains_key("lib/pushed:1"));
 }
+
+#[test]
+fn platform_asked_of_a_single_manifest_image_must_match_its_config() {
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    let creds = tempfile::tempdir().unwrap();
+    let r = ImageRef::parse(&format!("{}/lib/app:1", fake.host())).unwrap();
+    let dst = TempStore::new();
+    let mut opts = pull_options(creds.path());
+    opts.platform = Some(Platform::parse("linux/s390x").unwrap());
+    let err = rt()
+        .block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)))
+        .expect_err("an image of another architecture");
+    match &err {
+        RegistryError::NoMatchingPlatform { available, .. } => {
+            assert_eq!(
+                available,
+                &format!("linux/{}", Platform::host().architecture)
+            )
+        }
+        other => panic!("{other}"),
+    }
+    assert!(dst.store.tags().unwrap().is_empty());
+    opts.platform = Some(Platform::host());
+    rt().block_on(pull(&dst.store, &r, &opts, Arc::new(NoProgress)))
+        .expect("the host's platform");
+    assert_pulled(&dst.store, &fx, &fake);
+}
