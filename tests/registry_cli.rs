@@ -790,3 +790,34 @@ fn login_on_a_terminal_prompts_and_hides_the_password() {
     let config = std::fs::read_to_string(dc.path().join("config.json")).unwrap();
     assert!(config.contains(registry.host()), "{config}");
 }
+
+#[test]
+fn docker_hub_names_are_pulled_from_a_mirror_in_rbuild_config() {
+    let mirror = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    // What the mirror holds for docker.io/library/mirrored:1.
+    let on_mirror = format!("{}/library/mirrored:1", mirror.host());
+    let id = src.import_busybox(&on_mirror);
+    ok(&src, dc.path(), &["push", "-q", &on_mirror]);
+    let config = dc.path().join("rbuild-config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"registry-mirrors": ["{}"]}}"#, mirror.url()),
+    )
+    .unwrap();
+    let dst = TestRoot::new();
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", &config);
+    let out = rb_cmd(cmd, &dst, &["pull", "mirrored:1"], None);
+    assert!(out.status.success(), "{}", describe(&["pull"], &out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "docker.io/library/mirrored:1"
+    );
+    for name in ["mirrored:1", "docker.io/library/mirrored:1"] {
+        let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", name]);
+        assert_eq!(pulled.trim(), id.trim(), "{name}");
+    }
+}
