@@ -820,4 +820,17 @@ fn docker_hub_names_are_pulled_from_a_mirror_in_rbuild_config() {
         let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", name]);
         assert_eq!(pulled.trim(), id.trim(), "{name}");
     }
+    // Without $RBUILD_CONFIG the file is $XDG_CONFIG_HOME/rbuild/config.json.
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir(xdg.path().join("rbuild")).unwrap();
+    std::fs::copy(&config, xdg.path().join("rbuild/config.json")).unwrap();
+    let dst = TestRoot::new();
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.env("DOCKER_CONFIG", dc.path())
+        .env_remove("RBUILD_CONFIG")
+        .env("XDG_CONFIG_HOME", xdg.path());
+    let out = rb_cmd(cmd, &dst, &["pull", "-q", "mirrored:1"], None);
+    assert!(out.status.success(), "{}", describe(&["pull"], &out));
+    let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", "mirrored:1"]);
+    assert_eq!(pulled.trim(), id.trim());
 }
