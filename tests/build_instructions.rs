@@ -396,3 +396,33 @@ fn workdir_creates_its_directory_in_the_image_owned_by_the_user() {
         "{err}"
     );
 }
+
+#[test]
+fn a_base_without_path_gets_the_default_path_as_in_buildkit() {
+    let root = TestRoot::new();
+    // The imported busybox sets no Env at all.
+    root.import_busybox("busybox");
+    assert!(config_json(&root, "busybox")["config"]["Env"].is_null());
+    let ctx = Context::new(
+        "FROM busybox\nENV PATH=/custom/bin:$PATH\nRUN mkdir -p /custom/bin && \
+         printf '#!/bin/sh\\necho custom tool\\n' > /custom/bin/tool && chmod +x /custom/bin/tool\n\
+         RUN tool > /out && ls / > /dev/null\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    assert_eq!(
+        config_json(&root, &id)["config"]["Env"],
+        serde_json::json!([format!("PATH=/custom/bin:{default}")])
+    );
+    assert_eq!(
+        run_sh(&root, &id, "cat /out; tool"),
+        "custom tool\ncustom tool\n"
+    );
+    // Without any ENV the image carries the default PATH too.
+    let plain = Context::new("FROM busybox\nRUN true\n");
+    let (id, _) = build_ok(&root, &plain, &[]);
+    assert_eq!(
+        config_json(&root, &id)["config"]["Env"],
+        serde_json::json!([format!("PATH={default}")])
+    );
+}

@@ -479,8 +479,15 @@ impl Builder<'_, '_> {
                 (r.state, r.key)
             }
             Base::Image(name) => {
-                let (id, state) = self.base_image(name, stage.line, &stage.original)?;
-                (state, KeyBuilder::base(id.as_str(), &self.base_salt()))
+                let (id, mut state) = self.base_image(name, stage.line, &stage.original)?;
+                // As BuildKit: a stage whose base image sets no PATH gets the default one in
+                // its config, so `ENV PATH=/x:$PATH` extends it and the image runs as built.
+                let mut salt = self.base_salt();
+                if !state.config.env_pairs().iter().any(|(k, _)| k == "PATH") {
+                    state.config.set_env("PATH", config::DEFAULT_PATH);
+                    salt.push_str("|default-path");
+                }
+                (state, KeyBuilder::base(id.as_str(), &salt))
             }
         };
         self.reporter.finished(start.elapsed());
