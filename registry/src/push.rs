@@ -208,14 +208,7 @@ pub(crate) async fn push_blob(
     chunk: u64,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let head = session
-        .send(
-            Method::HEAD,
-            session.repo_url(&format!("blobs/{}", job.digest))?,
-            |r| r,
-        )
-        .await?;
-    if head.status().is_success() {
+    if blob_exists(session, &job.digest).await? {
         progress.blob_done(&job.digest, "Layer already exists");
         return Ok(());
     }
@@ -484,17 +477,38 @@ async fn upload(
         .append_pair("digest", job.digest.as_str());
     let resp = session
         .send(Method::PUT, finish, |r| r.header(CONTENT_LENGTH, 0))
-        .await?;
-    if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-        return Err(status_error(
-            resp,
-            "PUT",
-            &format!("upload of {}", job.digest),
-            session.repository(),
-        )
-        .await);
+        .await;
+    let failure = match resp {
+        Ok(resp) if resp.status().is_success() => return Ok(()),
+        Ok(resp) => {
+            status_error(
+                resp,
+                "PUT",
+                &format!("upload of {}", job.digest),
+                session.repository(),
+            )
+            .await
+        }
+        Err(e) => e,
+    };
+    // The registry may have committed the blob and lost its answer; the retried PUT then finds
+    // the upload gone. Whether the blob is there decides.
+    if blob_exists(session, &job.digest).await.unwrap_or(false) {
+        return Ok(());
     }
-    Ok(())
+    Err(failure)
+}
+
+/// Whether the repository has blob `digest` (HEAD answered with a success).
+async fn blob_exists(session: &Session, digest: &Digest) -> Result<bool> {
+    let head = session
+        .send(
+            Method::HEAD,
+            session.repo_url(&format!("blobs/{digest}"))?,
+            |r| r,
+        )
+        .await?;
+    Ok(head.status().is_success())
 }
 
 /// Rewrites a manifest in the wanted format; unchanged bytes when it already is.

@@ -1318,3 +1318,33 @@ fn platform_asked_of_a_single_manifest_image_must_match_its_config() {
         .expect("the host's platform");
     assert_pulled(&dst.store, &fx, &fake);
 }
+
+#[test]
+fn an_upload_committed_whose_answer_was_lost_is_not_an_error() {
+    // The finishing PUT commits the blob but answers 500; its retry finds the upload gone (404).
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    fake.state().faults.lose_finish_answers = 3;
+    let creds = tempfile::tempdir().unwrap();
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &push_options(creds.path()),
+        Arc::new(NoProgress),
+    ))
+    .expect("push whose upload answers were lost");
+    let s = fake.state();
+    assert_eq!(
+        s.faults.lose_finish_answers, 0,
+        "every finishing answer was lost"
+    );
+    for d in fx.image.layer_digests() {
+        assert_eq!(
+            s.blobs.get(d.as_str()).map(|b| b.to_vec()),
+            Some(fx.src.store.read_blob(&d).unwrap())
+        );
+    }
+    assert!(s.manifests.contains_key("lib/pushed:1"));
+}

@@ -43,6 +43,8 @@ pub struct Faults {
     pub redirect_blobs: Option<String>,
     /// Location header sent when an upload starts.
     pub upload_location: Option<String>,
+    /// This many finishing PUTs of uploads commit the blob but answer 500 (a lost answer).
+    pub lose_finish_answers: u32,
     /// Upload Locations point to this base URL (another server; the path and upload ID as here).
     pub uploads_elsewhere: Option<String>,
     /// Fail this many PATCHes with 500 after storing half of their bytes.
@@ -614,6 +616,10 @@ async fn upload(
                 );
             }
             s.blobs.insert(digest, Bytes::from(buf));
+            if s.faults.lose_finish_answers > 0 {
+                s.faults.lose_finish_answers -= 1;
+                return full(StatusCode::INTERNAL_SERVER_ERROR, "fault: answer lost");
+            }
             full(StatusCode::CREATED, "")
         }
         _ => full(StatusCode::METHOD_NOT_ALLOWED, ""),
