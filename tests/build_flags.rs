@@ -265,3 +265,54 @@ fn shell_changes_how_run_and_cmd_shell_forms_run() {
         describe(&["run"], &run)
     );
 }
+
+#[test]
+fn build_arg_without_value_comes_from_the_environment() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nARG X=default\nRUN echo \"x=$X\" > /x\n");
+    let run = |env: Option<&str>| {
+        let mut cmd = Command::new(common::rbuild_bin());
+        cmd.args([
+            "--root",
+            &root.root_str(),
+            "build",
+            "-q",
+            "--build-arg",
+            "X",
+        ])
+        .arg(ctx.dir())
+        .env_remove("X");
+        if let Some(v) = env {
+            cmd.env("X", v);
+        }
+        let out = cmd.output().expect("run rbuild");
+        assert!(out.status.success(), "{}", describe(&["build"], &out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = run(Some("from-env"));
+    assert_eq!(run_sh(&root, &id, "cat /x"), "x=from-env\n");
+    // Unset in the environment: the ARG keeps its default.
+    let id = run(None);
+    assert_eq!(run_sh(&root, &id, "cat /x"), "x=default\n");
+}
+
+#[test]
+fn run_output_is_streamed_whole() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // One 1 MiB line and 20,000 short ones: nothing is cut, on the console or in the log.
+    let ctx = Context::new(
+        "FROM busybox\nRUN head -c 1048576 /dev/zero | tr '\\0' x; echo; seq 1 20000\n",
+    );
+    let (_, out) = build_ok(&root, &ctx, &[]);
+    let long = "x".repeat(1 << 20);
+    assert!(out.contains(&format!("\n{long}\n1\n2\n")), "long line cut");
+    assert!(out.contains("\n19999\n20000\n"), "short lines cut");
+    let log = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Build log: "))
+        .expect("build log line");
+    let log = std::fs::read_to_string(log).expect("read build log");
+    assert!(log.contains(&format!("{long}\n1\n")) && log.contains("\n20000\n"));
+}
