@@ -1,9 +1,13 @@
 //! An authenticated, retrying HTTP session with one registry endpoint and repository.
 //!
-//! Blob and manifest transfers use reqwest directly (not oci-client's `Client`): rbuild needs
-//! per-chunk streaming into the store, `Range` resumption, upload resumption from the offset the
-//! registry reports, retries with `Retry-After`, and a manifest size cap, which oci-client's
-//! high-level calls do not expose.
+//! Blob and manifest transfers use reqwest directly, not oci-client's `Client` (0.18). That one
+//! does stream a blob (`pull_blob_stream`) and can ask for it from an offset
+//! (`pull_blob_stream_partial`), but it retries nothing (no backoff on 429/5xx, no
+//! `Retry-After`, no resumption after a dropped connection: a caller would rebuild all of it
+//! around each call); it reads a manifest whole with no size cap; its `mount_blob` takes the 202
+//! that opens an upload instead of a mount for an error; its chunked upload stops at the first
+//! failed chunk (it never asks the registry for its offset); and its monolithic push takes the
+//! whole blob as one in-memory `Bytes`.
 //!
 //! Credentials are attached only to requests for the registry's own origin (scheme, host, port).
 //! reqwest drops `Authorization` on a redirect to another origin, and URLs outside the registry
