@@ -1,6 +1,6 @@
 //! rbuild-registry: OCI distribution client (references, auth, pull, push).
 //!
-//! References follow Docker's grammar and normalisation, parsed by hand (see [`reference`]):
+//! References follow Docker's grammar and normalisation, parsed by hand (see [`reference`](mod@reference)):
 //! oci-client's `Reference` (used until commit 547fb33) compiles a regex in every process
 //! (no-op pull 59 -> 11 ms without it) and does not know bracketed IPv6 hosts; oci-client stays
 //! a dev-dependency as the grammar oracle (tests/reference_oracle.rs). Transfers use reqwest
