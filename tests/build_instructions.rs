@@ -426,3 +426,43 @@ fn a_base_without_path_gets_the_default_path_as_in_buildkit() {
         serde_json::json!([format!("PATH={default}")])
     );
 }
+
+#[test]
+fn proxy_args_reach_run_without_arg_and_stay_out_of_the_image_and_cache() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nENV LEGACY value with spaces\nADD --chown=nobody:nogroup f /owned\n\
+         RUN echo \"$HTTP_PROXY|$no_proxy|$LEGACY\" > /p\n",
+    );
+    ctx.write("f", "f\n");
+    let proxy = |v: &str| {
+        vec![
+            "--build-arg".to_string(),
+            format!("HTTP_PROXY=http://{v}:3128"),
+            "--build-arg".to_string(),
+            "no_proxy=localhost".to_string(),
+        ]
+    };
+    let args = proxy("one");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (id, out) = build_ok(&root, &ctx, &args);
+    assert!(!out.contains("not consumed"), "{out}");
+    assert_eq!(
+        run_sh(&root, &id, "cat /p; stat -c %U:%G /owned"),
+        "http://one:3128|localhost|value with spaces\nnobody:nogroup\n"
+    );
+    // Neither the config nor the history holds the proxy.
+    let c = config_json(&root, &id);
+    assert!(!c.to_string().contains("one:3128"), "{c}");
+    assert_eq!(
+        c["config"]["Env"][1],
+        serde_json::json!("LEGACY=value with spaces")
+    );
+    // Another proxy does not invalidate the cache (Docker leaves them out of cache keys).
+    let args = proxy("two");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (id2, out) = build_ok(&root, &ctx, &args);
+    assert_eq!(id, id2);
+    assert_eq!(out.matches("--> CACHED").count(), 3, "{out}");
+}
