@@ -166,7 +166,7 @@ impl Session {
                 return Err(RegistryError::Https {
                     registry: registry.to_string(),
                     url,
-                    source,
+                    cause: error_chain(&source),
                 });
             }
             other => other?,
@@ -560,6 +560,20 @@ pub async fn read_limited(mut resp: Response, limit: u64, what: &str) -> Result<
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// An error and its causes on one line, each message once (reqwest repeats the URL).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Whether a transport error is a TLS failure (a server that speaks no TLS, a certificate this

@@ -42,15 +42,14 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     /// A verified HTTPS connection to a registry not marked insecure could not be made.
-    #[error("cannot reach {registry} over verified HTTPS ({url}): {source}; if it serves plain HTTP or a certificate this machine does not trust, pass --tls-verify=false or list it in \"insecure-registries\" of rbuild's config file ($RBUILD_CONFIG, ~/.config/rbuild/config.json or /etc/rbuild/config.json)")]
+    #[error("cannot reach {registry} over verified HTTPS ({url}): {cause}; if it serves plain HTTP or a certificate this machine does not trust, pass --tls-verify=false or list it in \"insecure-registries\" of rbuild's config file ($RBUILD_CONFIG, ~/.config/rbuild/config.json or /etc/rbuild/config.json)")]
     Https {
         /// Registry host.
         registry: String,
         /// The URL requested.
         url: String,
-        /// The transport error.
-        #[source]
-        source: reqwest::Error,
+        /// The transport error with its causes, on one line.
+        cause: String,
     },
     /// The registry answered with a status we cannot use (after retries).
     #[error("{method} {url}: registry answered {status}: {body}")]
