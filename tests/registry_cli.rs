@@ -834,3 +834,56 @@ fn docker_hub_names_are_pulled_from_a_mirror_in_rbuild_config() {
     let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", "mirrored:1"]);
     assert_eq!(pulled.trim(), id.trim());
 }
+
+#[test]
+fn a_self_signed_https_registry_needs_tls_verify_false_or_insecure_registries() {
+    // HTTPS only (plain HTTP is refused), with a certificate nobody trusts, on a non-loopback
+    // address: --tls-verify=false and insecure-registries must skip the verification, over HTTPS.
+    let registry = TestRegistry::start_tls_on(&non_loopback_ip());
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/tls/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    let refused = rb(&src, dc.path(), &["push", "-q", &name], None);
+    assert!(
+        !refused.status.success(),
+        "{}",
+        describe(&["push"], &refused)
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("certificate") && err.contains("--tls-verify=false"),
+        "{err}"
+    );
+    let digest = ok(
+        &src,
+        dc.path(),
+        &["push", "-q", "--tls-verify=false", &name],
+    );
+    let inspect = run_ok(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(doc["Digest"], digest.trim());
+    let dst = TestRoot::new();
+    let refused = rb(&dst, dc.path(), &["pull", "-q", &name], None);
+    assert!(
+        !refused.status.success(),
+        "{}",
+        describe(&["pull"], &refused)
+    );
+    let config = dc.path().join("rbuild-config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"insecure-registries": ["{}"]}}"#, registry.host()),
+    )
+    .unwrap();
+    let mut cmd = Command::new(rbuild_bin());
+    cmd.env("DOCKER_CONFIG", dc.path())
+        .env("RBUILD_CONFIG", &config);
+    let out = rb_cmd(cmd, &dst, &["pull", "-q", &name], None);
+    assert!(out.status.success(), "{}", describe(&["pull"], &out));
+    let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(pulled.trim(), id.trim());
+}

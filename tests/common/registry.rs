@@ -26,21 +26,31 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts an open registry (no authentication).
     pub fn start() -> TestRegistry {
-        Self::launch("127.0.0.1", None)
+        Self::launch("127.0.0.1", None, false)
     }
 
     /// Starts an open registry listening on another address of this machine (`127.0.0.2`, or a
     /// non-loopback address to test HTTPS defaults).
     pub fn start_on(ip: &str) -> TestRegistry {
-        Self::launch(ip, None)
+        Self::launch(ip, None, false)
+    }
+
+    /// Starts an open registry on `ip` that speaks only HTTPS, with a self-signed certificate
+    /// (made by `openssl req`) that no client trusts.
+    pub fn start_tls_on(ip: &str) -> TestRegistry {
+        Self::launch(ip, None, true)
     }
 
     /// Starts a registry that requires basic auth with this user and password (htpasswd -Bbn).
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
-        Self::launch("127.0.0.1", Some((user.to_string(), password.to_string())))
+        Self::launch(
+            "127.0.0.1",
+            Some((user.to_string(), password.to_string())),
+            false,
+        )
     }
 
-    fn launch(ip: &str, credentials: Option<(String, String)>) -> TestRegistry {
+    fn launch(ip: &str, credentials: Option<(String, String)>, tls: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("rbuild-registry-")
             .tempdir()
@@ -50,7 +60,7 @@ impl TestRegistry {
         for _ in 0..5 {
             let port = free_port(ip);
             let host = format!("{ip}:{port}");
-            let config = write_config(dir.path(), &host, credentials.as_ref());
+            let config = write_config(dir.path(), &host, credentials.as_ref(), tls);
             let log = std::fs::File::create(dir.path().join("registry.log"))
                 .expect("create registry log");
             let mut child = Command::new(REGISTRY_BIN)
@@ -137,13 +147,44 @@ fn read_log(dir: &Path) -> String {
     log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
 }
 
-fn write_config(dir: &Path, host: &str, credentials: Option<&(String, String)>) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    host: &str,
+    credentials: Option<&(String, String)>,
+    tls: bool,
+) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("create registry storage");
     let mut yaml = format!(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {host}\n  secret: rbuild-test-secret\n",
         data.display()
     );
+    if tls {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=rbuild-test-registry"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext"])
+            .arg(format!("subjectAltName=IP:{ip}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl (scripts/install-deps installs it)");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
     if let Some((user, password)) = credentials {
         let out = Command::new("htpasswd")
             .args(["-Bbn", user, password])
