@@ -519,29 +519,31 @@ impl UnionFs {
         let mut backing = None;
         let final_layer = self.layers.upper().is_none_or(|upper| upper == layer);
         let cached_open = st.cached.get(&ino).is_some_and(|&n| n > 0);
-        if self.passthrough.load(Ordering::Relaxed) && final_layer && !cached_open {
-            match st.backing.get(&ino).and_then(|(_, weak)| weak.upgrade()) {
-                // Its real file cannot have changed: a file in its final layer stays there.
-                Some(id) => backing = Some(id),
-                None => match backing_open(&file) {
-                    Ok(id) => {
-                        let id = Arc::new(id);
-                        st.backing.insert(ino, (layer, Arc::downgrade(&id)));
-                        st.passed_through.insert(ino);
-                        backing = Some(id);
+        // An inode passed through stays so while open, even if passthrough has since been
+        // turned off for new inodes. Its real file cannot have changed: a file in its final
+        // layer stays there.
+        let live = st.backing.get(&ino).and_then(|(_, weak)| weak.upgrade());
+        if live.is_some() {
+            backing = live;
+        } else if self.passthrough.load(Ordering::Relaxed) && final_layer && !cached_open {
+            match backing_open(&file) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    st.backing.insert(ino, (layer, Arc::downgrade(&id)));
+                    st.passed_through.insert(ino);
+                    backing = Some(id);
+                }
+                Err(err) => {
+                    // Unsupported for good (no privilege, old kernel) or for this file only
+                    // (e.g. a backing file on a stacked filesystem): serve it ourselves.
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EPERM) | Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)
+                    ) {
+                        tracing::debug!("fuse passthrough unavailable: {err}");
+                        self.passthrough.store(false, Ordering::Relaxed);
                     }
-                    Err(err) => {
-                        // Unsupported for good (no privilege, old kernel) or for this file only
-                        // (e.g. a backing file on a stacked filesystem): serve it ourselves.
-                        if matches!(
-                            err.raw_os_error(),
-                            Some(libc::EPERM) | Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)
-                        ) {
-                            tracing::debug!("fuse passthrough unavailable: {err}");
-                            self.passthrough.store(false, Ordering::Relaxed);
-                        }
-                    }
-                },
+                }
             }
         }
         if backing.is_none() {
