@@ -1348,3 +1348,54 @@ fn an_upload_committed_whose_answer_was_lost_is_not_an_error() {
     }
     assert!(s.manifests.contains_key("lib/pushed:1"));
 }
+
+#[test]
+fn a_docker_manifest_list_resolves_to_a_v2s2_manifest() {
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let fake = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    // The fixture's manifest in Docker's v2 schema 2 form (same config and layer blobs).
+    let mut v2s2: serde_json::Value =
+        serde_json::from_slice(&fx.src.store.read_blob(&fx.image.manifest_digest).unwrap())
+            .unwrap();
+    v2s2["mediaType"] = serde_json::json!(DOCKER_MANIFEST);
+    v2s2["config"]["mediaType"] =
+        serde_json::json!("application/vnd.docker.container.image.v1+json");
+    for layer in v2s2["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = serde_json::json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    }
+    let v2s2 = serde_json::to_vec(&v2s2).unwrap();
+    let digest = rbuild_layerfs::Digest::of_bytes(&v2s2);
+    fake.put_manifest("lib/app", digest.as_str(), DOCKER_MANIFEST, v2s2.clone());
+    let host = Platform::host();
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "size": 7, "digest": format!("sha256:{}", "2".repeat(64)),
+             "platform": {"os": "linux", "architecture": "ppc64le"}},
+            {"mediaType": DOCKER_MANIFEST, "size": v2s2.len(), "digest": digest.as_str(),
+             "platform": {"os": host.os, "architecture": host.architecture}},
+        ]
+    });
+    let list = serde_json::to_vec(&list).unwrap();
+    fake.put_manifest("lib/app", "1", DOCKER_LIST, list.clone());
+    let creds = tempfile::tempdir().unwrap();
+    let dst = TempStore::new();
+    let pulled = pull_from(&fake, &dst.store, creds.path()).expect("pull a manifest list");
+    assert_eq!(pulled.manifest_digest, digest);
+    assert_eq!(
+        pulled.resolved_digest,
+        rbuild_layerfs::Digest::of_bytes(&list)
+    );
+    assert_eq!(pulled.descriptor.media_type().to_string(), DOCKER_MANIFEST);
+    assert_eq!(pulled.config_digest, fx.image.config_digest);
+    let image = dst
+        .store
+        .resolve_image(&format!("{}/lib/app:1", fake.host()))
+        .expect("tag written");
+    let dirs = dst.store.image_layer_dirs(&image).unwrap();
+    assert_eq!(std::fs::read(dirs[1].join("big.bin")).unwrap(), fx.big);
+}
