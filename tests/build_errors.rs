@@ -113,6 +113,11 @@ fn unsupported_flags_and_invalid_values_fail_before_anything_runs() {
             "--mount is not supported",
         ),
         ("RUN --network=bogus true", "unknown --network=bogus"),
+        ("RUN --security=insecure true", "--security=insecure is not supported"),
+        (
+            "ADD https://github.com/moby/buildkit.git /src",
+            "ADD of a git repository",
+        ),
         ("COPY --parents a /p/", "--parents is not supported"),
         ("COPY --exclude=*.txt . /p/", "--exclude is not supported"),
         ("ADD --exclude=*.txt . /p/", "--exclude is not supported"),

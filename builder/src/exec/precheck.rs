@@ -78,6 +78,21 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
             if let Some(n) = &r.network {
                 run_network(n).map_err(fail)?;
             }
+            match r.security.as_deref() {
+                None | Some("sandbox") => {}
+                Some("insecure") => {
+                    return Err(fail(
+                        "RUN --security=insecure is not supported: rbuild runs every step \
+                         sandboxed; remove the flag"
+                            .into(),
+                    ))
+                }
+                Some(other) => {
+                    return Err(fail(format!(
+                        "unknown --security={other}: use sandbox or insecure"
+                    )))
+                }
+            }
         }
         InstructionKind::Copy(c) => {
             if c.parents {
@@ -105,6 +120,15 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
             check_sources(&c.sources, &c.dest).map_err(fail)?;
         }
         InstructionKind::Add(a) => {
+            if let Some(git) = a.sources.iter().find_map(|s| match s {
+                CopySource::Path(p) if is_git(p) => Some(p.as_str()),
+                _ => None,
+            }) {
+                return Err(fail(format!(
+                    "ADD of a git repository ({git}) is not supported by rbuild yet: clone it \
+                     in a RUN step or into the context"
+                )));
+            }
             if let Some(m) = a.chmod.as_deref().filter(|m| literal(m)) {
                 chmod_mode(m).map_err(fail)?;
             }
@@ -169,6 +193,19 @@ pub fn chmod_mode(value: &str) -> Result<u32, String> {
 /// Whether a COPY/ADD source is a URL.
 pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Whether an ADD source names a git repository, as BuildKit recognises them (`git@host:...`,
+/// `git://...`, `ssh://...`, or an HTTP(S) URL whose path ends in `.git` or has a `.git#ref`).
+pub fn is_git(s: &str) -> bool {
+    if s.starts_with("git@") || s.starts_with("git://") || s.starts_with("ssh://") {
+        return true;
+    }
+    if !is_url(s) {
+        return false;
+    }
+    let path = s.split(['?', '#']).next().unwrap_or(s);
+    path.ends_with(".git") || path.ends_with(".git/")
 }
 
 /// Checks `ADD --checksum=ALGO:HEX` (sha256, sha384 or sha512, lower-case hex of the right
@@ -323,6 +360,25 @@ mod tests {
             "a".repeat(64),
         ] {
             assert!(checksum(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn git_sources() {
+        for git in [
+            "git@github.com:moby/buildkit.git",
+            "https://github.com/moby/buildkit.git",
+            "https://github.com/moby/buildkit.git#v0.10.1",
+            "git://example.com/repo",
+        ] {
+            assert!(is_git(git), "{git}");
+        }
+        for not in [
+            "https://example.com/file.tar.gz",
+            "src/dir.git.bak",
+            "a.git",
+        ] {
+            assert!(!is_git(not), "{not}");
         }
     }
 
