@@ -51,14 +51,14 @@ fn push_then_pull_round_trip_with_chunks_and_skips() {
         "OCI manifest pushed byte for byte"
     );
     // Pushing again only HEADs the blobs.
-    rt.block_on(push(
-        &src.store,
-        "app:1",
-        &dest,
-        &opts,
-        Arc::new(NoProgress),
-    ))
-    .expect("second push");
+    let recorder = Arc::new(Recorder::default());
+    rt.block_on(push(&src.store, "app:1", &dest, &opts, recorder.clone()))
+        .expect("second push");
+    assert_eq!(
+        recorder.statuses(),
+        vec!["Layer already exists"; 3],
+        "config and two layers skipped"
+    );
 
     let dst = TempStore::new();
     let pulled = rt
