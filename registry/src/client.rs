@@ -393,9 +393,11 @@ impl Session {
             let resp = self
                 .send_raw_with(method.clone(), url.clone(), &build, true, retry)
                 .await?;
+            // Only the registry's own challenges are answered: a 401 from the host a redirect
+            // led to could name any token realm, which would then get the credentials.
             if resp.status() == StatusCode::UNAUTHORIZED
                 && !reauthenticated
-                && self.same_origin(&url)
+                && self.same_origin(resp.url())
             {
                 if let Some(challenge) = challenge_of(&resp) {
                     reauthenticated = true;
@@ -405,10 +407,19 @@ impl Session {
             }
             if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
                 let status = resp.status();
+                let resp_url = resp.url().clone();
                 let body = error_body(resp).await;
+                let answered = if resp_url == url {
+                    String::new()
+                } else {
+                    format!(" (redirected to {resp_url})")
+                };
                 return Err(RegistryError::Unauthorized {
                     registry: self.registry.clone(),
-                    reason: format!("{method} {url} answered {status}: {}", clip(&body)),
+                    reason: format!(
+                        "{method} {url}{answered} answered {status}: {}",
+                        clip(&body)
+                    ),
                 });
             }
             return Ok(resp);

@@ -1399,3 +1399,41 @@ fn a_docker_manifest_list_resolves_to_a_v2s2_manifest() {
     let dirs = dst.store.image_layer_dirs(&image).unwrap();
     assert_eq!(std::fs::read(dirs[1].join("big.bin")).unwrap(), fx.big);
 }
+
+#[test]
+fn a_challenge_from_the_host_a_redirect_led_to_gets_no_credentials() {
+    // The registry redirects blobs to a host that answers 401 with its own token realm. rbuild
+    // must not answer that challenge with the registry's credentials (the realm would get the
+    // password); the pull fails instead.
+    let fake = FakeRegistry::start();
+    let cdn = FakeRegistry::start();
+    let fx = fixture();
+    load(&fake, &fx);
+    load(&cdn, &fx);
+    fake.state().bearer = Some(Bearer {
+        user: Some(("alice".into(), "pw".into())),
+        token: "registry-token".into(),
+    });
+    cdn.state().bearer = Some(Bearer {
+        user: None,
+        token: "cdn-token".into(),
+    });
+    fake.state().faults.redirect_blobs = Some(cdn.url());
+    let creds = tempfile::tempdir().unwrap();
+    CredentialStore::at(creds.path().join("config.json"))
+        .login(&fake.host(), "alice", "pw")
+        .unwrap();
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("the other host wants auth");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    let cdn_seen = cdn.seen();
+    assert!(
+        cdn_seen.iter().any(|s| s.path.contains("/blobs/")),
+        "the redirect was followed: {cdn_seen:?}"
+    );
+    assert!(
+        cdn_seen.iter().all(|s| s.authorization.is_none()),
+        "credentials sent to the other host: {cdn_seen:?}"
+    );
+    assert!(dst.store.tags().unwrap().is_empty());
+}
