@@ -111,3 +111,44 @@ fn a_dockerfile_specific_ignore_file_replaces_the_context_one() {
         "./.dockerignore\n./Dockerfile\n./Dockerfile.dockerignore\n./a.txt\n./b.txt\n"
     );
 }
+
+#[test]
+fn a_wildcard_may_match_nothing_but_not_every_source_may() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // The `COPY package.json yarn.lock* ./` idiom: the lock file is optional.
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir /o && echo 1 > /o/one\nFROM busybox\nWORKDIR /app\n\
+         COPY package.json yarn.lock* ./\nCOPY --from=b /o/one /o/*.none /from/\n",
+    );
+    ctx.write("package.json", "{}\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "ls /app /from"),
+        "/app:\npackage.json\n\n/from:\none\n"
+    );
+    ctx.write("yarn.lock", "lock\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(run_sh(&root, &id, "ls /app"), "package.json\nyarn.lock\n");
+    // Sources that together select nothing are an error naming them.
+    for (df, place) in [
+        (
+            "FROM busybox\nCOPY *.none other*.md /d/\n",
+            "the build context",
+        ),
+        (
+            "FROM busybox AS b\nFROM busybox\nCOPY --from=b /*.none /d/\n",
+            "the --from source",
+        ),
+    ] {
+        let bad = Context::new(df);
+        let out = build(&root, &bad, &[]);
+        assert!(!out.status.success(), "{df}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.contains("no source files were specified") && last.contains(place),
+            "{df}: {err}"
+        );
+    }
+}

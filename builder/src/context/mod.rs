@@ -198,13 +198,24 @@ impl BuildContext {
     }
 
     /// Expands one ADD/COPY source (a path or glob, relative to the context) into source trees.
+    /// A literal source that does not exist is an error; a wildcard matching nothing gives an
+    /// empty list.
     pub fn select(&self, source: &str) -> Result<Vec<SourceTree>, ContextError> {
         let clean = clean_rel(source);
         let not_found = || ContextError::NotFound {
             source_path: source.to_string(),
         };
         let rels = if has_glob(&clean) {
-            self.glob(&clean, source)?
+            // A wildcard may match nothing (Docker's `COPY package.json yarn.lock* ./` idiom):
+            // the caller decides whether the sources together selected anything.
+            let mut out = Vec::new();
+            for rel in self.glob(&clean, source)? {
+                let tree = self.tree(&rel)?;
+                if !tree.entries.is_empty() {
+                    out.push(tree);
+                }
+            }
+            return Ok(out);
         } else {
             if self.is_excluded(&clean) && !self.has_exceptions() {
                 return Err(not_found());
@@ -627,6 +638,10 @@ mod tests {
         assert_eq!(rels, ["", "a.txt", "sub", "sub/b.txt"]);
         let g = ctx.select("*.txt").unwrap();
         assert_eq!(g.len(), 1);
+        // A wildcard matching nothing (or only ignored files) selects nothing, without error.
+        assert!(ctx.select("*.lock").unwrap().is_empty());
+        assert!(ctx.select("secre?").unwrap().is_empty());
+        assert!(ctx.select("missing.lock").is_err());
         assert_eq!(g[0].rel, "top.txt");
         assert!(ctx.select("secret").is_err());
         let root = ctx.select(".").unwrap();

@@ -105,6 +105,23 @@ pub(crate) struct CopyJob {
 
 use super::precheck::is_url;
 
+/// The error of a COPY/ADD whose sources (wildcards, each of which may match nothing on its
+/// own) selected nothing at all.
+fn no_sources(sources: &[CopySource], place: &str) -> String {
+    let names: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            CopySource::Path(p) => Some(p.as_str()),
+            CopySource::Heredoc(_) => None,
+        })
+        .collect();
+    format!(
+        "no source files were specified: {} matched nothing in {place} (check the paths and \
+         .dockerignore)",
+        names.join(" ")
+    )
+}
+
 impl Builder<'_, '_> {
     /// Expands sources and destination, selects and hashes the sources, adds the key parts.
     pub(crate) fn prepare_copy(
@@ -250,6 +267,9 @@ impl Builder<'_, '_> {
                 }
             }
             count = items.len();
+            if count == 0 {
+                return Err(err(no_sources(spec.sources, "the build context")));
+            }
         }
         let dest_dir = trailing || count > 1;
         if count > 1 && !trailing {
@@ -392,6 +412,15 @@ impl Builder<'_, '_> {
                             .into_owned()
                     };
                     trees.extend(src.select(&rel).map_err(|e| err(e.to_string()))?);
+                }
+                if trees.is_empty() {
+                    return Err(err(no_sources(
+                        &paths
+                            .iter()
+                            .map(|p| CopySource::Path(p.clone()))
+                            .collect::<Vec<_>>(),
+                        "the --from source",
+                    )));
                 }
                 if trees.len() > 1 && !job.dest_dir {
                     return Err(err(
