@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RBSTAT01";
 const ENTRY_LEN: usize = 8 * 5 + 32;
+/// Width of the window before the run start in which changed files count as racy: the
+/// coarsest timestamp granularity of a common filesystem (FAT's 2 seconds).
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
 /// Upper bound of remembered entries per context; older ones are dropped past it.
 const MAX_ENTRIES: usize = 2_000_000;
 
@@ -115,7 +118,12 @@ impl StatCache {
 
     /// Records the content hash of a file with stat data `key`.
     pub fn put(&mut self, key: StatKey, hash: [u8; 32]) {
-        let racy = key.mtime_ns >= self.run_start_ns || key.ctime_ns >= self.run_start_ns;
+        // The run start is read on the store's filesystem; the context's may keep coarser
+        // times (1 s on ext3, 2 s on FAT), where a file changed just after it was hashed can
+        // keep the very same mtime and ctime. So anything changed in the 2-second window of
+        // the run start counts as racy too.
+        let horizon = self.run_start_ns - self.run_start_ns.rem_euclid(RACY_WINDOW_NS);
+        let racy = key.mtime_ns >= horizon || key.ctime_ns >= horizon;
         self.entries
             .insert((key.dev, key.ino), Entry { key, hash, racy });
         self.dirty = true;
@@ -239,5 +247,35 @@ mod tests {
             ..old
         };
         assert_eq!(c.get(&changed), None);
+    }
+
+    #[test]
+    fn files_changed_in_the_seconds_before_the_run_are_racy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc");
+        let mut c = StatCache::load(&path).unwrap();
+        let start = c.run_start_ns;
+        // On a filesystem with whole-second times, a file changed after this run hashed it
+        // can show a time just below the run start: it must be hashed again next time.
+        let window_start = start - start.rem_euclid(RACY_WINDOW_NS);
+        let coarse = StatKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: window_start,
+            ctime_ns: window_start,
+        };
+        let settled = StatKey {
+            ino: 3,
+            mtime_ns: window_start - 1,
+            ctime_ns: window_start - 1,
+            ..coarse
+        };
+        c.put(coarse, [1; 32]);
+        c.put(settled, [2; 32]);
+        c.save().unwrap();
+        let mut c = StatCache::load(&path).unwrap();
+        assert_eq!(c.get(&coarse), None);
+        assert_eq!(c.get(&settled), Some([2; 32]));
     }
 }
