@@ -887,3 +887,25 @@ fn a_self_signed_https_registry_needs_tls_verify_false_or_insecure_registries() 
     let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
     assert_eq!(pulled.trim(), id.trim());
 }
+
+#[test]
+fn a_tls_only_registry_on_loopback_is_reached_without_a_flag() {
+    // Loopback registries are insecure, as in docker: plain HTTP, or HTTPS without verification
+    // when the port speaks only TLS (a port-forwarded remote registry, say).
+    let registry = TestRegistry::start_tls_on("127.0.0.1");
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/tls/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    let digest = ok(&src, dc.path(), &["push", "-q", &name]);
+    let inspect = run_ok(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(doc["Digest"], digest.trim());
+    let dst = TestRoot::new();
+    ok(&dst, dc.path(), &["pull", "-q", &name]);
+    let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(pulled.trim(), id.trim());
+}

@@ -125,17 +125,7 @@ impl Session {
         credential: Option<Credential>,
         options: &ClientOptions,
     ) -> Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(endpoint.skip_tls_verify);
-        if let Some(t) = options.connect_timeout {
-            builder = builder.connect_timeout(t);
-        }
-        builder = builder.read_timeout(options.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT));
-        let http = builder.build().map_err(|e| RegistryError::Http {
-            url: endpoint.base_url.clone(),
-            source: e,
-        })?;
+        let http = http_client(endpoint, endpoint.skip_tls_verify, options)?;
         let parse = |s: &str| {
             Url::parse(s).map_err(|e| RegistryError::Config {
                 path: "registry endpoint".into(),
@@ -152,7 +142,22 @@ impl Session {
             authorization: Mutex::new(None),
             retry: options.retry.clone(),
         };
-        let ping = match session.ping().await {
+        let mut answer = session.ping_answer().await;
+        if endpoint.https_fallback && session.base.scheme() == "http" {
+            // What answers on a loopback port may speak only TLS: it refuses the plain request
+            // with a 400 (Go's and nginx's servers) or by closing the connection.
+            let tls_only = match &answer {
+                Ok((status, _)) => *status == StatusCode::BAD_REQUEST,
+                Err(RegistryError::Http { source, .. }) => !source.is_connect(),
+                Err(_) => false,
+            };
+            if tls_only {
+                session.http = http_client(endpoint, true, options)?;
+                session.base = parse(&endpoint.base_url.replacen("http://", "https://", 1))?;
+                answer = session.ping_answer().await;
+            }
+        }
+        let ping = match answer.map(|(_, challenge)| challenge) {
             Err(RegistryError::Http { .. }) if endpoint.http_fallback => {
                 let plain = endpoint.base_url.replacen("https://", "http://", 1);
                 session.base = parse(&plain)?;
@@ -205,13 +210,17 @@ impl Session {
 
     /// `GET /v2/`: Ok(None) when open, Ok(Some(challenge)) when authentication is required.
     async fn ping(&self) -> Result<Option<Challenge>> {
+        self.ping_answer().await.map(|(_, challenge)| challenge)
+    }
+
+    /// `GET /v2/`: the status, and the challenge of a 401.
+    async fn ping_answer(&self) -> Result<(StatusCode, Option<Challenge>)> {
         let url = self.url("/v2/")?;
         let resp = self.send_raw(Method::GET, url, |r| r, false).await?;
         match resp.status() {
-            StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
-            s if s.is_success() => Ok(None),
+            StatusCode::UNAUTHORIZED => Ok((resp.status(), challenge_of(&resp))),
             // Some registries answer 404 on /v2/ for a path prefix; go on unauthenticated.
-            _ => Ok(None),
+            s => Ok((s, None)),
         }
     }
 
@@ -503,6 +512,25 @@ impl Session {
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }
+}
+
+/// The HTTP client for `endpoint`, verifying certificates unless `skip_tls_verify`.
+fn http_client(
+    endpoint: &Endpoint,
+    skip_tls_verify: bool,
+    options: &ClientOptions,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(skip_tls_verify);
+    if let Some(t) = options.connect_timeout {
+        builder = builder.connect_timeout(t);
+    }
+    builder = builder.read_timeout(options.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT));
+    builder.build().map_err(|e| RegistryError::Http {
+        url: endpoint.base_url.clone(),
+        source: e,
+    })
 }
 
 /// Turns an unexpected response into an error (NotFound for 404).

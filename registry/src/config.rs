@@ -84,6 +84,9 @@ pub struct Endpoint {
     pub skip_tls_verify: bool,
     /// When the HTTPS attempt fails at the connection level, try plain HTTP.
     pub http_fallback: bool,
+    /// When the plain HTTP attempt meets a server that speaks only TLS, use HTTPS without
+    /// verification (loopback registries, which docker treats as insecure).
+    pub https_fallback: bool,
 }
 
 /// The endpoints to try for `registry`, in order: Docker Hub mirrors first (for pulls), then the
@@ -107,6 +110,7 @@ pub fn endpoints(
                     base_url: m.to_string(),
                     skip_tls_verify: false,
                     http_fallback: false,
+                    https_fallback: false,
                 });
             } else {
                 out.push(endpoint_for_host(config, host, tls_verify));
@@ -128,18 +132,21 @@ fn endpoint_for_host(config: &RegistryConfig, host: &str, tls_verify: bool) -> E
             base_url: format!("http://{host}"),
             skip_tls_verify: false,
             http_fallback: false,
+            https_fallback: true,
         }
     } else if !tls_verify || config.is_insecure(host) {
         Endpoint {
             base_url: format!("https://{host}"),
             skip_tls_verify: true,
             http_fallback: true,
+            https_fallback: false,
         }
     } else {
         Endpoint {
             base_url: format!("https://{host}"),
             skip_tls_verify: false,
             http_fallback: false,
+            https_fallback: false,
         }
     }
 }
@@ -159,6 +166,9 @@ mod tests {
             endpoints(&c, "localhost:5000", true, true)[0].base_url,
             "http://localhost:5000"
         );
+        let lo = &endpoints(&c, "127.3.2.1:5000", true, true)[0];
+        assert_eq!(lo.base_url, "http://127.3.2.1:5000");
+        assert!(lo.https_fallback && !lo.http_fallback);
         let e = &endpoints(&c, "ghcr.io", true, true)[0];
         assert_eq!(e.base_url, "https://ghcr.io");
         assert!(!e.skip_tls_verify && !e.http_fallback);

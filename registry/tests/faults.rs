@@ -701,6 +701,7 @@ fn insecure_endpoint_falls_back_from_https_to_http() {
         base_url: format!("https://{}", fake.host()),
         skip_tls_verify: true,
         http_fallback: true,
+        https_fallback: false,
     };
     let session = rt()
         .block_on(Session::connect(
@@ -719,6 +720,7 @@ fn insecure_endpoint_falls_back_from_https_to_http() {
         base_url: format!("https://{}", fake.host()),
         skip_tls_verify: false,
         http_fallback: false,
+        https_fallback: false,
     };
     let err = rt()
         .block_on(Session::connect(
