@@ -1400,6 +1400,20 @@ fn a_docker_manifest_list_resolves_to_a_v2s2_manifest() {
         .expect("tag written");
     let dirs = dst.store.image_layer_dirs(&image).unwrap();
     assert_eq!(std::fs::read(dirs[1].join("big.bin")).unwrap(), fx.big);
+
+    // A list entry whose media type contradicts the manifest it names is refused.
+    let mut liar: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    liar["manifests"][1]["mediaType"] = serde_json::json!(OCI_MANIFEST);
+    fake.put_manifest(
+        "lib/app",
+        "1",
+        DOCKER_LIST,
+        serde_json::to_vec(&liar).unwrap(),
+    );
+    let dst = TempStore::new();
+    let err = pull_from(&fake, &dst.store, creds.path()).expect_err("a lying list entry");
+    assert!(err.to_string().contains("the index says"), "{err}");
+    assert!(dst.store.tags().unwrap().is_empty());
 }
 
 #[test]
