@@ -152,7 +152,14 @@ pub fn parse_ast(text: &str) -> Result<Ast, DockerfileError> {
                         terminated = true;
                         break;
                     }
-                    content.push_str(raw);
+                    // As BuildKit's line scanner: a CRLF line ending reads as LF.
+                    match raw.strip_suffix("\r\n") {
+                        Some(body) => {
+                            content.push_str(body);
+                            content.push('\n');
+                        }
+                        None => content.push_str(raw),
+                    }
                 }
                 if !terminated {
                     return Err(DockerfileError::syntax(

@@ -576,6 +576,21 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_bodies_of_a_crlf_file_have_lf_line_ends() {
+        let stage = only_stage(
+            "FROM busybox\r\nCOPY <<EOF /f\r\nline one\r\nline two\r\nEOF\r\nRUN true\r\n",
+        );
+        assert_eq!(stage.instructions.len(), 2);
+        let InstructionKind::Copy(copy) = &stage.instructions[0].kind else {
+            panic!("not COPY")
+        };
+        let CopySource::Heredoc(doc) = &copy.sources[0] else {
+            panic!("not a heredoc")
+        };
+        assert_eq!(doc.content, "line one\nline two\n");
+    }
+
+    #[test]
     fn run_heredoc_alone_runs_its_body() {
         let stage =
             only_stage("FROM busybox\nRUN <<EOF\necho hi\necho there\nEOF\nRUN echo after\n");
