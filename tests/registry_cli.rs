@@ -313,6 +313,19 @@ fn push_again_after_kill_9_in_the_middle() {
 
 #[test]
 fn credential_helper_is_used_for_get_store_and_erase() {
+    credential_helper_round_trip(&|host| format!(r#"{{"credHelpers":{{"{host}":"rbtest"}}}}"#));
+}
+
+#[test]
+fn credentials_store_helper_is_used_for_get_store_and_erase() {
+    // `credsStore`: one helper for every registry (what Docker Desktop and pass set up).
+    credential_helper_round_trip(&|_| r#"{"credsStore":"rbtest"}"#.to_string());
+}
+
+/// Push, login and logout with a config.json (made by `config` from the registry host) that
+/// sends rbuild to the helper docker-credential-rbtest; checks the helper got get, store and
+/// erase, and that the file holds no secret.
+fn credential_helper_round_trip(config: &dyn Fn(&str) -> String) {
     use std::os::unix::fs::PermissionsExt;
     let registry = TestRegistry::start_with_auth("alice", "wonderland");
     let dc = tempfile::tempdir().unwrap();
@@ -328,11 +341,7 @@ fn credential_helper_is_used_for_get_store_and_erase() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        dc.path().join("config.json"),
-        format!(r#"{{"credHelpers":{{"{}":"rbtest"}}}}"#, registry.host()),
-    )
-    .unwrap();
+    std::fs::write(dc.path().join("config.json"), config(registry.host())).unwrap();
     let path = format!(
         "{}:{}",
         bin.path().display(),
