@@ -918,3 +918,56 @@ fn a_tls_only_registry_on_loopback_is_reached_without_a_flag() {
     let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
     assert_eq!(pulled.trim(), id.trim());
 }
+
+#[test]
+fn pull_platform_flag_picks_or_refuses() {
+    let registry = TestRegistry::start();
+    let dc = tempfile::tempdir().unwrap();
+    let src = TestRoot::new();
+    let name = format!("{}/plat/bb:1", registry.host());
+    let id = src.import_busybox(&name);
+    ok(&src, dc.path(), &["push", "-q", &name]);
+    let arch = ok(
+        &src,
+        dc.path(),
+        &["inspect", "-f", "{{.Architecture}}", &name],
+    );
+    let dst = TestRoot::new();
+    let refused = rb(
+        &dst,
+        dc.path(),
+        &["pull", "-q", "--platform", "linux/s390x", &name],
+        None,
+    );
+    assert!(
+        !refused.status.success(),
+        "{}",
+        describe(&["pull"], &refused)
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no image for platform linux/s390x")
+            && err.contains(&format!("linux/{}", arch.trim())),
+        "{err}"
+    );
+    let bad = rb(
+        &dst,
+        dc.path(),
+        &["pull", "--platform", "linux", &name],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("OS/ARCH"),
+        "{}",
+        describe(&["pull"], &bad)
+    );
+    let platform = format!("linux/{}", arch.trim());
+    ok(
+        &dst,
+        dc.path(),
+        &["pull", "-q", "--platform", &platform, &name],
+    );
+    let pulled = ok(&dst, dc.path(), &["inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(pulled.trim(), id.trim());
+}
