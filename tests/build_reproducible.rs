@@ -32,12 +32,23 @@ fn fresh_store(base: &std::path::Path) -> TestRoot {
     root
 }
 
-fn build_in_fresh_store(base: &std::path::Path, env_epoch: bool) -> String {
+/// How the build is told its timestamp.
+#[derive(Clone, Copy)]
+enum Epoch {
+    /// `SOURCE_DATE_EPOCH` in the environment.
+    Env,
+    /// `--timestamp`.
+    Flag,
+    /// `--build-arg SOURCE_DATE_EPOCH=...`, as docker buildx passes it.
+    BuildArg,
+}
+
+fn build_in_fresh_store(base: &std::path::Path, epoch: Epoch) -> String {
     let root = fresh_store(base);
     let ctx = Context::new(DOCKERFILE);
     ctx.write("a/b.txt", "content\n");
     ctx.write("c.txt", "more\n");
-    if env_epoch {
+    if let Epoch::Env = epoch {
         let out = Command::new(common::rbuild_bin())
             .args(["--root", &root.root_str(), "build", "-q", &ctx.dir()])
             .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -49,8 +60,16 @@ fn build_in_fresh_store(base: &std::path::Path, env_epoch: bool) -> String {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    } else {
+    } else if let Epoch::Flag = epoch {
         build_ok(&root, &ctx, &["--timestamp", "1700000000"]).0
+    } else {
+        let (id, out) = build_ok(
+            &root,
+            &ctx,
+            &["--build-arg", "SOURCE_DATE_EPOCH=1700000000"],
+        );
+        assert!(!out.contains("not consumed"), "{out}");
+        id
     }
 }
 
@@ -61,11 +80,13 @@ fn same_id_from_two_folders_on_fresh_stores() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("busybox.tar");
     origin.ok(&["save", "-o", &base.to_string_lossy(), "busybox"]);
-    let a = build_in_fresh_store(&base, true);
-    let b = build_in_fresh_store(&base, true);
+    let a = build_in_fresh_store(&base, Epoch::Env);
+    let b = build_in_fresh_store(&base, Epoch::Env);
     assert_eq!(a, b);
-    let c = build_in_fresh_store(&base, false);
+    let c = build_in_fresh_store(&base, Epoch::Flag);
     assert_eq!(a, c);
+    let d = build_in_fresh_store(&base, Epoch::BuildArg);
+    assert_eq!(a, d);
 }
 
 #[test]
@@ -105,4 +126,32 @@ fn base_image_layers_and_history_are_never_rewritten() {
     };
     let (base_layers, built_layers) = (layers("busybox"), layers(&id));
     assert_eq!(&built_layers[..base_layers.len()], &base_layers[..]);
+}
+
+#[test]
+fn source_date_epoch_from_the_environment_is_a_build_arg_too() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo \"$SOURCE_DATE_EPOCH\" > /epoch\n",
+    );
+    let out = Command::new(common::rbuild_bin())
+        .args(["--root", &root.root_str(), "build", "-q", &ctx.dir()])
+        .env("SOURCE_DATE_EPOCH", "1234567890")
+        .output()
+        .expect("run rbuild");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        build_support::run_sh(&root, &id, "cat /epoch"),
+        "1234567890\n"
+    );
+    assert_eq!(
+        build_support::config_json(&root, &id)["created"],
+        "2009-02-13T23:31:30.000000000Z"
+    );
 }

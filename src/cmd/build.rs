@@ -49,7 +49,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = "gzip")]
     pub compression: String,
     /// Creation time for reproducible builds (seconds since the epoch or RFC 3339); also clamps
-    /// file mtimes in new layers. Defaults to $SOURCE_DATE_EPOCH when set.
+    /// file mtimes in new layers. Defaults to SOURCE_DATE_EPOCH (environment or build arg).
     #[arg(long)]
     pub timestamp: Option<String>,
     /// Target platform (only the host's, linux/amd64, is supported).
@@ -280,10 +280,19 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         "zstd" => rbuild_layerfs::layer::Compression::Zstd,
         other => bail!("invalid --compression {other:?}: use gzip or zstd"),
     };
-    opts.timestamp = match (&args.timestamp, std::env::var("SOURCE_DATE_EPOCH")) {
+    // As docker buildx: SOURCE_DATE_EPOCH from the environment is passed on as a build arg (so
+    // `ARG SOURCE_DATE_EPOCH` sees it), and the build arg, however given, sets the epoch.
+    if let Ok(e) = std::env::var("SOURCE_DATE_EPOCH") {
+        if !e.trim().is_empty() {
+            opts.build_args
+                .entry("SOURCE_DATE_EPOCH".to_string())
+                .or_insert(e);
+        }
+    }
+    opts.timestamp = match (&args.timestamp, opts.build_args.get("SOURCE_DATE_EPOCH")) {
         (Some(t), _) => Some(parse_timestamp(t)?),
-        (None, Ok(e)) if !e.trim().is_empty() => {
-            Some(parse_timestamp(&e).context("SOURCE_DATE_EPOCH must be seconds since the epoch")?)
+        (None, Some(e)) if !e.trim().is_empty() => {
+            Some(parse_timestamp(e).context("SOURCE_DATE_EPOCH must be seconds since the epoch")?)
         }
         _ => None,
     };

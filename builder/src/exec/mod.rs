@@ -337,7 +337,8 @@ fn resolve_images(
     Ok(resolved)
 }
 
-/// `--build-arg` names no ARG declares (Docker warns about them; proxy args are exempt).
+/// `--build-arg` names no ARG declares (Docker warns about them; proxy args and
+/// SOURCE_DATE_EPOCH are exempt).
 fn unused_build_args(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> Vec<String> {
     let mut declared = std::collections::BTreeSet::new();
     let instructions = df
@@ -351,7 +352,12 @@ fn unused_build_args(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> 
     }
     build_args
         .keys()
-        .filter(|k| !declared.contains(k.as_str()) && !step::PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| {
+            !declared.contains(k.as_str())
+                && !step::PROXY_ARGS.contains(&k.as_str())
+                // Consumed by the build itself (the reproducible timestamp).
+                && k.as_str() != "SOURCE_DATE_EPOCH"
+        })
         .cloned()
         .collect()
 }
