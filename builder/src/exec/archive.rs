@@ -147,20 +147,23 @@ pub fn extract(
             Some(p) => p,
             None => continue,
         };
-        let dir = root.ensure_dir(&parent, None)?;
+        // Errors name the member they come from.
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{member}: {e}"));
+        let dir = root.ensure_dir(&parent, None).map_err(named)?;
         match header.entry_type() {
             tar::EntryType::Directory => {
-                root.mkdir_at(&dir, &name, attrs)?;
+                root.mkdir_at(&dir, &name, attrs).map_err(named)?;
                 dir_times.push((target.clone(), header.mtime().unwrap_or(0) as i64));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                root.write_file_at(&dir, &name, &mut entry, attrs)?;
+                root.write_file_at(&dir, &name, &mut entry, attrs)
+                    .map_err(named)?;
             }
             tar::EntryType::Symlink => {
                 let link = entry
                     .link_name()?
                     .ok_or_else(|| io::Error::other(format!("{member}: symlink without target")))?;
-                root.symlink_at(&dir, &name, &link, attrs)?;
+                root.symlink_at(&dir, &name, &link, attrs).map_err(named)?;
             }
             tar::EntryType::Link => {
                 let link = entry.link_name()?.ok_or_else(|| {
@@ -172,8 +175,13 @@ pub fn extract(
                 let (tparent, tname) =
                     split_path(&format!("{}/{link}", dest.trim_end_matches('/')))
                         .ok_or_else(|| io::Error::other(format!("{member}: bad hard link")))?;
-                let tdir = root.ensure_dir(&tparent, None)?;
-                root.hardlink_at(&tdir, &tname, &dir, &name)?;
+                let tdir = root.ensure_dir(&tparent, None).map_err(named)?;
+                root.hardlink_at(&tdir, &tname, &dir, &name).map_err(|e| {
+                    named(io::Error::new(
+                        e.kind(),
+                        format!("hard link to {link}: {e}"),
+                    ))
+                })?;
             }
             _ => continue, // devices and fifos are not created by ADD
         }
@@ -245,5 +253,28 @@ mod tests {
         let plain = tmp.path().join("plain.txt");
         std::fs::write(&plain, "just text").unwrap();
         assert_eq!(detect(&plain).unwrap(), None);
+    }
+
+    #[test]
+    fn member_errors_name_the_member() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_link(&mut h, "sub/hl", "missing/target").unwrap();
+        let data = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a.tar");
+        std::fs::write(&p, &data).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let w = RootWriter::open(root.path()).unwrap();
+        let err = extract(&p, ArchiveKind::Tar, &w, "/out", None).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("sub/hl: hard link to missing/target: "),
+            "{err}"
+        );
     }
 }
