@@ -400,16 +400,17 @@ fn credential_helper_round_trip(config: &dyn Fn(&str) -> String) {
     );
 }
 
-/// A non-loopback IPv4 address of this machine: the source address of its route to TEST-NET-1
-/// (connecting a UDP socket sends nothing).
+/// A non-loopback IPv4 address of this machine (of an interface that is up). Traffic to it
+/// stays on the machine, like loopback traffic, but rbuild must treat it as a remote host.
 fn non_loopback_ip() -> String {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    socket
-        .connect("192.0.2.1:9")
-        .expect("this test needs an IPv4 route off the machine, for a non-loopback address");
-    let ip = socket.local_addr().unwrap().ip();
-    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
-    ip.to_string()
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().expect("getifaddrs");
+    addrs
+        .filter(|a| a.flags.contains(InterfaceFlags::IFF_UP))
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .expect("this test needs a non-loopback IPv4 address on an interface that is up")
+        .to_string()
 }
 
 #[test]
