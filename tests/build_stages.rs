@@ -84,3 +84,30 @@ fn automatic_platform_args_name_the_host_platform() {
     // BUILDOS was not declared in the stage, so the RUN does not see it.
     assert_eq!(run_sh(&root, &id, "cat /arch"), "amd64 linux/amd64 []\n");
 }
+
+#[test]
+fn copy_from_with_a_wildcard_matching_one_file_copies_that_file() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir /o && echo one > /o/x.bin && echo 2 > /o/y.txt\n\
+         FROM busybox\nCOPY --from=b /o/*.bin /app\nCOPY --from=b /o/* /all/\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "cat /app; ls /all"),
+        "one\nx.bin\ny.txt\n"
+    );
+    // Several matches still need a directory destination.
+    let many = Context::new(
+        "FROM busybox AS b\nRUN mkdir /o && echo 1 > /o/x.bin && echo 2 > /o/y.bin\n\
+         FROM busybox\nCOPY --from=b /o/*.bin /app\n",
+    );
+    let out = build_support::build(&root, &many, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("destination must be a directory"),
+        "{err}"
+    );
+}

@@ -210,7 +210,8 @@ impl Builder<'_, '_> {
             for p in &paths {
                 key.part(p);
             }
-            count = paths.len() + usize::from(paths.iter().any(|p| p.contains(['*', '?', '['])));
+            // A wildcard counts once here: how many it matched is known at copy time.
+            count = paths.len();
             from = Some((layers, paths));
         } else {
             for s in spec.sources {
