@@ -111,3 +111,25 @@ fn copy_from_with_a_wildcard_matching_one_file_copies_that_file() {
         "{err}"
     );
 }
+
+#[test]
+fn copy_from_a_symlink_source_keeps_the_symlink_name() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // /bin/ls and /bin/cat are symlinks to /bin/busybox in the image: each is copied as the
+    // file it points to, under its own name.
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir -p /real/dir && echo data > /real/dir/f && ln -s /real/dir /linkdir\n\
+         FROM busybox\nCOPY --from=busybox /bin/ls /bin/cat /two/\nCOPY --from=b /linkdir /copied\n\
+         COPY --from=b /linkdir /into/\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "ls /two; test -f /two/ls && test ! -L /two/ls && echo file; cat /copied/f; ls /into"
+        ),
+        "cat\nls\nfile\ndata\nf\n"
+    );
+}

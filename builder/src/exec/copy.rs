@@ -210,6 +210,8 @@ impl Builder<'_, '_> {
             for p in &paths {
                 key.part(p);
             }
+            // Records made before symlink sources kept their names hold the wrong tree.
+            key.part("symlink-sources-keep-their-names");
             // A wildcard counts once here: how many it matched is known at copy time.
             count = paths.len();
             from = Some((layers, paths));
@@ -412,7 +414,17 @@ impl Builder<'_, '_> {
                             .to_string_lossy()
                             .into_owned()
                     };
-                    trees.extend(src.select(&rel).map_err(|e| err(e.to_string()))?);
+                    let mut selected = src.select(&rel).map_err(|e| err(e.to_string()))?;
+                    // A symlink source keeps its own name (`COPY --from=img /bin/ls /x/` makes
+                    // /x/ls, not /x/busybox), as a context source does.
+                    let cleaned = clean_rel(p);
+                    if !p.contains(['*', '?', '[']) && rel != cleaned && !cleaned.is_empty() {
+                        let name = cleaned.rsplit('/').next().unwrap_or(&cleaned).to_string();
+                        for t in &mut selected {
+                            t.name = name.clone();
+                        }
+                    }
+                    trees.extend(selected);
                 }
                 if trees.is_empty() {
                     return Err(err(no_sources(
