@@ -560,6 +560,19 @@ fn devices_statfs_fsync_and_inode_numbers() {
                     rustix::fs::minor(up.rdev()),
                 ));
             }
+            let whiteout = rustix::fs::mknodat(
+                CWD,
+                m.join("wh").as_path(),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            );
+            o.push(format!(
+                "mknod of a 0/0 device (a whiteout): {}, then lstat: {}, in the upper dir: {}",
+                errno(whiteout),
+                errno(fs::symlink_metadata(m.join("wh"))),
+                errno(fs::symlink_metadata(upper.join("wh")))
+            ));
             let mut buf = [0u8; 4];
             o.push(format!(
                 "read of the null device: {:?}",
@@ -612,13 +625,17 @@ fn devices_statfs_fsync_and_inode_numbers() {
         seen[1],
         "mknod blk: ok mode 60640 rdev 300:70000 upper rdev 300:70000"
     );
-    assert_eq!(seen[4], "read of the null device: Some(0)");
     assert_eq!(
-        seen[5],
+        seen[4],
+        "mknod of a 0/0 device (a whiteout): errno 1, then lstat: errno 2, in the upper dir: errno 2"
+    );
+    assert_eq!(seen[5], "read of the null device: Some(0)");
+    assert_eq!(
+        seen[6],
         "statfs like the upper dir's filesystem: bsize true blocks true files true namemax 255"
     );
     assert_eq!(
-        seen[9],
+        seen[10],
         "inode numbers kept: written file true chmod'ed file true its dir true"
     );
 }

@@ -752,6 +752,11 @@ impl UnionFs {
         umask: u32,
         rdev: u32,
     ) -> Res<FileAttr> {
+        // A character device 0/0 is a whiteout in the upper dir: it would hide the name (and
+        // the layer would delete it) instead of creating it. overlayfs refuses it the same way.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Errno::EPERM);
+        }
         let mut st = self.lock();
         let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
