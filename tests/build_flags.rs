@@ -316,3 +316,33 @@ fn run_output_is_streamed_whole() {
     let log = std::fs::read_to_string(log).expect("read build log");
     assert!(log.contains(&format!("{long}\n1\n")) && log.contains("\n20000\n"));
 }
+
+#[test]
+fn a_reader_that_goes_away_does_not_fail_the_build() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN echo one && echo two\n");
+    // Like `rbuild build . | head -1`, at its harshest: the reading end is closed before
+    // rbuild writes anything, so every write to stdout meets a closed pipe.
+    let mut child = Command::new(common::rbuild_bin())
+        .args([
+            "--root",
+            &root.root_str(),
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "gone",
+        ])
+        .arg(ctx.dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild");
+    drop(child.stdout.take().expect("stdout"));
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stdout_of(&root, "gone", &["echo", "ok"]), "ok\n");
+}

@@ -354,17 +354,18 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
-    if args.quiet {
-        println!("{id}");
-    } else {
+    // The image is built and tagged: a reader that went away (`rbuild build . | head -1`)
+    // does not make that a failure, and never a panic.
+    let mut out = std::io::stdout().lock();
+    if !args.quiet {
         if let Some(log) = &outcome.log {
-            println!("Build log: {}", log.display());
+            let _ = writeln!(out, "Build log: {}", log.display());
         }
         for t in &opts.tags {
-            println!("Successfully tagged {t}");
+            let _ = writeln!(out, "Successfully tagged {t}");
         }
-        println!("{id}");
     }
+    let _ = writeln!(out, "{id}");
     Ok(ExitCode::SUCCESS)
 }
 
