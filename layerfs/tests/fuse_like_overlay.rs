@@ -709,3 +709,92 @@ fn mmap_writes_read_back() {
         ]
     );
 }
+
+/// rename(2) with RENAME_EXCHANGE (`mv --exchange`): files of either layer swap, a purely
+/// upper directory swaps with a file (and is opaque where it lands in a merged directory), a
+/// directory from a lower layer cannot move (EXDEV).
+#[test]
+fn rename_exchange() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("f"), b"lower f", 0o644);
+            write(&l.join("g"), b"lower g", 0o600);
+            write(&l.join("sub/h"), b"lower h", 0o644);
+            write(&l.join("lowerdir/x"), b"x", 0o644);
+            write(&l.join("sub/newdir"), b"lower file under the name", 0o644);
+            write(&l.join("sub/gone/inner"), b"hidden", 0o644);
+        },
+        act: |m, _| {
+            let mut o = Vec::new();
+            let exchange = |a: &str, b: &str| {
+                errno(rustix::fs::renameat_with(
+                    CWD,
+                    m.join(a).as_path(),
+                    CWD,
+                    m.join(b).as_path(),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                ))
+            };
+            fs::write(m.join("u1"), b"upper 1").unwrap();
+            fs::write(m.join("sub/u2"), b"upper 2").unwrap();
+            o.push(format!("upper files: {}", exchange("u1", "sub/u2")));
+            o.push(format!("lower files: {}", exchange("f", "g")));
+            o.push(format!("lower and upper: {}", exchange("sub/h", "u1")));
+            for name in ["u1", "sub/u2", "f", "g", "sub/h"] {
+                let meta = fs::metadata(m.join(name)).unwrap();
+                o.push(format!(
+                    "{name}: {:?} {:o}",
+                    read(&m.join(name)),
+                    meta.mode()
+                ));
+            }
+            fs::create_dir(m.join("fresh")).unwrap();
+            fs::write(m.join("fresh/inside"), b"in").unwrap();
+            o.push(format!(
+                "upper dir and lower file: {}",
+                exchange("fresh", "sub/newdir")
+            ));
+            let mut names: Vec<String> = fs::read_dir(m.join("sub/newdir"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            o.push(format!(
+                "sub/newdir holds {names:?}, fresh is {:?}",
+                read(&m.join("fresh"))
+            ));
+            o.push(format!("lower dir: {}", exchange("lowerdir", "f")));
+            // A purely upper dir that lands where a lower layer had a (deleted) dir.
+            fs::remove_dir_all(m.join("sub/gone")).unwrap();
+            fs::write(m.join("sub/gone"), b"file over a deleted dir").unwrap();
+            fs::create_dir(m.join("other")).unwrap();
+            fs::write(m.join("other/mine"), b"mine").unwrap();
+            o.push(format!(
+                "upper dir over a deleted lower dir: {}",
+                exchange("other", "sub/gone")
+            ));
+            let names: Vec<String> = fs::read_dir(m.join("sub/gone"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            o.push(format!("sub/gone holds {names:?}"));
+            o
+        },
+    });
+    assert_eq!(
+        seen[..3],
+        ["upper files: ok", "lower files: ok", "lower and upper: ok"]
+    );
+    assert_eq!(seen[3], "u1: \"lower h\" 100644");
+    assert_eq!(seen[5], "f: \"lower g\" 100600");
+    assert_eq!(
+        seen[8..],
+        [
+            "upper dir and lower file: ok",
+            "sub/newdir holds [\"inside\"], fresh is \"lower file under the name\"",
+            "lower dir: errno 18",
+            "upper dir over a deleted lower dir: ok",
+            "sub/gone holds [\"mine\"]"
+        ]
+    );
+}

@@ -874,6 +874,9 @@ impl UnionFs {
         new_name: &OsStr,
         flags: RenameFlags,
     ) -> Res<()> {
+        if flags == RenameFlags::RENAME_EXCHANGE {
+            return self.do_exchange(parent, name, new_parent, new_name);
+        }
         if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
             return Err(Errno::EINVAL);
         }
@@ -929,6 +932,108 @@ impl UnionFs {
             st.inodes.forget(src_ino, 0);
         }
         result
+    }
+
+    /// rename(2) with RENAME_EXCHANGE, as overlayfs does it with redirect_dir=off: both entries
+    /// are copied up and swapped in the upper dir (no whiteouts: both names stay taken); a
+    /// directory that is not purely upper cannot move (EXDEV), and a purely upper one that
+    /// lands in a merged directory becomes opaque.
+    fn do_exchange(&self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> Res<()> {
+        let mut st = self.lock();
+        let upper = self.upper()?;
+        let a = self.resolve(&st, parent, name)?.ok_or(Errno::ENOENT)?;
+        let b = self
+            .resolve(&st, new_parent, new_name)?
+            .ok_or(Errno::ENOENT)?;
+        let pure_upper =
+            |r: &Resolved| r.layer == upper && r.dir_layers.iter().all(|&l| l == upper);
+        if [&a, &b].iter().any(|r| r.meta.is_dir() && !pure_upper(r)) {
+            return Err(Errno::EXDEV);
+        }
+        let merged = |st: &State, dir: u64| -> Res<bool> {
+            Ok(self.dir_info(st, dir)?.1.iter().any(|&l| l != upper))
+        };
+        let a_opaque = a.meta.is_dir() && merged(&st, new_parent)?;
+        let b_opaque = b.meta.is_dir() && merged(&st, parent)?;
+        let mut temporary = Vec::new();
+        let mut inos = Vec::new();
+        for (dir, entry, resolved) in [(parent, name, &a), (new_parent, new_name, &b)] {
+            let ino = st
+                .inodes
+                .ino_for((resolved.meta.dev(), resolved.meta.ino()));
+            // The source must be a live node to be copied up, under this very name.
+            if st.inodes.get(ino).is_none() {
+                self.remember(&mut st, dir, entry, resolved, false);
+                temporary.push(ino);
+            }
+            st.inodes.prefer_alias(ino, dir, entry);
+            inos.push(ino);
+        }
+        let result = self.exchange_live(
+            &mut st,
+            upper,
+            (parent, name, inos[0], a_opaque),
+            (new_parent, new_name, inos[1], b_opaque),
+        );
+        for ino in temporary {
+            st.inodes.forget(ino, 0);
+        }
+        result
+    }
+
+    fn exchange_live(
+        &self,
+        st: &mut State,
+        upper: LayerIndex,
+        (parent, name, a_ino, a_opaque): (u64, &OsStr, u64, bool),
+        (new_parent, new_name, b_ino, b_opaque): (u64, &OsStr, u64, bool),
+    ) -> Res<()> {
+        self.ensure_upper(st, a_ino)?;
+        self.ensure_upper(st, b_ino)?;
+        let a_real = self.layers.real(
+            upper,
+            &st.inodes.path(parent).ok_or(Errno::ENOENT)?.join(name),
+        );
+        let b_real = self.layers.real(
+            upper,
+            &st.inodes
+                .path(new_parent)
+                .ok_or(Errno::ENOENT)?
+                .join(new_name),
+        );
+        rustix::fs::renameat_with(
+            CWD,
+            &a_real,
+            CWD,
+            &b_real,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| errno(e.into()))?;
+        // Each entry is now at the other's path.
+        if a_opaque {
+            set_opaque(&b_real).map_err(errno)?;
+        }
+        if b_opaque {
+            set_opaque(&a_real).map_err(errno)?;
+        }
+        st.inodes
+            .move_alias(b_ino, new_parent, new_name, parent, name);
+        st.inodes
+            .move_alias(a_ino, parent, name, new_parent, new_name);
+        for ino in [a_ino, b_ino] {
+            self.refresh(st, ino)?;
+            let mut below = st.inodes.descendants(ino);
+            below.sort_by_key(|&ino| {
+                st.inodes
+                    .path(ino)
+                    .map(|p| p.components().count())
+                    .unwrap_or(0)
+            });
+            for ino in below {
+                self.refresh(st, ino)?;
+            }
+        }
+        Ok(())
     }
 
     /// overlayfs marks a purely upper directory opaque (it is moving into a merged parent)
