@@ -114,7 +114,7 @@ fn layer_from_tar(
     let dest = scratch.path().join("layer");
     apply_layer(input, &dest, &ApplyLimits::default())?;
     let info = layer_from_dir(store, &dest, opts)?;
-    store.commit_layer_dir(&dest, &info.diff_id)?;
+    store.commit_layer_dir_of_blob(&dest, &info.diff_id, Some(&info.digest))?;
     Ok(info)
 }
 

@@ -18,7 +18,7 @@ impl Store {
         let diff_id = super::writer::write_layer_unhashed(upper, opts, &mut ingest)
             .map_err(|e| StoreError::Layer(Box::new(e)))?;
         let (digest, size) = ingest.commit(None, None)?;
-        self.commit_layer_dir(upper, &diff_id)?;
+        self.commit_layer_dir_of_blob(upper, &diff_id, Some(&digest))?;
         Ok(LayerInfo {
             diff_id,
             digest,
@@ -45,6 +45,6 @@ impl Store {
                 actual: stats.diff_id,
             });
         }
-        self.commit_layer_dir(&dest, expected_diff_id)
+        self.commit_layer_dir_of_blob(&dest, expected_diff_id, Some(blob))
     }
 }

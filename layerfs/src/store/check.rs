@@ -42,6 +42,7 @@ impl Store {
         self.check_blobs(&mut report)?;
         self.check_images(&mut report);
         self.check_layers(&mut report)?;
+        self.check_unsynced_layers(&mut report);
         Ok(report)
     }
 
@@ -191,5 +192,34 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Layers the journal of unsynced layers still lists from an earlier boot: the recovery at
+    /// open could not re-create them, so their files may be incomplete.
+    fn check_unsynced_layers(&self, report: &mut CheckReport) {
+        let journal = self.unsynced_journal();
+        let entries = match journal.read() {
+            Ok(e) => e,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                return;
+            }
+        };
+        let boot = super::unsynced::boot_id();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in entries.iter().filter(|e| e.boot != boot) {
+            if !self.layer_dir(&e.diff_id).exists() || !seen.insert(e.diff_id.clone()) {
+                continue;
+            }
+            let why = if e.boot == super::unsynced::UNRECOVERED {
+                format!("could not be re-created from its blob ({})", e.note)
+            } else {
+                format!("is listed in {} from boot {} and was not re-created from its blob (see the warning of the last command)", journal.path().display(), e.boot)
+            };
+            report.problems.push(format!(
+                "layers/{}: published before an unclean shutdown or reboot and {why}; its files may be incomplete: remove the directory and pull or build the image again",
+                e.diff_id.hex()
+            ));
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! One job per file: verified blob ingest, the store-wide lock, tags in index.json, name
 //! normalisation, process sessions and the cleanup of incomplete work, scratch dirs, image
-//! mounts, reachability, and the check, prune and df maintenance commands.
+//! mounts, reachability, the journal of unsynced layer dirs, and the check, prune and df
+//! maintenance commands.
 
 mod check;
 mod df;
@@ -18,6 +19,7 @@ mod reference;
 mod roots;
 mod scratch;
 mod session;
+mod unsynced;
 
 pub use check::CheckReport;
 pub(crate) use df::tree_size;
@@ -45,6 +47,7 @@ const LAYOUT_DIRS: &[&str] = &[
     "containers",
     "tmp",
     "mounts",
+    "state",
 ];
 
 /// An open content store. Cheap to clone; the process's session ends when the last clone drops.

@@ -68,7 +68,23 @@ impl Store {
 
     /// Atomically renames an unpacked layer directory `src` (inside the store's tmp dir) to
     /// `layers/<hex>`. If the layer already exists, `src` is removed instead.
+    ///
+    /// The files of `src` are not synced: the layer is first listed in the journal of unsynced
+    /// layers, so that it is re-created from its blob after a crash (the blob is found through
+    /// the images in the store; [`Store::commit_layer_dir_of_blob`] names it).
     pub fn commit_layer_dir(&self, src: &Path, diff_id: &Digest) -> Result<()> {
+        self.commit_layer_dir_of_blob(src, diff_id, None)
+    }
+
+    /// [`Store::commit_layer_dir`] for a layer whose compressed blob `blob` is already in the
+    /// store (durably): recovery after a crash re-creates the layer from that blob even when no
+    /// image names it yet.
+    pub fn commit_layer_dir_of_blob(
+        &self,
+        src: &Path,
+        diff_id: &Digest,
+        blob: Option<&Digest>,
+    ) -> Result<()> {
         let layers = self.root().join("layers");
         ensure_dir(&layers, 0o700)?;
         let dest = self.layer_dir(diff_id);
@@ -77,6 +93,7 @@ impl Store {
             self.touch(&dest);
             return Ok(());
         }
+        self.unsynced_journal().append(diff_id, blob)?;
         match fs::rename(src, &dest) {
             Ok(()) => {}
             Err(e) if dest.is_dir() => {
