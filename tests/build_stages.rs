@@ -133,3 +133,29 @@ fn copy_from_a_symlink_source_keeps_the_symlink_name() {
         "cat\nls\nfile\ndata\nf\n"
     );
 }
+
+#[test]
+fn copy_from_keeps_the_owners_of_the_source() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // As Docker (moby#38599, and BuildKit): between stages and from images, owners are kept
+    // unless --chown says otherwise; only what comes from the context is root's.
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir -p /o/d && echo a > /o/a && chown 1234:5678 /o/a \
+         && chown 99:98 /o/d && chmod 4755 /o/a\n\
+         FROM busybox\nCOPY --from=b /o /kept\nCOPY --from=b --chown=7:8 /o /chowned\n\
+         COPY f /ctx\n",
+    );
+    ctx.write("f", "f\n");
+    std::os::unix::fs::chown(ctx.path().join("f"), Some(4321), Some(4321)).expect("chown");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "stat -c '%u:%g %a %n' /kept /kept/a /kept/d /chowned/a /chowned/d /ctx"
+        ),
+        "0:0 755 /kept\n1234:5678 4755 /kept/a\n99:98 755 /kept/d\n7:8 4755 /chowned/a\n\
+         7:8 755 /chowned/d\n0:0 644 /ctx\n"
+    );
+}

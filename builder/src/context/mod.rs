@@ -85,6 +85,9 @@ pub struct ContextEntry {
     pub size: u64,
     /// Modification time (seconds, nanoseconds) of the context file.
     pub mtime: (i64, i64),
+    /// Owner (uid, gid). Not part of any digest: context files are copied as root's, and
+    /// COPY --from keeps the owners of the source image.
+    pub owner: (u32, u32),
 }
 
 /// One source of an ADD/COPY after glob expansion, with the content of everything below it.
@@ -407,6 +410,7 @@ impl BuildContext {
                 mode: meta.permissions().mode() & 0o7777,
                 size: if meta.is_file() { meta.size() } else { 0 },
                 mtime: (meta.mtime(), meta.mtime_nsec()),
+                owner: (meta.uid(), meta.gid()),
             };
             entries.push(e);
         }

@@ -210,8 +210,10 @@ impl Builder<'_, '_> {
             for p in &paths {
                 key.part(p);
             }
-            // Records made before symlink sources kept their names hold the wrong tree.
-            key.part("symlink-sources-keep-their-names");
+            // Records made before symlink sources kept their names, and before entries kept
+            // their source owners, hold the wrong tree.
+            key.part("symlink-sources-keep-their-names")
+                .part("source-owners-kept");
             // A wildcard counts once here: how many it matched is known at copy time.
             count = paths.len();
             from = Some((layers, paths));
@@ -388,6 +390,7 @@ impl Builder<'_, '_> {
             writer: &writer,
             job,
             owner,
+            keep_owner: job.from.is_some(),
             dirs: HashMap::new(),
             queue: Vec::new(),
         };
@@ -495,6 +498,8 @@ struct Copier<'w> {
     writer: &'w RootWriter,
     job: &'w CopyJob,
     owner: Option<(u32, u32)>,
+    /// COPY --from without --chown: entries keep their owners from the source.
+    keep_owner: bool,
     /// Opened in-image directories by path.
     dirs: HashMap<String, OwnedFd>,
     /// Large files created and waiting for their content (see [`Copier::copy_queued`]).
@@ -518,7 +523,18 @@ impl QueuedCopy {
 
 impl Copier<'_> {
     fn attrs(&self, mode: u32, mtime: Option<(i64, i64)>) -> Attrs {
-        let (uid, gid) = self.owner.unwrap_or((0, 0));
+        self.attrs_owned(mode, mtime, (0, 0))
+    }
+
+    /// Attributes of a copied entry whose source is owned by `source_owner`: the `--chown`
+    /// owner, else the source's owner for COPY --from (as Docker keeps it between stages and
+    /// images), else root.
+    fn attrs_owned(&self, mode: u32, mtime: Option<(i64, i64)>, source_owner: (u32, u32)) -> Attrs {
+        let (uid, gid) = match (self.owner, self.keep_owner) {
+            (Some(o), _) => o,
+            (None, true) => source_owner,
+            (None, false) => (0, 0),
+        };
         Attrs {
             uid,
             gid,
@@ -668,7 +684,7 @@ impl Copier<'_> {
     fn entry(&mut self, src: &Path, target: &str, e: &ContextEntry) -> std::io::Result<()> {
         let (parent, name) =
             split_path(target).ok_or_else(|| std::io::Error::other("cannot replace /"))?;
-        let a = self.attrs(e.mode, Some(e.mtime));
+        let a = self.attrs_owned(e.mode, Some(e.mtime), e.owner);
         let w = self.writer;
         match &e.kind {
             EntryKind::Dir => {
