@@ -3,8 +3,8 @@
 //!
 //! One job per file: verified blob ingest, the store-wide lock, tags in index.json, name
 //! normalisation, process sessions and the cleanup of incomplete work, scratch dirs, image
-//! mounts, reachability, the journal of unsynced layer dirs, and the check, prune and df
-//! maintenance commands.
+//! mounts, reachability, the journal of unsynced layer dirs with its crash recovery, and the
+//! check, prune and df maintenance commands.
 
 mod check;
 mod df;
@@ -15,6 +15,7 @@ mod ingest;
 mod lock;
 mod mounts;
 mod prune;
+mod recover;
 mod reference;
 mod roots;
 mod scratch;
@@ -30,6 +31,7 @@ pub use ingest::{Ingest, SealedBlob};
 pub use lock::StoreLock;
 pub use mounts::MountRecord;
 pub use prune::PruneReport;
+pub use recover::{RecoveryReport, KILL_DURING_RECOVERY_ENV};
 pub use reference::{normalize_tag, split_tag};
 pub use scratch::ScratchDir;
 
@@ -61,11 +63,13 @@ struct Inner {
     root: PathBuf,
     session: session::Session,
     incomplete_removed: usize,
+    recovery: std::sync::OnceLock<RecoveryReport>,
 }
 
 impl Store {
-    /// Opens the store at `root`, creating the layout (root mode 0700) if needed, and removes
-    /// the incomplete work of processes that died.
+    /// Opens the store at `root`, creating the layout (root mode 0700) if needed, removes
+    /// the incomplete work of processes that died, and re-creates the layers published before
+    /// a crash or reboot from their blobs (see [`Store::recovered_at_open`]).
     pub fn open(root: &Path) -> Result<Store> {
         ensure_dir(root, 0o700)?;
         let meta = std::fs::metadata(root).at("stat store root", root)?;
@@ -85,9 +89,18 @@ impl Store {
                 root,
                 session,
                 incomplete_removed,
+                recovery: std::sync::OnceLock::new(),
             }),
         };
         store.init_layout_files()?;
+        let recovery = match store.unsynced_journal().read() {
+            Ok(entries) => store.recover_unsynced_layers(&entries),
+            Err(e) => {
+                tracing::warn!("reading the journal of unsynced layers: {e}");
+                RecoveryReport::default()
+            }
+        };
+        let _ = store.inner.recovery.set(recovery);
         Ok(store)
     }
 
@@ -106,6 +119,16 @@ impl Store {
     /// How many incomplete items of dead processes were removed when this store was opened.
     pub fn incomplete_removed_at_open(&self) -> usize {
         self.inner.incomplete_removed
+    }
+
+    /// What this open did about layers published before a crash or reboot.
+    pub fn recovered_at_open(&self) -> &RecoveryReport {
+        static NONE: RecoveryReport = RecoveryReport {
+            recreated: Vec::new(),
+            removed: Vec::new(),
+            unrecovered: Vec::new(),
+        };
+        self.inner.recovery.get().unwrap_or(&NONE)
     }
 
     /// Takes the store lock if it is free right now; `None` when another process holds it.

@@ -16,7 +16,7 @@
 //! remove only the lines they handled, so an entry appended meanwhile is never lost.
 
 use super::error::{IoContext, Result};
-use super::fsutil::fsync_dir;
+use super::fsutil::{atomic_write, fsync_dir, random_hex};
 use super::lock::open_lock_file;
 use super::Store;
 use crate::digest::Digest;
@@ -198,6 +198,36 @@ impl Journal {
             .collect())
     }
 
+    /// Replaces the entries in `done` by `replace` (holding the lock exclusively), keeping every
+    /// other entry, including those appended since `done` was read. `tmp` is a directory on the
+    /// store's filesystem for the new file.
+    pub(crate) fn rewrite(&self, tmp: &Path, done: &[Entry], replace: &[Entry]) -> Result<()> {
+        let _exclusive = self.flock(FlockArg::LockExclusive)?;
+        let mut kept: Vec<Entry> = self
+            .read()?
+            .into_iter()
+            .filter(|e| !done.contains(e))
+            .collect();
+        for r in replace {
+            if !kept.contains(r) {
+                kept.push(r.clone());
+            }
+        }
+        if kept.is_empty() {
+            return match OpenOptions::new().write(true).open(&self.path) {
+                Ok(f) => {
+                    f.set_len(0).at("truncate", &self.path)?;
+                    f.sync_all().at("fsync", &self.path)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).at("open", &self.path),
+            };
+        }
+        let text: String = kept.iter().map(Entry::line).collect();
+        let tmp_file = tmp.join(format!("unsynced-{}", random_hex(4)));
+        atomic_write(&tmp_file, &self.path, text.as_bytes())
+    }
+
     /// Takes the journal lock.
     fn flock(&self, mode: FlockArg) -> Result<Flock<File>> {
         let file = open_lock_file(&self.lock)?;
@@ -247,5 +277,28 @@ mod tests {
         let text = format!("{}garbage line\n{}", good.line(), &torn[..40]);
         std::fs::write(j.path(), text).expect("write journal");
         assert_eq!(j.read().expect("read"), vec![good]);
+    }
+
+    /// A rewrite removes what was handled and keeps what was appended in the meantime.
+    #[test]
+    fn rewrite_keeps_entries_appended_after_the_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("state")).expect("state dir");
+        let j = Journal::of(dir.path());
+        let a = Digest::of_bytes(b"a");
+        j.append(&a, None).expect("append a");
+        let seen = j.read().expect("read");
+        let b = Digest::of_bytes(b"b");
+        j.append(&b, Some(&a)).expect("append b");
+        j.rewrite(dir.path(), &seen, &[]).expect("rewrite");
+        let left = j.read().expect("read");
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].diff_id.clone(), left[0].blob.clone()),
+            (b, Some(a))
+        );
+        assert_eq!(left[0].boot, boot_id());
+        j.rewrite(dir.path(), &left, &[]).expect("rewrite all");
+        assert_eq!(std::fs::metadata(j.path()).expect("stat").len(), 0);
     }
 }
