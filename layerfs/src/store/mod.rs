@@ -3,10 +3,11 @@
 //!
 //! One job per file: verified blob ingest, the store-wide lock, tags in index.json, name
 //! normalisation, process sessions and the cleanup of incomplete work, scratch dirs, image
-//! mounts, reachability, the journal of unsynced layer dirs with its crash recovery, and the
-//! check, prune and df maintenance commands.
+//! mounts, reachability, the journal of unsynced layer dirs with its crash recovery and
+//! compaction, and the check, prune and df maintenance commands.
 
 mod check;
+mod compact;
 mod df;
 mod error;
 mod fsutil;
@@ -93,13 +94,7 @@ impl Store {
             }),
         };
         store.init_layout_files()?;
-        let recovery = match store.unsynced_journal().read() {
-            Ok(entries) => store.recover_unsynced_layers(&entries),
-            Err(e) => {
-                tracing::warn!("reading the journal of unsynced layers: {e}");
-                RecoveryReport::default()
-            }
-        };
+        let recovery = store.settle_unsynced_layers();
         let _ = store.inner.recovery.set(recovery);
         Ok(store)
     }
