@@ -159,3 +159,72 @@ fn copy_from_keeps_the_owners_of_the_source() {
          7:8 755 /chowned/d\n0:0 644 /ctx\n"
     );
 }
+
+/// Sets xattr `name` on `path` (libc: std has no xattr API).
+fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let n = std::ffi::CString::new(name).expect("name");
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name} on {}", path.display());
+}
+
+/// The value of xattr `name` on `path`, if it has one.
+fn get_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let n = std::ffi::CString::new(name).expect("name");
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+#[test]
+fn copy_from_keeps_file_capabilities_and_xattrs() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // A base image whose file has a capability (cap_net_bind_service, effective) and a user
+    // xattr, as `setcap` in a build stage would leave it.
+    let src = tempfile::tempdir().expect("rootfs dir");
+    common::busybox_rootfs(src.path());
+    let tool = src.path().join("bin/tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool\n").expect("write tool");
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 10, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    set_xattr(&tool, "security.capability", &cap);
+    set_xattr(&tool, "user.rbuild.note", b"kept");
+    root.ok(&["import", &src.path().to_string_lossy(), "capbase"]);
+    let ctx = Context::new(
+        "FROM busybox\nCOPY --from=capbase /bin/tool /tool\nCOPY --from=capbase --chown=1:1 /bin/tool /owned\n",
+    );
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let merged = std::path::PathBuf::from(root.ok(&["mount", &id]).trim());
+    for f in ["tool", "owned"] {
+        let p = merged.join(f);
+        // Set after the owner: a chown would have cleared the capability.
+        assert_eq!(
+            get_xattr(&p, "security.capability").as_deref(),
+            Some(&cap[..]),
+            "{f}"
+        );
+        assert_eq!(
+            get_xattr(&p, "user.rbuild.note").as_deref(),
+            Some(&b"kept"[..]),
+            "{f}"
+        );
+    }
+    root.ok(&["umount", &id]);
+}

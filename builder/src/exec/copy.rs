@@ -2,7 +2,7 @@
 //! the mounted parent rootfs with Docker's directory-content semantics.
 
 use super::archive;
-use super::fswrite::{set_file_attrs, split_path, Attrs, RootWriter};
+use super::fswrite::{copy_xattrs, set_file_attrs, split_path, Attrs, RootWriter};
 use super::plan::{resolve_from, FromSource};
 use super::step::{normalize_abs, StageCtx};
 use super::users::resolve_owner;
@@ -211,9 +211,10 @@ impl Builder<'_, '_> {
                 key.part(p);
             }
             // Records made before symlink sources kept their names, and before entries kept
-            // their source owners, hold the wrong tree.
+            // their source owners and xattrs, hold the wrong tree.
             key.part("symlink-sources-keep-their-names")
-                .part("source-owners-kept");
+                .part("source-owners-kept")
+                .part("source-xattrs-kept");
             // A wildcard counts once here: how many it matched is known at copy time.
             count = paths.len();
             from = Some((layers, paths));
@@ -511,13 +512,19 @@ struct QueuedCopy {
     src: File,
     dest: File,
     attrs: Attrs,
+    /// Copy the source's xattrs too (COPY --from).
+    xattrs: bool,
 }
 
 impl QueuedCopy {
     fn run(mut self) -> std::io::Result<()> {
         // In-kernel (copy_file_range, else sendfile) where the filesystems allow it.
         std::io::copy(&mut self.src, &mut self.dest)?;
-        set_file_attrs(&self.dest, self.attrs)
+        set_file_attrs(&self.dest, self.attrs)?;
+        if self.xattrs {
+            copy_xattrs(&self.src, &self.dest)?;
+        }
+        Ok(())
     }
 }
 
@@ -695,15 +702,27 @@ impl Copier<'_> {
             }
             EntryKind::File(_) => {
                 let mut f = File::open(src)?;
+                // From an image, files keep their xattrs (file capabilities set in a build
+                // stage, as Docker keeps them); context files are keyed by content alone.
+                let xattrs = self.keep_owner;
                 let dir = self.dir(&parent)?;
-                if e.size < PARALLEL_COPY_MIN {
+                if e.size < PARALLEL_COPY_MIN && !xattrs {
                     w.copy_file_at(dir, &name, &mut f, a)?;
+                } else if e.size < PARALLEL_COPY_MIN {
+                    QueuedCopy {
+                        src: f,
+                        dest: w.create_file_at(dir, &name)?,
+                        attrs: a,
+                        xattrs,
+                    }
+                    .run()?;
                 } else {
                     let dest = w.create_file_at(dir, &name)?;
                     self.queue.push(QueuedCopy {
                         src: f,
                         dest,
                         attrs: a,
+                        xattrs,
                     });
                     if self.queue.len() >= COPY_QUEUE_FILES {
                         self.copy_queued()?;

@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -327,6 +328,43 @@ fn timestamps((s, ns): (i64, i64)) -> Timestamps {
         last_access: t,
         last_modification: t,
     }
+}
+
+/// Copies the extended attributes of the open file `src` to the open file `dest` (file
+/// capabilities above all, which a chown clears: call this after the owner is set), except
+/// SELinux labels and `trusted.*` (overlay's own). An attribute the destination filesystem or
+/// the caller's privileges do not allow is skipped.
+pub fn copy_xattrs(src: &File, dest: &File) -> io::Result<()> {
+    let mut small = [0u8; 4096];
+    let mut big = Vec::new();
+    let list = match rustix::fs::flistxattr(src, &mut small[..]) {
+        Ok(0) => return Ok(()),
+        Ok(n) => small[..n].to_vec(),
+        Err(rustix::io::Errno::RANGE) => {
+            big.resize(1 << 16, 0);
+            let n = rustix::fs::flistxattr(src, &mut big[..])?;
+            big[..n].to_vec()
+        }
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut value = vec![0u8; 1 << 16];
+    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.") || name == b"security.selinux" {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        let n = match rustix::fs::fgetxattr(src, name, &mut value[..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::fsetxattr(dest, name, &value[..n], rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Sets owner, mode and (when given) mtime of a file written after [`RootWriter::create_file_at`].
