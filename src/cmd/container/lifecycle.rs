@@ -159,6 +159,9 @@ fn reap(root: &Path, c: &ContainerState) {
     }
 }
 
+/// How long a command waits for the process of a `--rm` container whose rbuild was killed.
+const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(2);
+
 /// Removes `--rm` containers that ended without being removed: their record says running, but
 /// the container process and the rbuild process waiting for it (a foreground `run --rm` or a
 /// detached monitor) are both gone, as after `kill -9` of rbuild. Docker removes a `--rm`
@@ -167,6 +170,18 @@ fn reap(root: &Path, c: &ContainerState) {
 pub(crate) fn remove_orphaned_auto_remove(root: &Path) {
     for c in state::list(root).unwrap_or_default() {
         let monitor_alive = c.monitor_pid > 0 && state::pid_alive(c.monitor_pid);
+        if c.config.auto_remove
+            && c.status == Status::Running
+            && c.monitor_pid > 0
+            && !monitor_alive
+        {
+            // Its process dies with the rbuild that waited for it (parent-death signal), a few
+            // milliseconds later: a command right after the kill must not find it running.
+            let deadline = Instant::now() + ORPHAN_EXIT_WAIT;
+            while c.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         if c.config.auto_remove && c.status == Status::Running && !c.is_running() && !monitor_alive
         {
             reap(root, &c);
