@@ -110,9 +110,14 @@ impl Launch {
         };
         // Working dir resolved inside the container before anything is dropped: magic links
         // (/proc/self/fd/N) are refused, symlinks cannot leave the root.
-        let cwd = match resolve::open_root(Path::new("/"))
-            .and_then(|root| resolve::open_in_root(&root, &self.cwd, Kind::Dir, &mut Vec::new()))
-        {
+        let cwd = match resolve::open_root(Path::new("/")).and_then(|root| {
+            resolve::open_in_root(
+                &root,
+                &self.cwd,
+                Kind::Dir,
+                &mut resolve::Created::default(),
+            )
+        }) {
             Ok(fd) => fd,
             Err(e) => {
                 return fail(RunnerError::Invalid(format!(

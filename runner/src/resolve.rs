@@ -40,14 +40,57 @@ pub fn open_root(root: &Path) -> Result<OwnedFd> {
     .sys(|| format!("open root {}", root.display()))
 }
 
+/// What [`open_in_root`] created (mount points), so that [`remove_created`] can take it away
+/// again without a trace: the created paths (relative to the root, parents first) and the times
+/// of the existing directories they were created in.
+#[derive(Debug, Default, Clone)]
+pub struct Created {
+    /// Created paths, parents first.
+    pub paths: Vec<PathBuf>,
+    /// Existing directories something was created in.
+    parents: Vec<ParentTimes>,
+}
+
+/// An existing directory's times before the first creation in it, and its mtime right after the
+/// last one (if it still has that mtime at removal, nothing else changed the directory).
+#[derive(Debug, Clone)]
+struct ParentTimes {
+    dir: PathBuf,
+    before: rustix::fs::Timestamps,
+    mtime_after: rustix::fs::Timespec,
+}
+
+impl Created {
+    /// Nothing was created.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+fn mtime(st: &rustix::fs::Stat) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: st.st_mtime as _,
+        tv_nsec: st.st_mtime_nsec as _,
+    }
+}
+
+fn times(st: &rustix::fs::Stat) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: mtime(st),
+    }
+}
+
 /// Opens `rel` below `root` (O_PATH), resolving every component inside the root; missing parts are
-/// created according to `kind`, and each created path (relative to the root) is appended to
-/// `created`, parents first.
+/// created according to `kind`, and recorded in `created`.
 pub fn open_in_root(
     root: impl AsFd,
     rel: &str,
     kind: Kind,
-    created: &mut Vec<PathBuf>,
+    created: &mut Created,
 ) -> Result<OwnedFd> {
     let rel = relative(rel);
     open_rel(root.as_fd(), &rel, kind, created)
@@ -57,7 +100,7 @@ fn open_rel(
     root: std::os::fd::BorrowedFd<'_>,
     rel: &Path,
     kind: Kind,
-    created: &mut Vec<PathBuf>,
+    created: &mut Created,
 ) -> Result<OwnedFd> {
     let target = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -94,6 +137,13 @@ fn open_rel(
         Mode::empty(),
     )
     .sys(|| format!("open directory {} inside the container", parent.display()))?;
+    // The times of an existing directory, before the first entry is created in it.
+    let existing_parent = !created.paths.iter().any(|p| p == parent);
+    let before = if existing_parent {
+        rustix::fs::fstat(&dir).ok()
+    } else {
+        None
+    };
     let made = match kind {
         Kind::Dir => rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)),
         _ => rustix::fs::openat(
@@ -105,7 +155,19 @@ fn open_rel(
         .map(drop),
     };
     match made {
-        Ok(()) => created.push(rel.to_path_buf()),
+        Ok(()) => {
+            created.paths.push(rel.to_path_buf());
+            if let (Some(before), Ok(after)) = (before, rustix::fs::fstat(&dir)) {
+                match created.parents.iter_mut().find(|t| t.dir == parent) {
+                    Some(t) => t.mtime_after = mtime(&after),
+                    None => created.parents.push(ParentTimes {
+                        dir: parent.to_path_buf(),
+                        before: times(&before),
+                        mtime_after: mtime(&after),
+                    }),
+                }
+            }
+        }
         Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(e).sys(|| format!("create {} inside the container", rel.display())),
     }
@@ -138,26 +200,41 @@ pub fn read_in_root(root: impl AsFd, rel: &str) -> Result<Option<Vec<u8>>> {
 }
 
 /// Removes mount points that [`open_in_root`] created, children first; only empty directories
-/// and empty files are removed, anything else is left alone.
-pub fn remove_created(root: &Path, created: &[PathBuf]) {
+/// and empty files are removed, anything else is left alone. An existing directory they were
+/// created in gets its times back when nothing else changed it meanwhile, so that (as with
+/// BuildKit's mount stubs) a RUN that changes nothing leaves no trace in the image.
+pub fn remove_created(root: &Path, created: &Created) {
     let Ok(root_fd) = open_root(root) else {
         return;
     };
-    for rel in created.iter().rev() {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            continue;
-        };
-        let Ok(dir) = rustix::fs::openat2(
+    let open_dir = |rel: &Path| {
+        rustix::fs::openat2(
             &root_fd,
-            if parent.as_os_str().is_empty() {
+            if rel.as_os_str().is_empty() {
                 Path::new(".")
             } else {
-                parent
+                rel
             },
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             resolve_flags(),
-        ) else {
+        )
+    };
+    // Decided before the removals, which change the mtimes themselves.
+    let untouched: Vec<(OwnedFd, rustix::fs::Timestamps)> = created
+        .parents
+        .iter()
+        .filter_map(|t| {
+            let fd = open_dir(&t.dir).ok()?;
+            let st = rustix::fs::fstat(&fd).ok()?;
+            (mtime(&st) == t.mtime_after).then_some((fd, t.before.clone()))
+        })
+        .collect();
+    for rel in created.paths.iter().rev() {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let Ok(dir) = open_dir(parent) else {
             continue;
         };
         let Ok(st) = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
@@ -174,6 +251,9 @@ pub fn remove_created(root: &Path, created: &[PathBuf]) {
             _ => Ok(()),
         };
     }
+    for (fd, before) in untouched {
+        let _ = rustix::fs::futimens(&fd, &before);
+    }
 }
 
 #[cfg(test)]
@@ -188,14 +268,14 @@ mod tests {
         std::os::unix::fs::symlink(host.path(), root.path().join("escape")).unwrap();
         std::os::unix::fs::symlink("../../../..", root.path().join("up")).unwrap();
         let fd = open_root(root.path()).unwrap();
-        let mut created = Vec::new();
+        let mut created = Created::default();
         // The symlink's target is looked up inside the root, where it does not exist.
         assert!(open_in_root(&fd, "escape/new", Kind::File, &mut created).is_err());
         assert!(!host.path().join("new").exists());
         open_in_root(&fd, "escape/secret", Kind::Existing, &mut created).unwrap_err();
         open_in_root(&fd, "up/newdir", Kind::Dir, &mut created).unwrap();
         assert!(root.path().join("newdir").is_dir());
-        assert_eq!(created, vec![PathBuf::from("up/newdir")]);
+        assert_eq!(created.paths, vec![PathBuf::from("up/newdir")]);
         remove_created(root.path(), &created);
         assert!(!root.path().join("newdir").exists());
         assert_eq!(std::fs::read(host.path().join("secret")).unwrap(), b"x");

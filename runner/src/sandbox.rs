@@ -34,7 +34,7 @@ pub struct Running {
     cgroup: Option<Cgroup>,
     owns_cgroup: bool,
     rootfs: PathBuf,
-    created: Vec<PathBuf>,
+    created: resolve::Created,
     pty: Option<PtyMaster>,
     done: bool,
 }
@@ -60,7 +60,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         cgroup: None,
         owns_cgroup: true,
         rootfs: sandbox.rootfs.clone(),
-        created: Vec::new(),
+        created: resolve::Created::default(),
         pty: None,
         done: false,
     };
@@ -198,7 +198,7 @@ impl Running {
             cgroup: None,
             owns_cgroup: false,
             rootfs: PathBuf::new(),
-            created: Vec::new(),
+            created: resolve::Created::default(),
             pty,
             done: false,
         }

@@ -153,7 +153,7 @@ impl Syscall for LinuxSyscall {
 
     fn target(&self, root: &Path, rel: &str, kind: Kind) -> Result<Target> {
         let root_fd = resolve::open_root(root)?;
-        let fd = resolve::open_in_root(&root_fd, rel, kind, &mut Vec::new())?;
+        let fd = resolve::open_in_root(&root_fd, rel, kind, &mut resolve::Created::default())?;
         Ok(Target {
             path: fd_path(&fd),
             _fd: Some(fd),
@@ -168,7 +168,12 @@ impl Syscall for LinuxSyscall {
             .unwrap_or_default();
         let name = relp.file_name().unwrap_or_default();
         let root_fd = resolve::open_root(root)?;
-        let dir = resolve::open_in_root(&root_fd, &parent, Kind::Existing, &mut Vec::new())?;
+        let dir = resolve::open_in_root(
+            &root_fd,
+            &parent,
+            Kind::Existing,
+            &mut resolve::Created::default(),
+        )?;
         match rustix::fs::symlinkat(dest, &dir, name) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
             Err(e) => Err(e).sys(|| format!("symlink {rel} -> {dest}")),
