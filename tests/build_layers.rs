@@ -98,3 +98,21 @@ fn a_layer_repeated_in_one_chain_mounts_and_shows_its_files() {
         "the two COPY layers are one layer"
     );
 }
+
+#[test]
+fn a_run_that_changes_nothing_leaves_no_trace_of_the_sandbox_mount_points() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // The base has /etc but neither /etc/hosts nor /etc/resolv.conf: the sandbox creates them
+    // as mount points for the host network's files and removes them again, which copies /etc
+    // up (and changes its mtime). Neither may end up in the layers: they stay empty.
+    let ctx = Context::new("FROM busybox\nRUN true\nRUN ls /etc/hosts /etc/resolv.conf\n");
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let c = build_support::config_json(&root, &id);
+    let diff_ids = c["rootfs"]["diff_ids"].as_array().expect("diff_ids");
+    // sha256 of an empty tar (two zero blocks).
+    let empty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+    assert_eq!(diff_ids.len(), 3, "{diff_ids:?}");
+    assert_eq!(diff_ids[1], empty, "RUN true");
+    assert_eq!(diff_ids[2], empty, "RUN ls");
+}

@@ -617,7 +617,7 @@ impl Builder<'_, '_> {
         ));
         let mount = mount_union(
             &MountSpec {
-                layers: dirs,
+                layers: dirs.clone(),
                 upper: Some(upper.clone()),
                 work: Some(work),
                 target: merged,
@@ -629,6 +629,14 @@ impl Builder<'_, '_> {
         mount
             .unmount()
             .map_err(|e| BuildError::store("unmounting the build rootfs", e))?;
+        // Directories copied up only for the sandbox's mount points (removed again), with
+        // nothing changed in them, are no change (as with BuildKit's mount stubs).
+        rbuild_layerfs::layer::prune_unchanged_dirs(&upper, &dirs).map_err(|source| {
+            BuildError::Io {
+                path: upper.clone(),
+                source,
+            }
+        })?;
         if !keep_empty {
             let mut entries = std::fs::read_dir(&upper).map_err(|source| BuildError::Io {
                 path: upper.clone(),

@@ -8,6 +8,8 @@
 
 mod apply;
 mod commit;
+mod prune;
+mod upper_walk;
 pub(crate) mod whiteout;
 mod writer;
 mod xattr;
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use crate::digest::Digest;
 
 pub use apply::{apply_layer, apply_tar};
+pub use prune::prune_unchanged_dirs;
 pub use writer::write_layer;
 
 /// OCI media type of an uncompressed layer.

@@ -14,9 +14,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 use tar::{EntryType, Header};
 
-#[path = "upper_walk.rs"]
-mod upper_walk;
-use upper_walk::EntryStat;
+use super::upper_walk::{self, EntryStat};
 
 #[path = "parallel_gzip.rs"]
 mod parallel_gzip;
