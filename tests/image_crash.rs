@@ -184,3 +184,90 @@ fn kill_9_of_load_at_random_moments_leaves_a_consistent_store() {
     t.ok(&["inspect", "app:1"]);
     t.ok(&["system", "check"]);
 }
+
+/// Rewrites the boot id of every line of the store's journal of unsynced layers to a fake
+/// earlier boot, as if the machine had crashed and rebooted since those layers were published.
+fn pretend_reboot(root: &Path) {
+    let journal = root.join("state/unsynced");
+    let text: String = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (_, rest) = l.split_once(' ').unwrap();
+            format!("00000000-0000-4000-8000-0000000000aa {rest}\n")
+        })
+        .collect();
+    assert!(!text.is_empty(), "the import listed its layer");
+    std::fs::write(&journal, text).unwrap();
+}
+
+/// Power loss after an import (simulated: a file of the unpacked layer truncated to 0 bytes and
+/// the journal's boot id from an earlier boot): the next command re-creates the layer from its
+/// blob and says so; a layer whose blob is gone cannot be, and `system check` names it.
+#[test]
+fn layer_damaged_by_a_power_loss_is_recreated_by_the_next_command() {
+    let t = TestRoot::new();
+    let src = tempfile::tempdir().unwrap();
+    small_rootfs(src.path());
+    t.ok(&["import", src.path().to_str().unwrap(), "app:1"]);
+    let layers: Vec<_> = std::fs::read_dir(t.path().join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(layers.len(), 1);
+    let layer = &layers[0];
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(layer.join("data/f3"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    pretend_reboot(t.path());
+
+    let out = t.rbuild(&["images"]);
+    assert!(out.status.success(), "{}", describe(&["images"], &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("re-created 1 layer(s) published before the last reboot"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(layer.join("data/f3")).unwrap(),
+        std::fs::read(src.path().join("data/f3")).unwrap()
+    );
+    t.ok(&["system", "check"]);
+    let quiet = t.rbuild(&["images"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "nothing to say when nothing was done"
+    );
+
+    // The same with the layer blob gone: the layer is kept and reported.
+    let blob = std::fs::read_dir(t.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::write(
+        t.path().join("state/unsynced"),
+        format!("x 1 {} -\n", layer.file_name().unwrap().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = t.rbuild(&["system", "check"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        describe(&["system", "check"], &out)
+    );
+    let problems = String::from_utf8_lossy(&out.stdout);
+    let name = format!("layers/{}", layer.file_name().unwrap().to_str().unwrap());
+    assert!(
+        problems
+            .lines()
+            .any(|l| l.contains(&name) && l.contains("could not be re-created")),
+        "{problems}"
+    );
+    assert!(layer.is_dir(), "the only copy of the layer is kept");
+}

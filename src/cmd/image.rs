@@ -234,7 +234,28 @@ pub enum SystemCommand {
 /// Opens the store at the configured root.
 pub(crate) fn open_store(g: &Globals) -> anyhow::Result<Store> {
     let root = g.store_root();
-    Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
+    let store = Store::open(&root)
+        .with_context(|| format!("opening the image store at {}", root.display()))?;
+    report_recovery(&store);
+    Ok(store)
+}
+
+/// Says on stderr what opening the store did about layers published before a crash or reboot
+/// (nothing in the normal case).
+pub(crate) fn report_recovery(store: &Store) {
+    let r = store.recovered_at_open();
+    if !r.recreated.is_empty() {
+        eprintln!(
+            "re-created {} layer(s) published before the last reboot from their blobs",
+            r.recreated.len()
+        );
+    }
+    for d in &r.removed {
+        eprintln!("removed layer {d}: published before the last reboot, its files may be incomplete, and no blob or image in the store can restore it");
+    }
+    for (d, why) in &r.unrecovered {
+        eprintln!("warning: layer {d} was published before the last reboot and could not be re-created: {why} (see `rbuild system check`)");
+    }
 }
 
 /// Runs one of these commands.

@@ -103,7 +103,9 @@ fn progress_for(quiet: bool, verb: &'static str) -> Arc<dyn Progress> {
 
 fn open_store(g: &Globals) -> anyhow::Result<Store> {
     let root = g.store_root();
-    Store::open(&root).with_context(|| format!("open store {}", root.display()))
+    let store = Store::open(&root).with_context(|| format!("open store {}", root.display()))?;
+    super::image::report_recovery(&store);
+    Ok(store)
 }
 
 fn pull(

@@ -214,7 +214,7 @@ impl Store {
             let why = if e.boot == super::unsynced::UNRECOVERED {
                 format!("could not be re-created from its blob ({})", e.note)
             } else {
-                format!("is listed in {} from boot {} and was not re-created from its blob (see the warning of the last command)", journal.path().display(), e.boot)
+                format!("is listed in {} from boot {}: re-creating it from its blob failed (it is tried again at every open)", journal.path().display(), e.boot)
             };
             report.problems.push(format!(
                 "layers/{}: published before an unclean shutdown or reboot and {why}; its files may be incomplete: remove the directory and pull or build the image again",
