@@ -84,12 +84,21 @@ impl Store {
                 finished(&mut done);
                 continue;
             }
-            let named = listed.iter().filter_map(|e| e.blob.clone());
-            let manifests = by_manifest.get_or_insert_with(|| self.layer_blobs_by_diff_id());
-            let in_images = manifests.get(diff_id).cloned().unwrap_or_default();
-            let blob = named
-                .chain(in_images.iter().cloned())
+            // The blob the journal names; only without one are the manifests read (once).
+            let named = listed
+                .iter()
+                .filter_map(|e| e.blob.clone())
                 .find(|b| self.has_blob(b));
+            let (blob, in_images) = match named {
+                Some(b) => (Some(b), Vec::new()),
+                None => {
+                    let manifests =
+                        by_manifest.get_or_insert_with(|| self.layer_blobs_by_diff_id());
+                    let in_images = manifests.get(diff_id).cloned().unwrap_or_default();
+                    let found = in_images.iter().find(|b| self.has_blob(b)).cloned();
+                    (found, in_images)
+                }
+            };
             let outcome = match blob {
                 Some(blob) => self.recreate_layer(diff_id, &blob),
                 None if in_images.is_empty() => {
