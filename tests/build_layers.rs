@@ -116,3 +116,52 @@ fn a_run_that_changes_nothing_leaves_no_trace_of_the_sandbox_mount_points() {
     assert_eq!(diff_ids[1], empty, "RUN true");
     assert_eq!(diff_ids[2], empty, "RUN ls");
 }
+
+#[test]
+fn hard_links_in_copy_and_add_sources_stay_hard_links() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir /o && echo from > /o/f && ln /o/f /o/g\n\
+         FROM busybox\nCOPY d /ctx/\nCOPY --from=b /o /from/\nADD links.tar /arch/\n",
+    );
+    let one = ctx.write("d/one", "linked\n");
+    ctx.write("d/other", "linked\n");
+    std::fs::create_dir_all(ctx.path().join("d/sub")).expect("mkdir");
+    std::fs::hard_link(&one, ctx.path().join("d/sub/two")).expect("link");
+    // An archive made by GNU tar from a dir whose two files are one inode.
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::write(src.path().join("a"), "arch\n").expect("write");
+    std::fs::hard_link(src.path().join("a"), src.path().join("b")).expect("link");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(src.path())
+        .arg("-cf")
+        .arg(ctx.path().join("links.tar"))
+        .args(["a", "b"])
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    let stat = |paths: &str| {
+        run_sh(
+            &root,
+            &id,
+            &format!("stat -c '%h %i' {paths} | uniq -c | awk '{{print $1, $2}}'"),
+        )
+    };
+    // Each pair: link count 2, one inode (uniq folds the two lines into one).
+    assert_eq!(stat("/ctx/one /ctx/sub/two"), "2 2\n");
+    assert_eq!(stat("/from/f /from/g"), "2 2\n");
+    assert_eq!(stat("/arch/a /arch/b"), "2 2\n");
+    assert_eq!(run_sh(&root, &id, "stat -c %h /ctx/other"), "1\n");
+    let layers = build_support::layer_listings(&root, &id);
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    for (layer, link) in [
+        (&layers[1], "ctx/sub/two link to ctx/one"),
+        (&layers[2], "from/g link to from/f"),
+        (&layers[3], "arch/b link to arch/a"),
+    ] {
+        assert!(layer.contains(link), "{link} not in:\n{layer}");
+    }
+}

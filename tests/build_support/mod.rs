@@ -113,3 +113,26 @@ pub fn config_json(root: &TestRoot, image: &str) -> serde_json::Value {
     let data = fs::read(root.path().join("blobs/sha256").join(hex)).expect("read config blob");
     serde_json::from_slice(&data).expect("config JSON")
 }
+
+/// `tar -tvf` of each layer blob of `image` (lowest first), one listing per layer; the blobs
+/// are gzip or zstd, which GNU tar recognises by content.
+pub fn layer_listings(root: &TestRoot, image: &str) -> Vec<String> {
+    let store = rbuild_layerfs::store::Store::open(root.path()).expect("open store");
+    let img = store.resolve_image(image).expect("resolve image");
+    img.manifest
+        .layers()
+        .iter()
+        .map(|layer| {
+            let digest = layer.digest().to_string();
+            let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+            let blob = root.path().join("blobs/sha256").join(hex);
+            let out = std::process::Command::new("tar")
+                .arg("-tvf")
+                .arg(&blob)
+                .output()
+                .expect("run tar");
+            assert!(out.status.success(), "tar -tvf {}", blob.display());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}

@@ -88,6 +88,9 @@ pub struct ContextEntry {
     /// Owner (uid, gid). Not part of any digest: context files are copied as root's, and
     /// COPY --from keeps the owners of the source image.
     pub owner: (u32, u32),
+    /// (device, inode) of a regular file with more than one link: files of one source that
+    /// share it are hard links of each other, and are copied as hard links (as BuildKit).
+    pub link: Option<(u64, u64)>,
 }
 
 /// One source of an ADD/COPY after glob expansion, with the content of everything below it.
@@ -411,6 +414,7 @@ impl BuildContext {
                 size: if meta.is_file() { meta.size() } else { 0 },
                 mtime: (meta.mtime(), meta.mtime_nsec()),
                 owner: (meta.uid(), meta.gid()),
+                link: (meta.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
             };
             entries.push(e);
         }
@@ -425,8 +429,24 @@ impl BuildContext {
         if exceptions {
             prune_excluded_dirs(&mut entries, rel, self);
         }
+        // A file that is a hard link of an earlier one in this source is hashed as that link
+        // (its content is the same), so linking or unlinking files changes the digest.
+        let mut first_of: std::collections::HashMap<(u64, u64), &str> =
+            std::collections::HashMap::new();
         for e in &entries {
             hash_entry(&mut hasher, e);
+            if let Some(id) = e.link {
+                match first_of.get(&id) {
+                    Some(first) => {
+                        hasher.update(b"\0hardlink\0");
+                        hasher.update(first.as_bytes());
+                        hasher.update([0]);
+                    }
+                    None => {
+                        first_of.insert(id, &e.rel);
+                    }
+                }
+            }
         }
         Ok(SourceTree {
             rel: rel.to_string(),
@@ -697,5 +717,22 @@ mod tests {
         }
         // The same tree again (now from the stat cache) has the same digest.
         assert_eq!(ctx.select(".").unwrap()[0].digest, tree.digest);
+    }
+
+    #[test]
+    fn hard_links_are_marked_and_change_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), "same").unwrap();
+        fs::write(dir.path().join("b"), "same").unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        let apart = ctx.select(".").unwrap().remove(0);
+        assert!(apart.entries.iter().all(|e| e.link.is_none()));
+        fs::remove_file(dir.path().join("b")).unwrap();
+        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        let linked = ctx.select(".").unwrap().remove(0);
+        assert_eq!(linked.entries[1].link, linked.entries[2].link);
+        assert!(linked.entries[1].link.is_some());
+        assert_ne!(linked.digest, apart.digest);
     }
 }

@@ -214,7 +214,8 @@ impl Builder<'_, '_> {
             // their source owners and xattrs, hold the wrong tree.
             key.part("symlink-sources-keep-their-names")
                 .part("source-owners-kept")
-                .part("source-xattrs-kept");
+                .part("source-xattrs-kept")
+                .part("hard-links-kept");
             // A wildcard counts once here: how many it matched is known at copy time.
             count = paths.len();
             from = Some((layers, paths));
@@ -394,6 +395,7 @@ impl Builder<'_, '_> {
             keep_owner: job.from.is_some(),
             dirs: HashMap::new(),
             queue: Vec::new(),
+            links: HashMap::new(),
         };
         if let Some((layers, paths)) = &job.from {
             return self.with_readonly(layers, |src_root| {
@@ -505,6 +507,9 @@ struct Copier<'w> {
     dirs: HashMap<String, OwnedFd>,
     /// Large files created and waiting for their content (see [`Copier::copy_queued`]).
     queue: Vec<QueuedCopy>,
+    /// Where the first file of each hard-link group of the current source went (by the source's
+    /// device and inode): the others are linked to it, as BuildKit's copy does.
+    links: HashMap<(u64, u64), String>,
 }
 
 /// A large file whose destination exists (empty) and whose content is still to be copied.
@@ -642,6 +647,8 @@ impl Copier<'_> {
     }
 
     fn tree(&mut self, base: &Path, tree: &SourceTree, multi: bool) -> std::io::Result<()> {
+        // Hard links are kept within one source (BuildKit copies each source on its own).
+        self.links.clear();
         let copied = self.tree_entries(base, tree, multi);
         // Queued files are filled even after an error, so no fd is left open; the first error
         // is the one reported.
@@ -701,6 +708,16 @@ impl Copier<'_> {
                 self.dirs.insert(target.to_string(), fd);
             }
             EntryKind::File(_) => {
+                if let Some(id) = e.link {
+                    if let Some(first) = self.links.get(&id).cloned() {
+                        let (fparent, fname) = split_path(&first)
+                            .ok_or_else(|| std::io::Error::other("cannot link to /"))?;
+                        let fdir = self.dir(&fparent)?.try_clone()?;
+                        let dir = self.dir(&parent)?;
+                        return w.hardlink_at(&fdir, &fname, dir, &name);
+                    }
+                    self.links.insert(id, target.to_string());
+                }
                 let mut f = File::open(src)?;
                 // From an image, files keep their xattrs (file capabilities set in a build
                 // stage, as Docker keeps them); context files are keyed by content alone.
