@@ -123,7 +123,7 @@ pub fn commit_layer(
     blob.publish().map_err(store_err)?;
     if let Some(layer) = applied {
         store
-            .commit_layer_dir(&layer.dir, &job.diff_id)
+            .commit_layer_dir_of_blob(&layer.dir, &job.diff_id, Some(&job.digest))
             .map_err(store_err)?;
     }
     Ok(())

@@ -464,3 +464,64 @@ fn whole_blob_patch_cut_mid_body_is_uploaded_again() {
         "a new upload after the cut: {log:#?}"
     );
 }
+
+/// A pull lists each layer it unpacks in the store's journal of unsynced layers, naming its
+/// blob. After a simulated power loss (a layer file truncated to 0 bytes, the journal's boot id
+/// rewritten to an earlier boot, and the manifest lost as if the crash came before it was
+/// stored) the next open re-creates the layer from that blob.
+#[test]
+fn pulled_layer_is_recreated_from_its_blob_after_a_power_loss() {
+    let registry = TestRegistry::start();
+    let creds = tempfile::tempdir().unwrap();
+    let src = TempStore::new();
+    let big = noise(200_000, 7);
+    let image = make_image(&src.store, "app:1", &[&[("data/big.bin", &big)]]);
+    let dest = ImageRef::parse(&format!("{}/team/power:1", registry.host())).unwrap();
+    let rt = rt();
+    rt.block_on(push(
+        &src.store,
+        "app:1",
+        &dest,
+        &push_options(creds.path()),
+        Arc::new(NoProgress),
+    ))
+    .expect("push");
+    let dst = TempStore::new();
+    rt.block_on(pull(
+        &dst.store,
+        &dest,
+        &pull_options(creds.path()),
+        Arc::new(NoProgress),
+    ))
+    .expect("pull");
+    let (diff_id, blob) = (
+        image.diff_ids()[0].clone(),
+        image.layer_digests()[0].clone(),
+    );
+    let journal = dst.store.root().join("state/unsynced");
+    let line = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        line.contains(&format!("{} {}", diff_id.hex(), blob.hex())),
+        "the pull names the blob: {line}"
+    );
+
+    let file = dst.store.layer_dir(&diff_id).join("data/big.bin");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let (_, rest) = line.split_once(' ').unwrap();
+    std::fs::write(
+        &journal,
+        format!("00000000-0000-4000-8000-0000000000aa {rest}"),
+    )
+    .unwrap();
+    std::fs::remove_file(dst.store.blob_path(&image.manifest_digest)).unwrap();
+
+    let reopened = rbuild_layerfs::Store::open(dst.store.root()).unwrap();
+    assert_eq!(reopened.recovered_at_open().recreated, vec![diff_id]);
+    assert_eq!(std::fs::read(&file).unwrap(), big);
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "");
+}
