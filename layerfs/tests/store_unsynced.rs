@@ -374,3 +374,50 @@ fn layer_nothing_can_restore_is_removed() {
     assert!(!reopened.has_layer(&info.diff_id));
     assert_eq!(journal_text(&reopened), "");
 }
+
+/// While the layer is re-created, a concurrent reader always finds it whole or damaged, never
+/// missing (the new tree is swapped in with RENAME_EXCHANGE).
+#[test]
+fn layer_is_never_missing_while_it_is_recreated() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let t = TempStore::new();
+    let image = small_image(&t.store, "watched");
+    let diff_id = image.diff_ids()[0].clone();
+    let hello = t.store.layer_dir(&diff_id).join("etc/hello");
+    damage(&hello);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (missing, looks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let watcher = {
+        let (stop, missing, looks, hello) =
+            (stop.clone(), missing.clone(), looks.clone(), hello.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !hello.exists() {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+                looks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for _ in 0..20 {
+        reboot(&t.store);
+        let reopened = Store::open(t.store.root()).unwrap();
+        assert_eq!(
+            reopened.recovered_at_open().recreated,
+            vec![diff_id.clone()]
+        );
+        // Journal the layer again for the next round, as its publisher did.
+        let line = format!("x 0 {} {}\n", diff_id.hex(), image.layer_digests()[0].hex());
+        fs::write(journal(&t.store), line).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(looks.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        missing.load(Ordering::Relaxed),
+        0,
+        "the layer was seen missing"
+    );
+    assert_eq!(fs::read_to_string(&hello).unwrap(), "watched");
+}
