@@ -5,7 +5,7 @@
 mod build_support;
 mod common;
 
-use build_support::{build, build_ok, run_sh, Context};
+use build_support::{build, build_ok, get_xattr, run_sh, set_xattr, Context};
 use common::TestRoot;
 
 #[test]
@@ -151,4 +151,49 @@ fn a_wildcard_may_match_nothing_but_not_every_source_may() {
             "{df}: {err}"
         );
     }
+}
+
+#[test]
+fn context_files_keep_their_xattrs_and_a_changed_xattr_misses_the_cache() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nCOPY tool /tool\nCOPY d /d/\nCOPY plain /plain\n");
+    let tool = ctx.write("tool", "#!/bin/sh\necho tool\n");
+    ctx.write("plain", "plain\n");
+    let inner = ctx.write("d/sub/f", "f\n");
+    // cap_net_bind_service, effective, as `setcap` leaves it; and user xattrs on a file and a dir.
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 10, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    set_xattr(&tool, "security.capability", &cap);
+    set_xattr(&tool, "user.rbuild.note", b"one");
+    set_xattr(&inner, "user.rbuild.inner", b"in");
+    set_xattr(&ctx.path().join("d/sub"), "user.rbuild.dir", b"dir");
+    let check = |id: &str, note: &[u8]| {
+        let merged = std::path::PathBuf::from(root.ok(&["mount", id]).trim());
+        let got = [
+            get_xattr(&merged.join("tool"), "security.capability"),
+            get_xattr(&merged.join("tool"), "user.rbuild.note"),
+            get_xattr(&merged.join("d/sub/f"), "user.rbuild.inner"),
+            get_xattr(&merged.join("d/sub"), "user.rbuild.dir"),
+            get_xattr(&merged.join("plain"), "user.rbuild.note"),
+        ];
+        root.ok(&["umount", id]);
+        let want = [
+            Some(cap.clone()),
+            Some(note.to_vec()),
+            Some(b"in".to_vec()),
+            Some(b"dir".to_vec()),
+            None,
+        ];
+        assert_eq!(got, want);
+    };
+    let (first, _) = build_ok(&root, &ctx, &[]);
+    check(&first, b"one");
+    // The xattr is part of the source's content: changing it alone misses the cache.
+    set_xattr(&tool, "user.rbuild.note", b"two");
+    let (second, out) = build_ok(&root, &ctx, &[]);
+    assert_ne!(first, second, "{out}");
+    check(&second, b"two");
 }

@@ -3,7 +3,7 @@
 mod build_support;
 mod common;
 
-use build_support::{build_ok, run_sh, Context};
+use build_support::{build_ok, get_xattr, run_sh, set_xattr, Context};
 use common::TestRoot;
 
 const MULTI: &str = r#"FROM busybox AS builder
@@ -158,36 +158,6 @@ fn copy_from_keeps_the_owners_of_the_source() {
         "0:0 755 /kept\n1234:5678 4755 /kept/a\n99:98 755 /kept/d\n7:8 4755 /chowned/a\n\
          7:8 755 /chowned/d\n0:0 644 /ctx\n"
     );
-}
-
-/// Sets xattr `name` on `path` (libc: std has no xattr API).
-fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    let n = std::ffi::CString::new(name).expect("name");
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "setxattr {name} on {}", path.display());
-}
-
-/// The value of xattr `name` on `path`, if it has one.
-fn get_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    let n = std::ffi::CString::new(name).expect("name");
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| {
-        buf.truncate(r as usize);
-        buf
-    })
 }
 
 #[test]

@@ -9,6 +9,7 @@ use rbuild_layerfs::Digest;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -91,6 +92,11 @@ pub struct ContextEntry {
     /// (device, inode) of a regular file with more than one link: files of one source that
     /// share it are hard links of each other, and are copied as hard links (as BuildKit).
     pub link: Option<(u64, u64)>,
+    /// Extended attributes (name, value) of a context file or dir, sorted by name, that COPY
+    /// keeps (user.*, security.capability, ...; not SELinux labels or trusted.*), as BuildKit
+    /// does; part of the digest when present. Not read for unhashed trees (COPY --from copies
+    /// them from the open file).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// One source of an ADD/COPY after glob expansion, with the content of everything below it.
@@ -415,6 +421,14 @@ impl BuildContext {
                 mtime: (meta.mtime(), meta.mtime_nsec()),
                 owner: (meta.uid(), meta.gid()),
                 link: (meta.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+                xattrs: if self.hash_content && (meta.is_file() || meta.is_dir()) {
+                    read_xattrs(entry.path()).map_err(|source| ContextError::Io {
+                        path: entry.path().to_path_buf(),
+                        source,
+                    })?
+                } else {
+                    Vec::new()
+                },
             };
             entries.push(e);
         }
@@ -574,6 +588,44 @@ fn prune_excluded_dirs(entries: &mut Vec<ContextEntry>, base: &str, ctx: &BuildC
     });
 }
 
+/// True for the extended attributes a copy keeps: not SELinux labels (the destination's
+/// policy decides them) nor `trusted.*` (overlayfs' own).
+pub fn xattr_is_copied(name: &[u8]) -> bool {
+    !name.starts_with(b"trusted.") && name != b"security.selinux"
+}
+
+/// The copied extended attributes of `path` (not following a symlink), sorted by name; none
+/// where the filesystem has no xattr support.
+fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut buf = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 16 => buf.resize(1 << 16, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 1 << 16];
+    for name in buf[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if !xattr_is_copied(name) {
+            continue;
+        }
+        let os = std::ffi::OsStr::from_bytes(name);
+        match rustix::fs::lgetxattr(path, os, &mut value[..]) {
+            Ok(len) => out.push((name.to_vec(), value[..len].to_vec())),
+            Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn hash_entry(h: &mut Sha256, e: &ContextEntry) {
     h.update(e.rel.as_bytes());
     h.update([0]);
@@ -589,6 +641,14 @@ fn hash_entry(h: &mut Sha256, e: &ContextEntry) {
         }
     }
     h.update(format!("\0{:o}\n", e.mode).as_bytes());
+    // Only when present, so the digests of trees without xattrs stay as they were.
+    for (name, value) in &e.xattrs {
+        h.update(b"\0xattr\0");
+        h.update(name);
+        h.update([0]);
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    }
 }
 
 fn rel_of(base: &Path, p: &Path) -> String {

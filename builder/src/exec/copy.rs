@@ -2,7 +2,7 @@
 //! the mounted parent rootfs with Docker's directory-content semantics.
 
 use super::archive;
-use super::fswrite::{copy_xattrs, set_file_attrs, split_path, Attrs, RootWriter};
+use super::fswrite::{copy_xattrs, set_file_attrs, set_xattrs, split_path, Attrs, RootWriter};
 use super::plan::{resolve_from, FromSource};
 use super::step::{normalize_abs, StageCtx};
 use super::users::resolve_owner;
@@ -517,8 +517,18 @@ struct QueuedCopy {
     src: File,
     dest: File,
     attrs: Attrs,
-    /// Copy the source's xattrs too (COPY --from).
-    xattrs: bool,
+    /// Which xattrs the copy gets.
+    xattrs: Xattrs,
+}
+
+/// The extended attributes a copied file gets.
+enum Xattrs {
+    /// None (a context file without any).
+    None,
+    /// Those of the source file, read from it (COPY --from).
+    FromSource,
+    /// These, read (and hashed) with the context.
+    Given(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 impl QueuedCopy {
@@ -526,8 +536,10 @@ impl QueuedCopy {
         // In-kernel (copy_file_range, else sendfile) where the filesystems allow it.
         std::io::copy(&mut self.src, &mut self.dest)?;
         set_file_attrs(&self.dest, self.attrs)?;
-        if self.xattrs {
-            copy_xattrs(&self.src, &self.dest)?;
+        match &self.xattrs {
+            Xattrs::None => {}
+            Xattrs::FromSource => copy_xattrs(&self.src, &self.dest)?,
+            Xattrs::Given(x) => set_xattrs(&self.dest, x)?,
         }
         Ok(())
     }
@@ -705,6 +717,7 @@ impl Copier<'_> {
                 let dir = self.dir(&parent)?;
                 let fd = w.mkdir_at(dir, &name, a)?;
                 w.set_dir_attrs(&fd, a)?;
+                set_xattrs(&fd, &e.xattrs)?;
                 self.dirs.insert(target.to_string(), fd);
             }
             EntryKind::File(_) => {
@@ -719,11 +732,17 @@ impl Copier<'_> {
                     self.links.insert(id, target.to_string());
                 }
                 let mut f = File::open(src)?;
-                // From an image, files keep their xattrs (file capabilities set in a build
-                // stage, as Docker keeps them); context files are keyed by content alone.
-                let xattrs = self.keep_owner;
+                // Files keep their xattrs (file capabilities above all, as BuildKit keeps
+                // them): from an image read from the file, from the context those hashed.
+                let xattrs = if self.keep_owner {
+                    Xattrs::FromSource
+                } else if e.xattrs.is_empty() {
+                    Xattrs::None
+                } else {
+                    Xattrs::Given(e.xattrs.clone())
+                };
                 let dir = self.dir(&parent)?;
-                if e.size < PARALLEL_COPY_MIN && !xattrs {
+                if e.size < PARALLEL_COPY_MIN && matches!(xattrs, Xattrs::None) {
                     w.copy_file_at(dir, &name, &mut f, a)?;
                 } else if e.size < PARALLEL_COPY_MIN {
                     QueuedCopy {

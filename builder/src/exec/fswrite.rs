@@ -350,7 +350,7 @@ pub fn copy_xattrs(src: &File, dest: &File) -> io::Result<()> {
     };
     let mut value = vec![0u8; 1 << 16];
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.") || name == b"security.selinux" {
+        if !crate::context::xattr_is_copied(name) {
             continue;
         }
         let name = std::ffi::OsStr::from_bytes(name);
@@ -360,6 +360,20 @@ pub fn copy_xattrs(src: &File, dest: &File) -> io::Result<()> {
             Err(e) => return Err(e.into()),
         };
         match rustix::fs::fsetxattr(dest, name, &value[..n], rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sets the extended attributes `xattrs` (name, value) on the open file or dir `dest` (after
+/// its owner is set: a chown clears file capabilities). One the destination filesystem or the
+/// caller's privileges do not allow is skipped, as in [`copy_xattrs`].
+pub fn set_xattrs(dest: &impl AsFd, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    for (name, value) in xattrs {
+        let name = std::ffi::OsStr::from_bytes(name);
+        match rustix::fs::fsetxattr(dest, name, value, rustix::fs::XattrFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {}
             Err(e) => return Err(e.into()),
         }
