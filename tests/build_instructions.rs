@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex};
 /// Serves the current `body` for every request on 127.0.0.1 (a dynamic port); returns the URL
 /// base. The body can be changed between requests.
 fn serve_shared(body: Arc<Mutex<Vec<u8>>>) -> String {
+    serve_with_headers(body, Arc::new(Mutex::new(String::new())))
+}
+
+/// As [`serve_shared`], with extra response header lines (each ending in `\r\n`), which can
+/// change between requests too.
+fn serve_with_headers(body: Arc<Mutex<Vec<u8>>>, headers: Arc<Mutex<String>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -22,8 +28,9 @@ fn serve_shared(body: Arc<Mutex<Vec<u8>>>) -> String {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
             let body = body.lock().map(|b| b.clone()).unwrap_or_default();
+            let extra = headers.lock().map(|h| h.clone()).unwrap_or_default();
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
                 body.len()
             );
             let _ = s.write_all(head.as_bytes());
@@ -307,6 +314,56 @@ fn add_url_is_keyed_by_content_and_checked_against_checksum() {
         err.contains("Dockerfile:2") && err.contains("checksum"),
         "{err}"
     );
+}
+
+#[test]
+fn add_url_takes_its_mtime_from_last_modified() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let body = Arc::new(Mutex::new(b"dated\n".to_vec()));
+    let headers = Arc::new(Mutex::new(
+        "Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n".to_string(),
+    ));
+    let url = serve_with_headers(body, headers.clone());
+    let ctx = Context::new(&format!(
+        "FROM busybox\nADD {url}/d.txt /d.txt\nADD --checksum=sha256:{} {url}/c.txt /c.txt\n",
+        sha256_of(b"dated\n").trim_start_matches("sha256:")
+    ));
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(&root, &id, "stat -c %Y /d.txt /c.txt"),
+        "1445412480\n1445412480\n"
+    );
+    let layers = build_support::layer_listings(&root, &id);
+    assert!(
+        layers[1].contains("2015-10-21 07:28 d.txt"),
+        "{}",
+        layers[1]
+    );
+    // The key is the content: another Last-Modified alone reuses the step.
+    *headers.lock().unwrap() = "Last-Modified: Thu, 01 Jan 2004 00:00:00 GMT\r\n".into();
+    let (again, out) = build_ok(&root, &ctx, &[]);
+    assert_eq!(again, id, "{out}");
+    // --timestamp clamps it in the layer like any newer mtime.
+    let (clamped, _) = build_ok(&root, &ctx, &["--no-cache", "--timestamp", "1000000000"]);
+    let layers = build_support::layer_listings(&root, &clamped);
+    assert!(
+        layers[1].contains("2001-09-09 01:46 d.txt"),
+        "{}",
+        layers[1]
+    );
+    // Without the header the file is new: dated at the build, not at the epoch.
+    *headers.lock().unwrap() = String::new();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (undated, _) = build_ok(&root, &ctx, &["--no-cache"]);
+    let mtime: u64 = run_sh(&root, &undated, "stat -c %Y /d.txt")
+        .trim()
+        .parse()
+        .expect("mtime");
+    assert!(mtime >= before, "{mtime} < {before}");
 }
 
 #[test]

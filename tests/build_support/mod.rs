@@ -115,7 +115,7 @@ pub fn config_json(root: &TestRoot, image: &str) -> serde_json::Value {
 }
 
 /// `tar -tvf` of each layer blob of `image` (lowest first), one listing per layer; the blobs
-/// are gzip or zstd, which GNU tar recognises by content.
+/// are gzip or zstd, which GNU tar recognises by content. Times are shown in UTC.
 pub fn layer_listings(root: &TestRoot, image: &str) -> Vec<String> {
     let store = rbuild_layerfs::store::Store::open(root.path()).expect("open store");
     let img = store.resolve_image(image).expect("resolve image");
@@ -127,6 +127,7 @@ pub fn layer_listings(root: &TestRoot, image: &str) -> Vec<String> {
             let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
             let blob = root.path().join("blobs/sha256").join(hex);
             let out = std::process::Command::new("tar")
+                .env("TZ", "UTC")
                 .arg("-tvf")
                 .arg(&blob)
                 .output()

@@ -87,6 +87,10 @@ pub(crate) enum Item {
     Download {
         name: String,
         path: PathBuf,
+        /// The response's Last-Modified time, which the file gets (as docker and BuildKit);
+        /// without one the file gets the current time (clamped like every new mtime by
+        /// --timestamp/SOURCE_DATE_EPOCH). Not part of the cache key, which is the content.
+        mtime: Option<(i64, i64)>,
         _dir: ScratchDir,
     },
 }
@@ -314,6 +318,13 @@ impl Builder<'_, '_> {
         let mut resp = reqwest::blocking::get(url)
             .and_then(|r| r.error_for_status())
             .map_err(|e| err(format!("downloading {url}: {e}")))?;
+        let mtime = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs() as i64, 0));
         let mut file = File::create(&path).map_err(|source| BuildError::Io {
             path: path.clone(),
             source,
@@ -365,6 +376,7 @@ impl Builder<'_, '_> {
             Item::Download {
                 name,
                 path,
+                mtime,
                 _dir: dir,
             },
             digest,
@@ -469,11 +481,16 @@ impl Builder<'_, '_> {
                     .map_err(|e| err(format!("writing {name}: {e}")))?,
                 Item::Url { url, checksum } => {
                     let (item, _) = self.download(instr, url, Some(checksum))?;
-                    if let Item::Download { name, path, .. } = &item {
-                        copier.downloaded_file(name, path, &err)?;
+                    if let Item::Download {
+                        name, path, mtime, ..
+                    } = &item
+                    {
+                        copier.downloaded_file(name, path, *mtime, &err)?;
                     }
                 }
-                Item::Download { name, path, .. } => copier.downloaded_file(name, path, &err)?,
+                Item::Download {
+                    name, path, mtime, ..
+                } => copier.downloaded_file(name, path, *mtime, &err)?,
             }
         }
         Ok(())
@@ -595,18 +612,19 @@ impl Copier<'_> {
     }
 
     /// Writes a downloaded ADD source (kept at `path` outside the image) as `name`, mode 0600
-    /// like docker.
+    /// like docker, with the mtime of its Last-Modified header (else now).
     fn downloaded_file(
         &mut self,
         name: &str,
         path: &Path,
+        mtime: Option<(i64, i64)>,
         err: &dyn Fn(String) -> BuildError,
     ) -> Result<(), BuildError> {
         let mut f = File::open(path).map_err(|source| BuildError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        self.single_file(name, &mut f, 0o600, None)
+        self.single_file(name, &mut f, 0o600, mtime)
             .map_err(|e| err(format!("writing {name}: {e}")))
     }
 
