@@ -52,7 +52,7 @@ pub fn spawn_exec(
         .sys(|| format!("open {path}"))?;
         ns.push((fd, *flag));
     }
-    let (child_stdio, pty_parent) = process::prepare_stdio(stdio)?;
+    let (child_stdio, parent_stdio) = process::prepare_stdio(stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
     let cgroup = cgroup.cloned();
@@ -89,8 +89,8 @@ pub fn spawn_exec(
     // SAFETY: the child only runs the prepared closures and exits or execs.
     let outer = unsafe { process::fork_intermediate(&pid_w, &err_w, setup, child)? };
     drop((pid_w, err_w, child_stdio, ns));
-    let pty = pty_parent.and_then(process::PtyParent::receive);
-    let mut running = Running::for_exec(outer, pty);
+    let pty = parent_stdio.pty.and_then(process::PtyParent::receive);
+    let mut running = Running::for_exec(outer, pty, parent_stdio.tee);
     let pid = process::read_pid(pid_r);
     let failure = process::read_failure(err_r);
     if let Some(pid) = pid {

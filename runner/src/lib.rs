@@ -35,6 +35,7 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod syscall;
+pub mod tee;
 pub mod user;
 
 pub use cgroup::{Cgroup, Stats};

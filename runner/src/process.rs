@@ -98,6 +98,16 @@ pub enum ChildStdio {
         /// The log file (append).
         log: OwnedFd,
     },
+    /// stdin from /dev/null (or inherited when `None`), stdout and stderr to pipes the parent
+    /// reads ([`crate::Stdio::Tee`]).
+    Pipes {
+        /// /dev/null, or `None` to keep the parent's stdin.
+        stdin: Option<OwnedFd>,
+        /// Write end of the stdout pipe.
+        stdout: OwnedFd,
+        /// Write end of the stderr pipe.
+        stderr: OwnedFd,
+    },
     /// A pty allocated inside the container (its own devpts), whose master is sent back on
     /// this socket; the slave becomes the controlling terminal.
     Pty {
@@ -121,58 +131,96 @@ impl ChildStdio {
 pub struct PtyMaster {
     /// Master fd.
     pub master: OwnedFd,
-    /// Append output here instead of stdout.
+    /// Append output here.
     pub log: Option<std::fs::File>,
+    /// Relay output to stdout and stdin to the pty.
+    pub relay: bool,
 }
 
-/// Opens files / a pty for `stdio`.
-pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyParent>)> {
+/// What the parent keeps of the stdio it prepared: a pty being set up, output pipes to copy.
+#[derive(Debug, Default)]
+pub struct ParentStdio {
+    /// The pty of [`Stdio::Pty`] and [`Stdio::PtyTee`].
+    pub pty: Option<PtyParent>,
+    /// The output pipes of [`Stdio::Tee`].
+    pub tee: Option<crate::tee::TeePipes>,
+}
+
+fn open_log(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .at(path)
+}
+
+fn open_null() -> Result<OwnedFd> {
+    Ok(std::fs::File::open("/dev/null").at("/dev/null")?.into())
+}
+
+/// Opens files, pipes or a pty for `stdio`.
+pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, ParentStdio)> {
+    let none = ParentStdio::default();
     match stdio {
-        Stdio::Inherit => Ok((ChildStdio::Inherit, None)),
-        Stdio::NullStdin => {
-            let null = std::fs::File::open("/dev/null").at("/dev/null")?;
-            Ok((ChildStdio::NullStdin { null: null.into() }, None))
-        }
-        Stdio::Log(path) => {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .at(path)?;
-            let null = std::fs::File::open("/dev/null").at("/dev/null")?;
+        Stdio::Inherit => Ok((ChildStdio::Inherit, none)),
+        Stdio::NullStdin => Ok((ChildStdio::NullStdin { null: open_null()? }, none)),
+        Stdio::Log(path) => Ok((
+            ChildStdio::Log {
+                null: open_null()?,
+                log: open_log(path)?.into(),
+            },
+            none,
+        )),
+        Stdio::Tee { log, stdin } => {
+            let log = open_log(log)?;
+            let stdin = if *stdin { None } else { Some(open_null()?) };
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
             Ok((
-                ChildStdio::Log {
-                    null: null.into(),
-                    log: log.into(),
+                ChildStdio::Pipes {
+                    stdin,
+                    stdout: out_w,
+                    stderr: err_w,
                 },
-                None,
+                ParentStdio {
+                    pty: None,
+                    tee: Some(crate::tee::TeePipes {
+                        stdout: out_r,
+                        stderr: err_r,
+                        log,
+                    }),
+                },
             ))
         }
         Stdio::Pty { log } => {
-            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-            let (parent, child) = socketpair(
-                AddressFamily::Unix,
-                SockType::Stream,
-                None,
-                SockFlag::SOCK_CLOEXEC,
-            )
-            .sys(|| "socketpair for the pty".into())?;
-            let log = match log {
-                Some(p) => Some(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .at(p)?,
-                ),
-                None => None,
-            };
-            Ok((
-                ChildStdio::Pty { sock: child },
-                Some(PtyParent { sock: parent, log }),
-            ))
+            let log = log.as_deref().map(open_log).transpose()?;
+            let relay = log.is_none();
+            pty_stdio(log, relay)
         }
+        Stdio::PtyTee { log } => pty_stdio(Some(open_log(log)?), true),
     }
+}
+
+fn pty_stdio(log: Option<std::fs::File>, relay: bool) -> Result<(ChildStdio, ParentStdio)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (parent, child) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .sys(|| "socketpair for the pty".into())?;
+    Ok((
+        ChildStdio::Pty { sock: child },
+        ParentStdio {
+            pty: Some(PtyParent {
+                sock: parent,
+                log,
+                relay,
+            }),
+            tee: None,
+        },
+    ))
 }
 
 /// The parent's end of a pty being set up: receives the master from the container.
@@ -180,6 +228,7 @@ pub fn prepare_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<PtyParent>)> {
 pub struct PtyParent {
     sock: OwnedFd,
     log: Option<std::fs::File>,
+    relay: bool,
 }
 
 impl PtyParent {
@@ -207,12 +256,13 @@ impl PtyParent {
             }
         }
         let master = master?;
-        if self.log.is_none() {
+        if self.relay {
             copy_winsize(std::io::stdin().as_fd(), master.as_fd());
         }
         Some(PtyMaster {
             master,
             log: self.log,
+            relay: self.relay,
         })
     }
 }
@@ -344,6 +394,17 @@ pub fn apply_stdio(stdio: &ChildStdio) -> Result<()> {
             dup(null, 0)?;
             dup(log, 1)?;
             dup(log, 2)
+        }
+        ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            if let Some(null) = stdin {
+                dup(null, 0)?;
+            }
+            dup(stdout, 1)?;
+            dup(stderr, 2)
         }
         // Set up later, inside the container (see attach_pty).
         ChildStdio::Pty { .. } => Ok(()),

@@ -17,7 +17,10 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 /// The [`DEVICES`] bound for `spec`: /dev/tty only when the container gets its own pty (without
 /// one the container has no controlling terminal, and nothing should point at the host's).
 pub fn devices(spec: &SandboxSpec) -> impl Iterator<Item = &'static str> {
-    let pty = matches!(spec.stdio, crate::spec::Stdio::Pty { .. });
+    let pty = matches!(
+        spec.stdio,
+        crate::spec::Stdio::Pty { .. } | crate::spec::Stdio::PtyTee { .. }
+    );
     DEVICES.iter().copied().filter(move |d| pty || *d != "tty")
 }
 

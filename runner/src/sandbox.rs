@@ -8,6 +8,7 @@ use crate::resolve;
 use crate::rootfs;
 use crate::spec::{Network, ProcessSpec, SandboxSpec};
 use crate::syscall::{LinuxSyscall, Syscall};
+use crate::tee::TeePipes;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -36,6 +37,7 @@ pub struct Running {
     rootfs: PathBuf,
     created: resolve::Created,
     pty: Option<PtyMaster>,
+    tee: Option<TeePipes>,
     done: bool,
 }
 
@@ -62,6 +64,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         rootfs: sandbox.rootfs.clone(),
         created: resolve::Created::default(),
         pty: None,
+        tee: None,
         done: false,
     };
     for (rel, kind) in rootfs::mount_points(sandbox) {
@@ -89,7 +92,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         Err(_) if !is_root && sandbox.limits.is_empty() => None,
         Err(e) => return Err(e),
     };
-    let (child_stdio, pty_parent) = process::prepare_stdio(&sandbox.stdio)?;
+    let (child_stdio, parent_stdio) = process::prepare_stdio(&sandbox.stdio)?;
     let (pid_r, pid_w) = process::pipe()?;
     let (err_r, err_w) = process::pipe()?;
     // The parent moves the container process into its cgroup while it sets up its mounts (a
@@ -166,7 +169,8 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         let _ = nix::unistd::write(&go_w, b"g");
     }
     drop(go_w);
-    running.pty = pty_parent.and_then(process::PtyParent::receive);
+    running.pty = parent_stdio.pty.and_then(process::PtyParent::receive);
+    running.tee = parent_stdio.tee;
     let failure = process::read_failure(err_r);
     if let Some((code, message)) = failure {
         running.finish();
@@ -191,7 +195,7 @@ fn write_id_maps(uid: u32, gid: u32) -> Result<()> {
 
 impl Running {
     /// Builds the handle for an exec'd process (no cgroup or mount points owned).
-    pub(crate) fn for_exec(outer: i32, pty: Option<PtyMaster>) -> Running {
+    pub(crate) fn for_exec(outer: i32, pty: Option<PtyMaster>, tee: Option<TeePipes>) -> Running {
         Running {
             outer,
             init: 0,
@@ -200,6 +204,7 @@ impl Running {
             rootfs: PathBuf::new(),
             created: resolve::Created::default(),
             pty,
+            tee,
             done: false,
         }
     }
@@ -244,11 +249,13 @@ impl Running {
         self.cgroup.as_ref()
     }
 
-    /// Waits for the process, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and relaying the pty;
-    /// then kills what is left, removes the cgroup and the created mount points. May be called
-    /// on another thread than [`spawn`]; the signals are blocked in the waiting thread only while
-    /// it waits, so forwarding is complete in single-threaded callers (in others, a signal the
-    /// kernel delivers to another thread takes its default action there).
+    /// Waits for the process, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and relaying the pty
+    /// or copying the output pipes (to their end, so output written just before the exit is
+    /// kept); then kills what is left, removes the cgroup and the created mount points. May be
+    /// called on another thread than [`spawn`]; the signals are blocked in the waiting thread
+    /// (and the output copiers it starts) only while it waits, so forwarding is complete in
+    /// single-threaded callers (in others, a signal the kernel delivers to another thread takes
+    /// its default action there).
     pub fn wait(mut self) -> Result<ExitStatus> {
         let status = self.wait_loop();
         let oom = self
@@ -289,7 +296,7 @@ impl Running {
         )
         .sys(|| "signalfd".into())?;
         let stdin = std::io::stdin();
-        let interactive = self.pty.as_ref().is_some_and(|p| p.log.is_none());
+        let interactive = self.pty.as_ref().is_some_and(|p| p.relay);
         let _raw = if interactive {
             RawMode::enable(stdin.as_fd())
         } else {
@@ -304,10 +311,22 @@ impl Running {
         }
         // SAFETY: a fresh fd returned by the kernel.
         let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+        // Started here, with the forwarded signals blocked: the copier threads inherit the mask,
+        // so no such signal is delivered to them.
+        let copiers = match self.tee.take() {
+            Some(tee) => Some(tee.start().map_err(|e| RunnerError::Io {
+                path: "output copier thread".into(),
+                source: e,
+            })?),
+            None => None,
+        };
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             if let Some(code) = self.try_reap() {
                 self.drain_pty(&mut buf);
+                if let Some(c) = copiers {
+                    c.finish();
+                }
                 return Ok(code);
             }
             let mut fds = vec![
@@ -373,7 +392,7 @@ impl Running {
         None
     }
 
-    /// Copies what the pty has to stdout or the log; false at EOF/EIO.
+    /// Copies what the pty has to the log and/or stdout; false at EOF/EIO.
     fn pump_pty(&mut self, buf: &mut [u8]) -> bool {
         let Some(p) = &mut self.pty else {
             return false;
@@ -381,15 +400,13 @@ impl Running {
         match nix::unistd::read(p.master.as_fd(), buf) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
-                match &mut p.log {
-                    Some(f) => {
-                        let _ = std::io::Write::write_all(f, &buf[..n]);
-                    }
-                    None => {
-                        let mut out = std::io::stdout().lock();
-                        let _ = std::io::Write::write_all(&mut out, &buf[..n]);
-                        let _ = std::io::Write::flush(&mut out);
-                    }
+                if let Some(f) = &mut p.log {
+                    let _ = std::io::Write::write_all(f, &buf[..n]);
+                }
+                if p.relay {
+                    let mut out = std::io::stdout().lock();
+                    let _ = std::io::Write::write_all(&mut out, &buf[..n]);
+                    let _ = std::io::Write::flush(&mut out);
                 }
                 true
             }

@@ -77,6 +77,24 @@ pub enum Stdio {
         /// Append output here instead of relaying it to stdout.
         log: Option<PathBuf>,
     },
+    /// The caller's stdout and stderr and a log both (`docker run` in the foreground): the
+    /// process writes to two pipes, which [`crate::Running::wait`] copies to the caller's stdout
+    /// and stderr and appends to `log` (both streams into the one file, each in order). Reading
+    /// stops while the caller's side does not take more (backpressure); when the caller's stream
+    /// is closed, the process's pipe is closed too, so it gets EPIPE/SIGPIPE as it would on the
+    /// caller's own stream. stdin is the caller's with `stdin`, else /dev/null.
+    Tee {
+        /// Append both output streams here.
+        log: PathBuf,
+        /// Keep the caller's stdin (`-i`).
+        stdin: bool,
+    },
+    /// A new pseudo-terminal relayed to the caller's stdin and stdout as with `Pty { log: None }`
+    /// (`-t` in the foreground), its output also appended to `log`.
+    PtyTee {
+        /// Append the terminal output here as well.
+        log: PathBuf,
+    },
 }
 
 /// The sandbox around a process: root filesystem, namespaces, mounts, limits, stdio.
