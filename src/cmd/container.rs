@@ -157,11 +157,15 @@ pub enum ContainerCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Print a container's output.
+    /// Print a container's output (stdout and stderr as they were written, both to stdout; the
+    /// log holds raw bytes without times, so there is no --timestamps or --since).
     Logs {
         /// Keep following the output until the container exits.
         #[arg(short, long)]
         follow: bool,
+        /// Only the last N lines ("all" for every line).
+        #[arg(short = 'n', long, default_value = "all", value_name = "N")]
+        tail: String,
         /// Container (name or ID).
         container: String,
     },
@@ -229,7 +233,11 @@ pub fn run(g: &Globals, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
                 command,
             },
         ),
-        ContainerCommand::Logs { follow, container } => info::logs(g, follow, &container),
+        ContainerCommand::Logs {
+            follow,
+            tail,
+            container,
+        } => info::logs(g, follow, info::parse_tail(&tail)?, &container),
         ContainerCommand::ContainerInspect { format, containers } => {
             info::inspect(g, format.as_deref(), &containers)
         }

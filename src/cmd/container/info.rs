@@ -9,8 +9,56 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `rbuild logs [-f]`.
-pub fn logs(g: &Globals, follow: bool, name: &str) -> anyhow::Result<ExitCode> {
+/// Parses `--tail`: a number of lines, or "all".
+pub fn parse_tail(s: &str) -> anyhow::Result<Option<u64>> {
+    if s == "all" {
+        return Ok(None);
+    }
+    match s.parse::<i64>() {
+        // Docker shows everything for a negative count.
+        Ok(n) => Ok(u64::try_from(n).ok()),
+        Err(_) => bail!("invalid --tail {s:?}: use a number of lines or all"),
+    }
+}
+
+/// The offset where the last `lines` lines of `f` (`len` bytes long) begin. A final line without
+/// a newline counts as a line; the newline that ends the last line does not begin another.
+fn tail_start<R: Read + Seek>(f: &mut R, len: u64, lines: u64) -> std::io::Result<u64> {
+    if lines == 0 {
+        return Ok(len);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    let mut found = 0u64;
+    // The byte at len-1 is skipped when it is a newline (it ends the last line).
+    let mut skip_last = true;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(std::io::SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        for i in (0..chunk.len()).rev() {
+            if chunk[i] != b'\n' {
+                skip_last = false;
+                continue;
+            }
+            if std::mem::take(&mut skip_last) {
+                continue;
+            }
+            found += 1;
+            if found == lines {
+                return Ok(start + i as u64 + 1);
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// `rbuild logs [-f] [--tail N]`. The log holds the container's stdout and stderr as raw bytes,
+/// both streams in one file, without times: everything is printed to stdout, and there is no
+/// `--timestamps` or `--since`.
+pub fn logs(g: &Globals, follow: bool, tail: Option<u64>, name: &str) -> anyhow::Result<ExitCode> {
     let root = g.store_root();
     let c = state::find(&root, name)?;
     let path = c.dir(&root).join("log");
@@ -18,6 +66,11 @@ pub fn logs(g: &Globals, follow: bool, name: &str) -> anyhow::Result<ExitCode> {
     let Ok(mut f) = std::fs::File::open(&path) else {
         return Ok(ExitCode::SUCCESS);
     };
+    if let Some(lines) = tail {
+        let len = f.metadata()?.len();
+        let start = tail_start(&mut f, len, lines)?;
+        f.seek(std::io::SeekFrom::Start(start))?;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -281,5 +334,48 @@ pub fn stats(g: &Globals, no_stream: bool, names: &[String]) -> anyhow::Result<E
         if no_stream {
             return Ok(ExitCode::SUCCESS);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(text: &str, lines: u64) -> String {
+        let mut c = std::io::Cursor::new(text.as_bytes().to_vec());
+        let start = tail_start(&mut c, text.len() as u64, lines).unwrap() as usize;
+        text[start..].to_string()
+    }
+
+    #[test]
+    fn tail_counts_lines_like_docker() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail("a\nb\nc\n", 1), "c\n");
+        assert_eq!(tail("a\nb\nc\n", 3), "a\nb\nc\n");
+        assert_eq!(tail("a\nb\nc\n", 10), "a\nb\nc\n");
+        assert_eq!(tail("a\nb\nc\n", 0), "");
+        // A last line without its newline is a line.
+        assert_eq!(tail("a\nb\nc", 1), "c");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        // Empty lines count.
+        assert_eq!(tail("a\n\n\n", 2), "\n\n");
+        assert_eq!(tail("", 3), "");
+        assert_eq!(tail("\n", 1), "\n");
+        // Across the 64 KiB blocks read from the end.
+        let long: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(tail(&long, 2), "line 29998\nline 29999\n");
+        let want: String = (20_000..30_000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(tail(&long, 10_000), want);
+        let big_last = format!("x\n{}", "y".repeat(200_000));
+        assert_eq!(tail(&big_last, 1).len(), 200_000);
+        assert_eq!(tail(&big_last, 2), big_last);
+    }
+
+    #[test]
+    fn tail_values() {
+        assert_eq!(parse_tail("all").unwrap(), None);
+        assert_eq!(parse_tail("5").unwrap(), Some(5));
+        assert_eq!(parse_tail("-1").unwrap(), None);
+        assert!(parse_tail("five").is_err());
     }
 }

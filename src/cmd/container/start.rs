@@ -203,9 +203,19 @@ fn run_and_wait(
     st.fuse_server_pid = server_pid(&mount);
     let log = dir.join("log");
     let stdio = match (attach, st.config.tty) {
-        (Attach::Foreground, true) => Stdio::Pty { log: None },
-        (Attach::Foreground, false) if st.config.interactive => Stdio::Inherit,
-        (Attach::Foreground, false) => Stdio::NullStdin,
+        // --rm: nothing is kept, so the process gets this terminal directly (no copying).
+        (Attach::Foreground, true) if st.config.auto_remove => Stdio::Pty { log: None },
+        (Attach::Foreground, false) if st.config.auto_remove && st.config.interactive => {
+            Stdio::Inherit
+        }
+        (Attach::Foreground, false) if st.config.auto_remove => Stdio::NullStdin,
+        // Kept for `logs`, as docker keeps the output of every container: shown here and
+        // appended to the log (without -t the process's stdout and stderr are then pipes).
+        (Attach::Foreground, true) => Stdio::PtyTee { log },
+        (Attach::Foreground, false) => Stdio::Tee {
+            log,
+            stdin: st.config.interactive,
+        },
         (Attach::Detached, true) => Stdio::Pty { log: Some(log) },
         (Attach::Detached, false) => Stdio::Log(log),
     };
