@@ -93,6 +93,84 @@ fn dockerfile_from_stdin_and_stdin_only_context() {
     assert_eq!(run_sh(&root, "stdin-ctx", "cat /ok"), "ok\n");
 }
 
+/// Runs `rbuild build -q ARGS...` with `input` on stdin.
+fn build_with_stdin(root: &TestRoot, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(common::rbuild_bin())
+        .args(["--root", &root.root_str(), "build", "-q"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // A failing build may stop reading early: a broken pipe here is its business.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_tar_context_on_stdin_in_every_compression() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nCOPY . /ctx/\n");
+    ctx.write("data.txt", "from the archive\n");
+    ctx.write(
+        "sub/Alt.df",
+        "FROM busybox\nCOPY data.txt /alt.txt\nRUN echo alt > /which\n",
+    );
+    ctx.write("sub/Bad.df", "FROM busybox\nNOTANINSTRUCTION x\n");
+    ctx.write(".dockerignore", "sub\n");
+    for flag in ["", "-z", "-j", "-J", "--zstd"] {
+        let mut cmd = Command::new("tar");
+        cmd.arg("-C").arg(ctx.path()).arg("-c");
+        if !flag.is_empty() {
+            cmd.arg(flag);
+        }
+        let tar = cmd.args(["-f", "-", "."]).output().expect("run tar");
+        assert!(tar.status.success(), "tar {flag}");
+        // The context's own Dockerfile, and its .dockerignore.
+        let out = build_with_stdin(&root, &["-t", "from-tar", "-"], &tar.stdout);
+        assert!(out.status.success(), "{flag}: {}", describe(&["-"], &out));
+        assert_eq!(
+            run_sh(&root, "from-tar", "cat /ctx/data.txt; ls /ctx"),
+            "from the archive\nDockerfile\ndata.txt\n",
+            "{flag}"
+        );
+        // -f names a Dockerfile inside the archive.
+        let out = build_with_stdin(&root, &["-t", "alt", "-f", "sub/Alt.df", "-"], &tar.stdout);
+        assert!(out.status.success(), "{flag}: {}", describe(&["-f"], &out));
+        assert_eq!(
+            run_sh(&root, "alt", "cat /alt.txt /which"),
+            "from the archive\nalt\n",
+            "{flag}"
+        );
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(ctx.path())
+        .args(["-czf", "-", "."])
+        .output()
+        .expect("run tar");
+    // A bad Dockerfile named by -f in the archive fails before anything runs, with its line.
+    let out = build_with_stdin(&root, &["-f", "sub/Bad.df", "-"], &tar.stdout);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("NOTANINSTRUCTION"),
+        "{err}"
+    );
+    // The Dockerfile cannot come from stdin too.
+    let out = build_with_stdin(&root, &["-f", "-", "-"], &tar.stdout);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-f PATH inside the archive"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn zstd_layers_labels_platform_and_the_short_form() {
     let root = TestRoot::new();

@@ -200,23 +200,51 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             args.platform
         );
     }
-    // `rbuild build - < Dockerfile`: the Dockerfile comes from stdin and the context is empty.
-    let empty_context = if args.context.as_os_str() == "-" {
-        if args.file.is_some() {
-            bail!("with CONTEXT `-` the Dockerfile is read from stdin: drop -f");
-        }
-        Some(tempfile::tempdir().context("creating an empty build context")?)
+    let store = super::image::open_store(g)?;
+    // `rbuild build - < context.tar[.gz|.bz2|.xz|.zst]`: the context comes from stdin, with its
+    // Dockerfile (-f names one inside it); `rbuild build - < Dockerfile`: anything that is not
+    // a tar archive is the Dockerfile, and the context is empty. As `docker build -`.
+    let mut stdin_dockerfile = None;
+    let stdin_dir = if args.context.as_os_str() == "-" {
+        let dir = store
+            .scratch_dir("stdin-context")
+            .context("creating a directory for the context from stdin")?;
+        let input = rbuild_builder::exec::archive::read_stdin_input(
+            &mut std::io::stdin().lock(),
+            dir.path(),
+        )
+        .context("reading the build context from stdin")?;
+        let context = match input {
+            exec::archive::StdinInput::Context(ctx) => {
+                if args.file.as_deref() == Some("-") {
+                    bail!("the build context is read from stdin, so the Dockerfile cannot be: name it with -f PATH inside the archive");
+                }
+                ctx
+            }
+            exec::archive::StdinInput::Dockerfile(text) => {
+                if args.file.is_some() {
+                    bail!("with CONTEXT `-` and no tar archive on stdin the Dockerfile is read from stdin: drop -f");
+                }
+                stdin_dockerfile = Some(String::from_utf8(text).context(
+                    "the Dockerfile read from stdin is not UTF-8 text (nor a tar archive)",
+                )?);
+                let empty = dir.path().join("empty");
+                std::fs::create_dir(&empty).context("creating an empty build context")?;
+                empty
+            }
+        };
+        Some((dir, context))
     } else {
         None
     };
-    let context = match &empty_context {
-        Some(dir) => dir.path().to_path_buf(),
+    let context = match &stdin_dir {
+        Some((_, ctx)) => ctx.clone(),
         None => args.context.clone(),
     };
-    let file = if empty_context.is_some() {
-        Some("-".to_string())
-    } else {
-        args.file.clone()
+    // -f with a context from stdin names a file inside it.
+    let file = match (&stdin_dir, args.file.clone()) {
+        (Some(_), Some(f)) => Some(context.join(f).to_string_lossy().into_owned()),
+        (_, f) => f,
     };
     if !context.is_dir() {
         bail!(
@@ -225,6 +253,11 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let (dockerfile, dockerfile_name, dockerfile_path) = match file.as_deref() {
+        _ if stdin_dockerfile.is_some() => (
+            stdin_dockerfile.take().unwrap_or_default(),
+            "-".to_string(),
+            None,
+        ),
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()
@@ -258,7 +291,12 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut opts = BuildOptions::new(&context, dockerfile);
+    opts.temporary_context = stdin_dir.is_some();
     opts.dockerfile_name = dockerfile_name;
+    if let (Some(_), Some(f)) = (&stdin_dir, &args.file) {
+        // Named as given, not by the scratch dir the archive was unpacked into.
+        opts.dockerfile_name = f.clone();
+    }
     opts.dockerfile_path = dockerfile_path;
     for t in &args.tags {
         let tag = rbuild_layerfs::store::normalize_tag(t)
@@ -306,7 +344,6 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         "auto" => std::io::stdout().is_terminal(),
         other => bail!("invalid --progress {other:?}: use auto, plain or tty"),
     };
-    let store = super::image::open_store(g)?;
     let mut line = LineProgress;
     let mut live = TtyProgress::new();
     let mut silent = exec::Silent;

@@ -195,6 +195,43 @@ pub fn extract(
     Ok(count)
 }
 
+/// What `rbuild build -` found on stdin.
+#[derive(Debug)]
+pub enum StdinInput {
+    /// A (possibly compressed) tar archive, extracted into this directory: the build context.
+    Context(std::path::PathBuf),
+    /// Anything else: a Dockerfile, built with an empty context (as `docker build - <
+    /// Dockerfile`).
+    Dockerfile(Vec<u8>),
+}
+
+/// Reads all of `input` (stdin) into `dir`, and when it is a tar archive (plain, gzip, bzip2,
+/// xz or zstd, recognised by content as `docker build -` does) extracts it into `dir/context`.
+/// Members keep their modes and mtimes; they are owned by the caller (ownership of context
+/// files plays no part in a build).
+pub fn read_stdin_input(input: &mut dyn Read, dir: &Path) -> io::Result<StdinInput> {
+    let spool = dir.join("stdin");
+    {
+        let mut f = File::create(&spool)?;
+        io::copy(input, &mut f)?;
+    }
+    let Some(kind) = detect(&spool)? else {
+        let data = std::fs::read(&spool)?;
+        std::fs::remove_file(&spool)?;
+        return Ok(StdinInput::Dockerfile(data));
+    };
+    let ctx = dir.join("context");
+    std::fs::create_dir(&ctx)?;
+    let root = RootWriter::open(&ctx)?;
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    extract(&spool, kind, &root, "/", Some(me))?;
+    std::fs::remove_file(&spool)?;
+    Ok(StdinInput::Context(ctx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

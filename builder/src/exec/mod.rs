@@ -148,6 +148,9 @@ pub struct BuildOptions {
     pub driver: Driver,
     /// Registry-shared cache (`--cache-from`/`--cache-to`): extra records, layers on demand.
     pub shared_cache: Option<std::sync::Arc<dyn crate::cache::shared::SharedCache>>,
+    /// The context is a temporary directory (unpacked from stdin): its stat cache is kept in
+    /// memory only, since no later build sees the same directory.
+    pub temporary_context: bool,
 }
 
 impl BuildOptions {
@@ -170,6 +173,7 @@ impl BuildOptions {
             platform: "linux/amd64".into(),
             driver: Driver::Auto,
             shared_cache: None,
+            temporary_context: false,
         }
     }
 }
@@ -216,8 +220,12 @@ pub fn build(
     let mut reporter = Reporter::new(progress, Some(&log_path));
     let images = resolve_images(store, &df, &plan, opts, &mut reporter)?;
     let filter = load_dockerignore(&opts.context, opts.dockerfile_path.as_deref())?;
-    let stat_cache = StatCache::load(&BuildContext::stat_cache_path(&cache_dir, &opts.context))
-        .unwrap_or_else(|_| StatCache::in_memory());
+    let stat_cache = if opts.temporary_context {
+        StatCache::in_memory()
+    } else {
+        StatCache::load(&BuildContext::stat_cache_path(&cache_dir, &opts.context))
+            .unwrap_or_else(|_| StatCache::in_memory())
+    };
     let ctx = BuildContext::open(&opts.context, filter, stat_cache)?;
     let mut b = Builder {
         store,
