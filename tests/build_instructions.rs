@@ -367,6 +367,48 @@ fn add_url_takes_its_mtime_from_last_modified() {
 }
 
 #[test]
+fn chmod_takes_symbolic_modes_relative_to_each_file() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox AS b\nRUN mkdir /o && echo o > /o/f && chmod 600 /o/f\n\
+         FROM busybox\nARG M=g=u\nCOPY --chmod=u+x,g-w f /f\nCOPY --chmod=a+X,go-w d /d/\n\
+         COPY --from=b --chmod=$M /o/f /from\nCOPY --chmod=0640 f /octal\n",
+    );
+    ctx.write("f", "f\n");
+    ctx.chmod("f", 0o664);
+    ctx.write("d/plain", "p\n");
+    ctx.chmod("d/plain", 0o666);
+    ctx.write("d/tool", "t\n");
+    ctx.chmod("d/tool", 0o700);
+    std::fs::create_dir(ctx.path().join("d/sub")).expect("mkdir");
+    ctx.chmod("d/sub", 0o700);
+    let (id, _) = build_ok(&root, &ctx, &[]);
+    assert_eq!(
+        run_sh(
+            &root,
+            &id,
+            "stat -c '%a %n' /f /d/plain /d/tool /d/sub /from /octal"
+        ),
+        "744 /f\n644 /d/plain\n711 /d/tool\n711 /d/sub\n660 /from\n640 /octal\n"
+    );
+    // A bad mode fails with its line before any step runs.
+    let bad = Context::new("FROM busybox\nRUN echo ran-before\nCOPY --chmod=u+z f /f\n");
+    bad.write("f", "f\n");
+    let out = build(&root, &bad, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("--chmod=u+z"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("ran-before"),
+        "the RUN ran before the error"
+    );
+}
+
+#[test]
 fn add_checksum_and_chmod_take_sha512_and_build_args() {
     let root = TestRoot::new();
     root.import_busybox("busybox");

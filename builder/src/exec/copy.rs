@@ -103,7 +103,7 @@ pub(crate) struct CopyJob {
     dest: String,
     dest_dir: bool,
     chown: Option<String>,
-    chmod: Option<u32>,
+    chmod: Option<super::precheck::Chmod>,
     unpack: bool,
 }
 
@@ -180,7 +180,7 @@ impl Builder<'_, '_> {
         };
         key.part(&dest).part(&format!("trailing={trailing}"));
         key.part(chown.as_deref().unwrap_or(""))
-            .part(&format!("{chmod:?}"));
+            .part(&chmod.as_ref().map_or("None".to_string(), |c| c.key()));
         key.part(if spec.add { "add" } else { "copy" });
         key.part(&format!("unpack={}", spec.unpack));
         let mut items = Vec::new();
@@ -564,13 +564,20 @@ impl QueuedCopy {
 
 impl Copier<'_> {
     fn attrs(&self, mode: u32, mtime: Option<(i64, i64)>) -> Attrs {
-        self.attrs_owned(mode, mtime, (0, 0))
+        self.attrs_owned(mode, mtime, (0, 0), false)
     }
 
     /// Attributes of a copied entry whose source is owned by `source_owner`: the `--chown`
     /// owner, else the source's owner for COPY --from (as Docker keeps it between stages and
     /// images), else root.
-    fn attrs_owned(&self, mode: u32, mtime: Option<(i64, i64)>, source_owner: (u32, u32)) -> Attrs {
+    /// `--chmod` applies to `mode` (symbolic modes relative to it; `X` looks at `dir`).
+    fn attrs_owned(
+        &self,
+        mode: u32,
+        mtime: Option<(i64, i64)>,
+        source_owner: (u32, u32),
+        dir: bool,
+    ) -> Attrs {
         let (uid, gid) = match (self.owner, self.keep_owner) {
             (Some(o), _) => o,
             (None, true) => source_owner,
@@ -579,7 +586,7 @@ impl Copier<'_> {
         Attrs {
             uid,
             gid,
-            mode: self.job.chmod.unwrap_or(mode),
+            mode: self.job.chmod.as_ref().map_or(mode, |c| c.apply(mode, dir)),
             mtime,
         }
     }
@@ -728,7 +735,12 @@ impl Copier<'_> {
     fn entry(&mut self, src: &Path, target: &str, e: &ContextEntry) -> std::io::Result<()> {
         let (parent, name) =
             split_path(target).ok_or_else(|| std::io::Error::other("cannot replace /"))?;
-        let a = self.attrs_owned(e.mode, Some(e.mtime), e.owner);
+        let a = self.attrs_owned(
+            e.mode,
+            Some(e.mtime),
+            e.owner,
+            matches!(e.kind, EntryKind::Dir),
+        );
         let w = self.writer;
         match &e.kind {
             EntryKind::Dir => {

@@ -182,12 +182,151 @@ fn check_sources(sources: &[CopySource], dest: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The mode of `--chmod=MODE`: octal, at most 07777.
-pub fn chmod_mode(value: &str) -> Result<u32, String> {
-    u32::from_str_radix(value, 8)
-        .ok()
-        .filter(|v| *v <= 0o7777)
-        .ok_or_else(|| format!("invalid --chmod={value}: give an octal mode such as 0755"))
+/// A `--chmod` value: an octal mode, or a symbolic one (`u+x`, `g-w,o=r`, ...) applied to each
+/// copied entry's own mode, as BuildKit (dockerfile 1.10 and later) accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    /// The permission bits every entry gets.
+    Octal(u32),
+    /// chmod(1) clauses, applied in order; the value as written.
+    Symbolic(Vec<ChmodClause>, String),
+}
+
+/// One clause of a symbolic mode: who it affects and its actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChmodClause {
+    /// Bits the clause may touch (u: 04700, g: 02070, o: 01007; all when none is named).
+    who: u32,
+    /// Operator (`+`, `-` or `=`) and what follows it.
+    actions: Vec<(char, ChmodPerm)>,
+}
+
+/// What an operator of a symbolic mode applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChmodPerm {
+    /// Any of r, w, x, X, s, t.
+    Bits { bits: u32, cond_x: bool },
+    /// The current bits of u, g or o (`g=u`), by their shift.
+    Copy(u32),
+}
+
+impl Chmod {
+    /// The mode an entry whose own mode is `mode` (and which is a directory when `dir`) gets.
+    pub fn apply(&self, mode: u32, dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c, _) => c,
+        };
+        let mut mode = mode & 0o7777;
+        for clause in clauses {
+            for (op, perm) in &clause.actions {
+                let bits = match perm {
+                    ChmodPerm::Bits { bits, cond_x } => {
+                        let x = if *cond_x && (dir || mode & 0o111 != 0) {
+                            0o111
+                        } else {
+                            0
+                        };
+                        bits | x
+                    }
+                    ChmodPerm::Copy(shift) => ((mode >> shift) & 0o7) * 0o111,
+                };
+                let bits = bits & clause.who;
+                mode = match op {
+                    '+' => mode | bits,
+                    '-' => mode & !bits,
+                    _ => (mode & !clause.who) | bits,
+                };
+            }
+        }
+        mode
+    }
+
+    /// The form that goes into cache keys (octal as before symbolic modes were accepted).
+    pub fn key(&self) -> String {
+        match self {
+            Chmod::Octal(m) => format!("Some({m})"),
+            Chmod::Symbolic(_, text) => format!("Some(symbolic {text})"),
+        }
+    }
+}
+
+/// Parses `--chmod=MODE`: octal (at most 07777), or symbolic as chmod(1) writes it:
+/// comma-separated clauses `[ugoa]*([-+=]([rwxXst]*|[ugo]))+`.
+pub fn chmod_mode(value: &str) -> Result<Chmod, String> {
+    let bad = || {
+        format!(
+            "invalid --chmod={value}: give an octal mode such as 0755 or a symbolic one such \
+             as u+x,g-w"
+        )
+    };
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return u32::from_str_radix(value, 8)
+            .ok()
+            .filter(|v| *v <= 0o7777)
+            .map(Chmod::Octal)
+            .ok_or_else(bad);
+    }
+    let mut clauses = Vec::new();
+    for text in value.split(',') {
+        let mut chars = text.chars().peekable();
+        let mut who = 0;
+        while let Some(c) = chars.peek() {
+            who |= match c {
+                'u' => 0o4700,
+                'g' => 0o2070,
+                'o' => 0o1007,
+                'a' => 0o7777,
+                _ => break,
+            };
+            chars.next();
+        }
+        if who == 0 {
+            who = 0o7777;
+        }
+        let mut actions = Vec::new();
+        while let Some(op) = chars.next() {
+            if !matches!(op, '+' | '-' | '=') {
+                return Err(bad());
+            }
+            let perm = match chars.peek() {
+                Some(c @ ('u' | 'g' | 'o')) => {
+                    let shift = match c {
+                        'u' => 6,
+                        'g' => 3,
+                        _ => 0,
+                    };
+                    chars.next();
+                    ChmodPerm::Copy(shift)
+                }
+                _ => {
+                    let (mut bits, mut cond_x) = (0, false);
+                    while let Some(c) = chars.peek() {
+                        bits |= match c {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            'X' => {
+                                cond_x = true;
+                                0
+                            }
+                            _ => break,
+                        };
+                        chars.next();
+                    }
+                    ChmodPerm::Bits { bits, cond_x }
+                }
+            };
+            actions.push((op, perm));
+        }
+        if actions.is_empty() {
+            return Err(bad());
+        }
+        clauses.push(ChmodClause { who, actions });
+    }
+    Ok(Chmod::Symbolic(clauses, value.to_string()))
 }
 
 /// Whether a COPY/ADD source is a URL.
@@ -314,6 +453,39 @@ pub fn exposed_port(word: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chmod_takes_octal_and_symbolic_modes() {
+        assert_eq!(chmod_mode("0755"), Ok(Chmod::Octal(0o755)));
+        assert_eq!(chmod_mode("4755").unwrap().apply(0o600, false), 0o4755);
+        let cases: &[(&str, u32, bool, u32)] = &[
+            ("u+x", 0o644, false, 0o744),
+            ("g-w", 0o664, false, 0o644),
+            ("a=r", 0o755, false, 0o444),
+            ("=r", 0o755, false, 0o444),
+            ("+x", 0o644, false, 0o755),
+            ("u+x,g-w,o=", 0o666, false, 0o740),
+            ("go-rwx", 0o755, true, 0o700),
+            ("a+X", 0o644, false, 0o644),
+            ("a+X", 0o744, false, 0o755),
+            ("a+X", 0o644, true, 0o755),
+            ("u+s,+t", 0o755, false, 0o5755),
+            ("o+s", 0o755, false, 0o755),
+            ("g=u", 0o740, false, 0o770),
+            ("u=rw,go=r", 0o777, false, 0o644),
+            ("u-x+w", 0o500, false, 0o600),
+            ("ug+x,o-r", 0o644, false, 0o750),
+        ];
+        for (text, from, dir, want) in cases {
+            let got = chmod_mode(text).unwrap().apply(*from, *dir);
+            assert_eq!(got, *want, "{text} on {from:o}: {got:o}");
+        }
+        for bad in [
+            "", "u", "x+", "u+z", "0999", "17777", "u+x,", "u+x;g", "+rq", "-0755",
+        ] {
+            assert!(chmod_mode(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn stop_signals_as_docker_accepts_them() {
