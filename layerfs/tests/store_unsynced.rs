@@ -421,3 +421,46 @@ fn layer_is_never_missing_while_it_is_recreated() {
     );
     assert_eq!(fs::read_to_string(&hello).unwrap(), "watched");
 }
+
+/// When re-creating fails for another reason (here a damaged layer blob), the entry stays as it
+/// was: `system check` names the layer, and the next open tries again (and succeeds once the
+/// blob is good again).
+#[test]
+fn failed_recovery_is_reported_and_retried() {
+    let t = TempStore::new();
+    let image = small_image(&t.store, "retried");
+    let (diff_id, blob) = (
+        image.diff_ids()[0].clone(),
+        image.layer_digests()[0].clone(),
+    );
+    damage(&t.store.layer_dir(&diff_id).join("etc/hello"));
+    reboot(&t.store);
+    let blob_path = t.store.blob_path(&blob);
+    let good = fs::read(&blob_path).unwrap();
+    fs::write(
+        &blob_path,
+        vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+    )
+    .unwrap();
+
+    let failed = Store::open(t.store.root()).unwrap();
+    let report = failed.recovered_at_open();
+    assert!(report.recreated.is_empty());
+    assert_eq!(report.unrecovered.len(), 1, "{report:?}");
+    assert!(
+        listed(&failed, &diff_id)[0].starts_with(FAKE_BOOT),
+        "still listed as it was"
+    );
+    let problems = failed.check().unwrap().problems.join("\n");
+    assert!(
+        problems.contains(&format!("layers/{}", diff_id.hex()))
+            && problems.contains("re-creating it from its blob failed"),
+        "{problems}"
+    );
+
+    fs::write(&blob_path, good).unwrap();
+    let retried = Store::open(t.store.root()).unwrap();
+    assert_eq!(retried.recovered_at_open().recreated, vec![diff_id.clone()]);
+    assert_layer_matches_blob(&retried, &diff_id, &blob);
+    assert_eq!(journal_text(&retried), "");
+}
