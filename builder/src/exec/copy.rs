@@ -109,23 +109,6 @@ pub(crate) struct CopyJob {
 
 use super::precheck::is_url;
 
-/// The error of a COPY/ADD whose sources (wildcards, each of which may match nothing on its
-/// own) selected nothing at all.
-fn no_sources(sources: &[CopySource], place: &str) -> String {
-    let names: Vec<&str> = sources
-        .iter()
-        .filter_map(|s| match s {
-            CopySource::Path(p) => Some(p.as_str()),
-            CopySource::Heredoc(_) => None,
-        })
-        .collect();
-    format!(
-        "no source files were specified: {} matched nothing in {place} (check the paths and \
-         .dockerignore)",
-        names.join(" ")
-    )
-}
-
 impl Builder<'_, '_> {
     /// Expands sources and destination, selects and hashes the sources, adds the key parts.
     pub(crate) fn prepare_copy(
@@ -277,10 +260,10 @@ impl Builder<'_, '_> {
                     }
                 }
             }
+            // Sources that are all wildcards matching nothing copy nothing, without error, as
+            // BuildKit (its copies allow empty wildcards; the classic builder failed with 'no
+            // source files were specified'). A literal source that is missing fails in select.
             count = items.len();
-            if count == 0 {
-                return Err(err(no_sources(spec.sources, "the build context")));
-            }
         }
         let dest_dir = trailing || count > 1;
         if count > 1 && !trailing {
@@ -444,14 +427,9 @@ impl Builder<'_, '_> {
                     }
                     trees.extend(selected);
                 }
+                // Wildcards that all matched nothing: nothing to copy, as BuildKit.
                 if trees.is_empty() {
-                    return Err(err(no_sources(
-                        &paths
-                            .iter()
-                            .map(|p| CopySource::Path(p.clone()))
-                            .collect::<Vec<_>>(),
-                        "the --from source",
-                    )));
+                    return Ok(());
                 }
                 if trees.len() > 1 && !job.dest_dir {
                     return Err(err(
