@@ -271,6 +271,9 @@ fn a_container_killed_mid_output_keeps_its_log_and_output_is_held_back_meanwhile
         out.status.success() && !out.stdout.is_empty()
     });
     assert!(started, "no output logged");
+    // seq would write far more than 1 MiB in this time if rbuild kept reading; with
+    // backpressure the log holds at most the pipes' and one copy chunk's worth, however long
+    // this waits (so the bound does not depend on timing).
     std::thread::sleep(std::time::Duration::from_millis(300));
     let held = logs(&root, &["k"]).len();
     assert!(
