@@ -161,6 +161,14 @@ fn a_tar_context_on_stdin_in_every_compression() {
         err.contains("Dockerfile:2") && err.contains("NOTANINSTRUCTION"),
         "{err}"
     );
+    // A missing Dockerfile is named inside the archive, not by where it was unpacked.
+    let out = build_with_stdin(&root, &["-f", "sub/None.df", "-"], &tar.stdout);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile sub/None.df in the context archive from stdin"),
+        "{err}"
+    );
     // The Dockerfile cannot come from stdin too.
     let out = build_with_stdin(&root, &["-f", "-", "-"], &tar.stdout);
     assert!(!out.status.success());

@@ -252,6 +252,11 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             context.display()
         );
     }
+    // Paths inside a context from stdin are named relative to it, not by its scratch dir.
+    let shown = |p: &std::path::Path| match (&stdin_dir, p.strip_prefix(&context)) {
+        (Some(_), Ok(rel)) => format!("{} in the context archive from stdin", rel.display()),
+        _ => p.display().to_string(),
+    };
     let (dockerfile, dockerfile_name, dockerfile_path) = match file.as_deref() {
         _ if stdin_dockerfile.is_some() => (
             stdin_dockerfile.take().unwrap_or_default(),
@@ -266,8 +271,12 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             (s, "-".to_string(), None)
         }
         Some(f) => (
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading Dockerfile {f}: check the -f path"))?,
+            std::fs::read_to_string(f).with_context(|| {
+                format!(
+                    "reading Dockerfile {}: check the -f path",
+                    shown(std::path::Path::new(f))
+                )
+            })?,
             f.to_string(),
             Some(PathBuf::from(f)),
         ),
@@ -283,7 +292,7 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             };
             (
                 std::fs::read_to_string(&p).with_context(|| {
-                    format!("reading {}: add a Dockerfile or pass -f FILE", p.display())
+                    format!("reading {}: add a Dockerfile or pass -f FILE", shown(&p))
                 })?,
                 "Dockerfile".to_string(),
                 Some(p),
