@@ -388,6 +388,8 @@ impl BuildContext {
                 // entry only when something inside it is kept (decided below by parents).
             }
             let meta = entry.metadata().map_err(|e| self.walk_error(e))?;
+            // A file the stat cache knows as unchanged and without xattrs costs no xattr call.
+            let mut read_xattrs_of = self.hash_content && (meta.is_file() || meta.is_dir());
             let kind = if meta.is_dir() {
                 EntryKind::Dir
             } else if meta.file_type().is_symlink() {
@@ -398,7 +400,10 @@ impl BuildContext {
                 EntryKind::Symlink(target)
             } else if meta.is_file() {
                 match self.cached_hash(&meta) {
-                    Some(hash) => EntryKind::File(hash),
+                    Some((hash, xattrs)) => {
+                        read_xattrs_of &= xattrs;
+                        EntryKind::File(hash)
+                    }
                     None => {
                         let key = StatKey::of(&meta);
                         unhashed.push((
@@ -421,7 +426,7 @@ impl BuildContext {
                 mtime: (meta.mtime(), meta.mtime_nsec()),
                 owner: (meta.uid(), meta.gid()),
                 link: (meta.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
-                xattrs: if self.hash_content && (meta.is_file() || meta.is_dir()) {
+                xattrs: if read_xattrs_of {
                     read_xattrs(entry.path()).map_err(|source| ContextError::Io {
                         path: entry.path().to_path_buf(),
                         source,
@@ -437,7 +442,7 @@ impl BuildContext {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for ((index, _, key, _), hash) in unhashed.into_iter().zip(hashed) {
                 entries[index].kind = EntryKind::File(hash);
-                cache.put(key, hash);
+                cache.put(key, hash, !entries[index].xattrs.is_empty());
             }
         }
         if exceptions {
@@ -470,11 +475,12 @@ impl BuildContext {
         })
     }
 
-    /// The content hash of a file with metadata `meta` when no hashing is needed: all zeros for
-    /// an unhashed tree, else what the stat cache remembers.
-    fn cached_hash(&self, meta: &fs::Metadata) -> Option<[u8; 32]> {
+    /// The content hash of a file with metadata `meta` when no hashing is needed, and whether
+    /// it has xattrs to read: all zeros for an unhashed tree (whose xattrs are not read), else
+    /// what the stat cache remembers.
+    fn cached_hash(&self, meta: &fs::Metadata) -> Option<([u8; 32], bool)> {
         if !self.hash_content {
-            return Some([0; 32]);
+            return Some(([0; 32], false));
         }
         self.cache
             .lock()
@@ -777,6 +783,31 @@ mod tests {
         }
         // The same tree again (now from the stat cache) has the same digest.
         assert_eq!(ctx.select(".").unwrap()[0].digest, tree.digest);
+    }
+
+    #[test]
+    fn xattrs_are_read_unless_the_stat_cache_knows_there_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        rustix::fs::setxattr(&a, "user.rbuild.t", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        let ctx = BuildContext::open(dir.path(), None, StatCache::in_memory()).unwrap();
+        let names =
+            |t: &SourceTree| -> Vec<usize> { t.entries.iter().map(|e| e.xattrs.len()).collect() };
+        let first = ctx.select(".").unwrap().remove(0);
+        assert_eq!(names(&first), [0, 1, 0]);
+        // From the stat cache: a's xattrs are still read, b has none.
+        let second = ctx.select(".").unwrap().remove(0);
+        assert_eq!(names(&second), [0, 1, 0]);
+        assert_eq!(second.digest, first.digest);
+        // Setting one changes b's ctime, so the cache entry no longer holds.
+        rustix::fs::setxattr(&b, "user.rbuild.t", b"2", rustix::fs::XattrFlags::empty()).unwrap();
+        let third = ctx.select(".").unwrap().remove(0);
+        assert_eq!(names(&third), [0, 1, 1]);
+        assert_ne!(third.digest, first.digest);
+        let (hits, misses) = ctx.save_cache().unwrap();
+        assert_eq!((hits, misses), (3, 3));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"RBSTAT01";
-const ENTRY_LEN: usize = 8 * 5 + 32;
+/// Version 02 added the has-xattrs byte (version 01 files are dropped: one re-hash).
+const MAGIC: &[u8; 8] = b"RBSTAT02";
+const ENTRY_LEN: usize = 8 * 5 + 32 + 1;
 /// Width of the window before the run start in which changed files count as racy: the
 /// coarsest timestamp granularity of a common filesystem (FAT's 2 seconds).
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
@@ -51,6 +52,9 @@ impl StatKey {
 struct Entry {
     key: StatKey,
     hash: [u8; 32],
+    /// The file had extended attributes a copy keeps (so they must be read); when false and
+    /// the stat data match, there are none (setting one changes the ctime).
+    xattrs: bool,
     /// Racy when recorded: re-hash next time even if stat data matches.
     racy: bool,
 }
@@ -102,12 +106,13 @@ impl StatCache {
         Ok(cache)
     }
 
-    /// The remembered content hash for a file with stat data `key`, when it can be trusted.
-    pub fn get(&mut self, key: &StatKey) -> Option<[u8; 32]> {
+    /// The remembered content hash for a file with stat data `key`, and whether it has
+    /// extended attributes to read, when they can be trusted.
+    pub fn get(&mut self, key: &StatKey) -> Option<([u8; 32], bool)> {
         match self.entries.get(&(key.dev, key.ino)) {
             Some(e) if !e.racy && e.key == *key => {
                 self.hits += 1;
-                Some(e.hash)
+                Some((e.hash, e.xattrs))
             }
             _ => {
                 self.misses += 1;
@@ -116,16 +121,24 @@ impl StatCache {
         }
     }
 
-    /// Records the content hash of a file with stat data `key`.
-    pub fn put(&mut self, key: StatKey, hash: [u8; 32]) {
+    /// Records the content hash of a file with stat data `key`, and whether it has extended
+    /// attributes.
+    pub fn put(&mut self, key: StatKey, hash: [u8; 32], xattrs: bool) {
         // The run start is read on the store's filesystem; the context's may keep coarser
         // times (1 s on ext3, 2 s on FAT), where a file changed just after it was hashed can
         // keep the very same mtime and ctime. So anything changed in the 2-second window of
         // the run start counts as racy too.
         let horizon = self.run_start_ns - self.run_start_ns.rem_euclid(RACY_WINDOW_NS);
         let racy = key.mtime_ns >= horizon || key.ctime_ns >= horizon;
-        self.entries
-            .insert((key.dev, key.ino), Entry { key, hash, racy });
+        self.entries.insert(
+            (key.dev, key.ino),
+            Entry {
+                key,
+                hash,
+                xattrs,
+                racy,
+            },
+        );
         self.dirty = true;
     }
 
@@ -158,6 +171,7 @@ impl StatCache {
                 buf[24..32].copy_from_slice(&mtime.to_le_bytes());
                 buf[32..40].copy_from_slice(&e.key.ctime_ns.to_le_bytes());
                 buf[40..72].copy_from_slice(&e.hash);
+                buf[72] = u8::from(e.xattrs);
                 w.write_all(&buf)?;
             }
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -197,7 +211,16 @@ fn read_entries(f: File, out: &mut HashMap<(u64, u64), Entry>) -> std::io::Resul
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&buf[40..72]);
         let racy = key.mtime_ns == i64::MIN;
-        out.insert((key.dev, key.ino), Entry { key, hash, racy });
+        let xattrs = buf[72] != 0;
+        out.insert(
+            (key.dev, key.ino),
+            Entry {
+                key,
+                hash,
+                xattrs,
+                racy,
+            },
+        );
     }
     Ok(())
 }
@@ -236,11 +259,14 @@ mod tests {
             mtime_ns: i64::MAX - 1,
             ctime_ns: 11,
         };
-        c.put(old, [7; 32]);
-        c.put(racy, [8; 32]);
+        let with_xattrs = StatKey { ino: 4, ..old };
+        c.put(old, [7; 32], false);
+        c.put(racy, [8; 32], false);
+        c.put(with_xattrs, [9; 32], true);
         c.save().unwrap();
         let mut c = StatCache::load(&path).unwrap();
-        assert_eq!(c.get(&old), Some([7; 32]));
+        assert_eq!(c.get(&old), Some(([7; 32], false)));
+        assert_eq!(c.get(&with_xattrs), Some(([9; 32], true)));
         assert_eq!(c.get(&racy), None);
         let changed = StatKey {
             ctime_ns: 12,
@@ -271,11 +297,11 @@ mod tests {
             ctime_ns: window_start - 1,
             ..coarse
         };
-        c.put(coarse, [1; 32]);
-        c.put(settled, [2; 32]);
+        c.put(coarse, [1; 32], false);
+        c.put(settled, [2; 32], false);
         c.save().unwrap();
         let mut c = StatCache::load(&path).unwrap();
         assert_eq!(c.get(&coarse), None);
-        assert_eq!(c.get(&settled), Some([2; 32]));
+        assert_eq!(c.get(&settled), Some(([2; 32], false)));
     }
 }
