@@ -346,3 +346,62 @@ fn write_errors_are_reported_not_hung_on() {
     let err = write_layer(&missing, &WriteOptions::default(), std::io::sink()).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
+
+/// The same files with the same xattrs make the same layer whatever order the xattrs were set
+/// in (listxattr reports insertion order: an overlayfs and a FUSE copy-up differ there).
+#[test]
+fn xattrs_are_written_in_name_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for (dir, names) in [
+        ("one", ["user.b", "user.a", "security.capability"]),
+        ("two", ["security.capability", "user.a", "user.b"]),
+    ] {
+        let upper = tmp.path().join(dir);
+        std::fs::create_dir_all(upper.join("d")).unwrap();
+        std::fs::write(upper.join("d/f"), b"f").unwrap();
+        for path in [upper.join("d"), upper.join("d/f")] {
+            for name in names {
+                let value: &[u8] = if name == "security.capability" {
+                    &CAP_NET_BIND
+                } else {
+                    name.as_bytes()
+                };
+                set_xattr(&path, name, value);
+            }
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    },
+                    last_modification: rustix::fs::Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    },
+                },
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        }
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut tar = Vec::new();
+        let opts = WriteOptions {
+            compression: Compression::None,
+            mtime_clamp: None,
+        };
+        ids.push(write_layer(&upper, &opts, &mut tar).unwrap().diff_id);
+        let text = String::from_utf8_lossy(&tar);
+        let order: Vec<usize> = ["security.capability=", "user.a=", "user.b="]
+            .iter()
+            .map(|key| text.find(key).expect("xattr record"))
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{dir}: records not in name order"
+        );
+    }
+    assert_eq!(ids[0], ids[1]);
+}

@@ -448,10 +448,13 @@ impl EntryWriter<'_> {
         } else {
             None
         };
-        let kept: Vec<&(Vec<u8>, Vec<u8>)> = xattrs
+        let mut kept: Vec<&(Vec<u8>, Vec<u8>)> = xattrs
             .iter()
             .filter(|(name, _)| !is_overlay_xattr(name) && name != b"security.selinux")
             .collect();
+        // By name: listxattr gives the filesystem's order, which depends on how the xattrs were
+        // set (a copy-up by overlayfs or by the FUSE driver, setfattr order), not on the file.
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
         if !kept.is_empty() {
             append_pax_xattrs(builder, &kept).map_err(stream)?;
         }
