@@ -6,7 +6,8 @@ mod fuse_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,12 @@ enum Op {
     Link(PathBuf, PathBuf),
     Chmod(PathBuf, u32),
     Truncate(PathBuf, u64),
+    /// lchown (extended runs only).
+    Chown(PathBuf, u32, u32),
+    /// lsetxattr of a user.* name (extended runs only).
+    SetXattr(PathBuf, String, Vec<u8>),
+    /// rename(2) with RENAME_EXCHANGE (extended runs only).
+    Exchange(PathBuf, PathBuf),
 }
 
 impl std::fmt::Debug for Op {
@@ -45,6 +52,9 @@ impl std::fmt::Debug for Op {
             Op::Link(a, b) => write!(f, "Link({a:?}, {b:?})"),
             Op::Chmod(p, m) => write!(f, "Chmod({p:?}, {m:o})"),
             Op::Truncate(p, l) => write!(f, "Truncate({p:?}, {l})"),
+            Op::Chown(p, u, g) => write!(f, "Chown({p:?}, {u}:{g})"),
+            Op::SetXattr(p, n, v) => write!(f, "SetXattr({p:?}, {n}, {} bytes)", v.len()),
+            Op::Exchange(a, b) => write!(f, "Exchange({a:?}, {b:?})"),
         }
     }
 }
@@ -56,10 +66,19 @@ fn errno(err: io::Error) -> i32 {
 fn apply(root: &Path, op: &Op) -> Result<(), i32> {
     let p = |rel: &PathBuf| root.join(rel);
     match op {
-        Op::Create(path, data) => fs::write(p(path), data),
+        // O_NONBLOCK everywhere a file is opened for writing: an exchange or rename may have
+        // put the fixture's fifo under a name the (periodically refreshed) listing still takes
+        // for a file, and opening a fifo without a reader would wait forever (ENXIO instead).
+        Op::Create(path, data) => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(p(path))
+            .and_then(|mut f| f.write_all(data)),
         Op::Write(path, offset, data) => fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(p(path))
             .and_then(|f| f.write_all_at(data, *offset)),
         Op::Rename(from, to) => fs::rename(p(from), p(to)),
@@ -71,9 +90,25 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
         Op::Chmod(path, mode) => fs::set_permissions(p(path), fs::Permissions::from_mode(*mode)),
         Op::Truncate(path, len) => fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(p(path))
             .and_then(|f| f.set_len(*len)),
+        Op::Chown(path, uid, gid) => std::os::unix::fs::lchown(p(path), Some(*uid), Some(*gid)),
+        Op::SetXattr(path, name, value) => rustix::fs::lsetxattr(
+            p(path).as_path(),
+            name.as_str(),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(io::Error::from),
+        Op::Exchange(a, b) => rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            p(a).as_path(),
+            rustix::fs::CWD,
+            p(b).as_path(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(io::Error::from),
     }
     .map_err(errno)
 }
@@ -104,7 +139,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         }
     } else if kind.is_symlink() {
         std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
-        return Ok(());
+        return std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()));
     } else if kind.is_file() && meta.nlink() > 1 {
         return fs::hard_link(from, to);
     } else if kind.is_file() {
@@ -117,6 +152,19 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
             rustix::fs::Mode::empty(),
             0,
         )?;
+    }
+    // What `mv` keeps when it copies (as root): owner, xattrs, then the mode.
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(from, &mut names)?;
+    for name in names[..n]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let name = std::ffi::OsStr::from_bytes(name);
+        let mut value = vec![0u8; 65536];
+        let len = rustix::fs::lgetxattr(from, name, &mut value)?;
+        rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty())?;
     }
     fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
@@ -137,7 +185,9 @@ fn listing(root: &Path) -> Vec<(PathBuf, bool, bool)> {
     out
 }
 
-fn random_op(rng: &mut Rng, list: &[(PathBuf, bool, bool)]) -> Op {
+/// A random operation on the entries of `list`; `extended` adds chown, setxattr and
+/// RENAME_EXCHANGE.
+fn random_op(rng: &mut Rng, list: &[(PathBuf, bool, bool)], extended: bool) -> Op {
     let dirs: Vec<&PathBuf> = list.iter().filter(|e| e.1).map(|e| &e.0).collect();
     let files: Vec<&PathBuf> = list.iter().filter(|e| e.2).map(|e| &e.0).collect();
     let any: Vec<&PathBuf> = list.iter().skip(1).map(|e| &e.0).collect();
@@ -152,7 +202,7 @@ fn random_op(rng: &mut Rng, list: &[(PathBuf, bool, bool)]) -> Op {
         let dir = dirs[rng.below(dirs.len())].clone();
         dir.join(NAMES[rng.below(NAMES.len())])
     };
-    match rng.below(20) {
+    match rng.below(if extended { 24 } else { 20 }) {
         0..=3 => {
             let len = [0, 1, 100, 4096, 5000, 70_000][rng.below(6)];
             Op::Create(new_name(rng, &dirs), rng.bytes(len))
@@ -178,7 +228,18 @@ fn random_op(rng: &mut Rng, list: &[(PathBuf, bool, bool)]) -> Op {
         }
         15 => Op::Link(pick(rng, &files), new_name(rng, &dirs)),
         16..=17 => Op::Chmod(pick(rng, &any), MODES[rng.below(MODES.len())]),
-        _ => Op::Truncate(pick(rng, &files), rng.below(9000) as u64),
+        18..=19 => Op::Truncate(pick(rng, &files), rng.below(9000) as u64),
+        20..=21 => Op::Chown(
+            pick(rng, &any),
+            [0, 1, 1000][rng.below(3)],
+            [0, 50][rng.below(2)],
+        ),
+        22 => {
+            let name = ["user.a", "user.b"][rng.below(2)].to_string();
+            let len = rng.below(40);
+            Op::SetXattr(pick(rng, &any), name, rng.bytes(len))
+        }
+        _ => Op::Exchange(pick(rng, &any), pick(rng, &any)),
     }
 }
 
@@ -201,15 +262,26 @@ fn tar_listing(upper: &Path) -> (String, BTreeMap<String, String>) {
             .ok()
             .flatten()
             .map(|l| l.display().to_string());
+        let mut xattrs = Vec::new();
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                if let Ok(key) = ext.key() {
+                    if key.starts_with("SCHILY.xattr.") {
+                        xattrs.push(format!("{key}={:?}", ext.value_bytes()));
+                    }
+                }
+            }
+        }
         let mut data = Vec::new();
         entry.read_to_end(&mut data).expect("tar data");
         entries.insert(
             path,
             format!(
-                "{:?} mode={:o} uid={:?} size={} link={:?} data={}",
+                "{:?} mode={:o} uid={:?} gid={:?} size={} link={:?} data={} xattrs={xattrs:?}",
                 header.entry_type(),
                 header.mode().unwrap_or(0),
                 header.uid().ok(),
+                header.gid().ok(),
                 data.len(),
                 link,
                 rbuild_layerfs::Digest::of_bytes(&data).short()
@@ -221,13 +293,26 @@ fn tar_listing(upper: &Path) -> (String, BTreeMap<String, String>) {
 
 fn run_differential(seed: u64, steps: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    run_differential_in(seed, steps, tmp.path(), tmp.path());
+    run_differential_in(seed, steps, tmp.path(), tmp.path(), false);
 }
 
 /// [`run_differential`] with the layers and overlay's dirs below `root` and FUSE's upper,
-/// work and mount dirs below `fuse_root`.
-fn run_differential_in(seed: u64, steps: usize, root: &Path, fuse_root: &Path) {
+/// work and mount dirs below `fuse_root`; `extended` adds hard links to the lowest layer and
+/// chown, setxattr and RENAME_EXCHANGE to the operations.
+fn run_differential_in(seed: u64, steps: usize, root: &Path, fuse_root: &Path, extended: bool) {
     let layers = make_layers(root);
+    if extended {
+        // Names of one lower file, in one directory and across directories.
+        let base = &layers[0];
+        for (from, to) in [
+            ("data/a", "data/a2"),
+            ("data/a", "usr/bin/a3"),
+            ("usr/bin/tool", "usr/bin/tool2"),
+            ("usr/lib/deep/er/lib.so", "data/lib.so"),
+        ] {
+            fs::hard_link(base.join(from), base.join(to)).expect("lower hard link");
+        }
+    }
     let ovl_dirs = MountDirs::new(root, "overlay");
     let fuse_dirs = MountDirs::new(fuse_root, "fuse");
     {
@@ -242,7 +327,7 @@ fn run_differential_in(seed: u64, steps: usize, root: &Path, fuse_root: &Path) {
             if step % 8 == 0 {
                 list = listing(&o);
             }
-            let op = random_op(&mut rng, &list);
+            let op = random_op(&mut rng, &list, extended);
             let on_fuse = apply(&f, &op);
             let mut on_overlay = apply(&o, &op);
             // Overlay (redirect_dir=off) refuses to rename merged directories with EXDEV before
@@ -311,10 +396,18 @@ fn run_differential_in(seed: u64, steps: usize, root: &Path, fuse_root: &Path) {
         }
         assert_same_tree(&snapshot(&o), &snapshot(&f), &format!("seed {seed} end"));
         // The run must have exercised every operation successfully.
+        let extra: &[&str] = if extended {
+            &["Chown", "SetXattr", "Exchange"]
+        } else {
+            &[]
+        };
         for name in [
             "Create", "Write", "Rename", "Unlink", "Mkdir", "Rmdir", "Symlink", "Link", "Chmod",
             "Truncate",
-        ] {
+        ]
+        .iter()
+        .chain(extra)
+        {
             assert!(
                 outcomes.get(&format!("{name} ok")).copied().unwrap_or(0) > 0,
                 "seed {seed}: no successful {name} in {outcomes:?}"
@@ -360,6 +453,22 @@ fn random_operations_match_overlay_seed_3() {
     run_differential(0xdead_beef, 3000);
 }
 
+/// Lower files with several names (their links split at copy-up), chown, xattrs and
+/// RENAME_EXCHANGE on top of the usual operations; the layer tars also compare owners and
+/// xattrs.
+#[test]
+fn random_operations_match_overlay_with_lower_hard_links_chown_xattrs_and_exchange() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    run_differential_in(0xc0ff_ee06, 3000, tmp.path(), tmp.path(), true);
+}
+
+/// The extended run whose layer tars once differed by the order of two xattrs.
+#[test]
+fn random_operations_match_overlay_with_lower_hard_links_chown_xattrs_and_exchange_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    run_differential_in(261_327, 3000, tmp.path(), tmp.path(), true);
+}
+
 /// FUSE's upper dir on overlayfs (a store in a container), where whiteouts are xattr
 /// whiteouts because overlayfs refuses whiteout devices: the same results, merged tree and
 /// layer tar as overlay with its upper dir on a plain filesystem.
@@ -370,7 +479,7 @@ fn random_operations_match_overlay_with_the_fuse_upper_dir_on_overlayfs() {
     let host_lower = tmp.path().join("host/lower");
     fs::create_dir(&host_lower).expect("create the host overlay's lower dir");
     let host = host_dirs.mount(&[host_lower], Driver::Overlay);
-    run_differential_in(0x0f5_0f5, 3000, tmp.path(), host.target());
+    run_differential_in(0x0f5_0f5, 3000, tmp.path(), host.target(), false);
     let xattr_whiteouts = walkdir::WalkDir::new(host.target().join("fuse/upper"))
         .into_iter()
         .filter_map(Result::ok)
