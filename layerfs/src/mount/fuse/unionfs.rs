@@ -1250,7 +1250,12 @@ impl Filesystem for UnionFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.lock().inodes.forget(ino.0, nlookup);
+        let mut st = self.lock();
+        st.inodes.forget(ino.0, nlookup);
+        if st.inodes.get(ino.0).is_none() {
+            // The kernel dropped the inode and its page cache: nothing stale can be kept.
+            st.passed_through.remove(&ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
