@@ -165,9 +165,12 @@ fn killed_container_server_blocks_nothing() {
     assert_eq!(servers.len(), 1, "{servers:?}");
     kill9(servers[0].0);
     let merged = root.path().join("containers").join(&id).join("merged");
+    // The mount is dead, or already gone: the container's process dies of SIGBUS at its next
+    // page fault into a lower file (served through the dead server, not passed through), and
+    // its monitor then unmounts it.
     assert!(
-        poll_until(500, || is_dead(&merged)),
-        "the mount should be dead"
+        poll_until(500, || is_dead(&merged) || mounts_below(&merged).is_empty()),
+        "the mount should be dead or gone"
     );
     // rm -f detaches the dead mount and removes everything.
     root.ok(&["rm", "-f", &id]);
