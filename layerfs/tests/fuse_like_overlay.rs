@@ -798,3 +798,68 @@ fn rename_exchange() {
         ]
     );
 }
+
+/// Copy-up happens once per file: later writes, chmod, xattrs, truncates and renames act on
+/// the same upper file (its real inode stays), data and metadata carried over.
+#[test]
+fn copy_up_happens_once_per_file() {
+    let seen = like_overlay(Scenario {
+        layer: |l| {
+            write(&l.join("d/f"), b"lower", 0o640);
+            std::os::unix::fs::chown(l.join("d/f"), Some(7), Some(8)).unwrap();
+        },
+        act: |m, upper| {
+            let mut o = Vec::new();
+            let real = || fs::metadata(upper.join("d/f")).map(|meta| meta.ino());
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(m.join("d/f"))
+                .unwrap();
+            f.write_all(b"+1").unwrap();
+            drop(f);
+            let first = real().unwrap();
+            let meta = fs::metadata(upper.join("d/f")).unwrap();
+            o.push(format!(
+                "copied up with owner {}:{} mode {:o}",
+                meta.uid(),
+                meta.gid(),
+                meta.mode() & 0o7777
+            ));
+            fs::set_permissions(m.join("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(m.join("d/f"))
+                .unwrap();
+            f.write_all(b"+2").unwrap();
+            drop(f);
+            rustix::fs::lsetxattr(m.join("d/f").as_path(), "user.x", b"1", XattrFlags::empty())
+                .unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(m.join("d/f"))
+                .unwrap()
+                .set_len(9)
+                .unwrap();
+            o.push(format!(
+                "same upper file after chmod, write, setxattr, truncate: {}",
+                real().unwrap() == first
+            ));
+            fs::rename(m.join("d/f"), m.join("d/g")).unwrap();
+            let moved = fs::metadata(upper.join("d/g")).unwrap().ino();
+            o.push(format!(
+                "renamed, not copied again: {} content {:?}",
+                moved == first,
+                read(&m.join("d/g"))
+            ));
+            o
+        },
+    });
+    assert_eq!(
+        seen,
+        [
+            "copied up with owner 7:8 mode 640",
+            "same upper file after chmod, write, setxattr, truncate: true",
+            "renamed, not copied again: true content \"lower+1+2\""
+        ]
+    );
+}
