@@ -167,21 +167,7 @@ impl Store {
     /// For every image manifest among the blobs: diff ID -> layer blob digests.
     fn layer_blobs_by_diff_id(&self) -> HashMap<Digest, Vec<Digest>> {
         let mut map: HashMap<Digest, Vec<Digest>> = HashMap::new();
-        let dir = self.root().join("blobs/sha256");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let small = entry.metadata().is_ok_and(|m| m.len() <= 1 << 20);
-            let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
-                continue;
-            };
-            if !small {
-                continue;
-            }
-            let Ok(data) = std::fs::read(entry.path()) else {
-                continue;
-            };
-            if serde_json::from_slice::<oci_spec::image::ImageManifest>(&data).is_err() {
-                continue;
-            }
+        for (digest, _) in self.manifest_blobs() {
             let Ok(image) = self.load_image(&digest) else {
                 continue;
             };

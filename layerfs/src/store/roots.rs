@@ -84,26 +84,30 @@ impl Store {
 
     /// (config digest, manifest digest) of every image manifest blob in the store.
     fn manifests_by_config(&self) -> Vec<(Digest, Digest)> {
-        let mut out = Vec::new();
+        self.manifest_blobs()
+            .filter_map(|(digest, m)| Some((descriptor_digest(m.config()).ok()?, digest)))
+            .collect()
+    }
+
+    /// Every blob of the store that is an image manifest (at most 1 MiB and parses as one),
+    /// with its digest; unreadable blobs are skipped.
+    pub(crate) fn manifest_blobs(
+        &self,
+    ) -> impl Iterator<Item = (Digest, oci_spec::image::ImageManifest)> {
         let dir = self.root().join("blobs/sha256");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let small = entry.metadata().is_ok_and(|m| m.len() <= 1 << 20);
-            let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
-                continue;
-            };
-            if !small {
-                continue;
-            }
-            let Ok(data) = std::fs::read(entry.path()) else {
-                continue;
-            };
-            if let Ok(m) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&data) {
-                if let Ok(config) = descriptor_digest(m.config()) {
-                    out.push((config, digest));
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let digest = Digest::from_hex(&entry.file_name().to_string_lossy()).ok()?;
+                if !entry.metadata().is_ok_and(|m| m.len() <= 1 << 20) {
+                    return None;
                 }
-            }
-        }
-        out
+                let data = std::fs::read(entry.path()).ok()?;
+                let manifest = serde_json::from_slice(&data).ok()?;
+                Some((digest, manifest))
+            })
     }
 
     /// Marks a manifest and what it references; false when the blob is not a readable image.

@@ -417,6 +417,22 @@ impl UnionFs {
         Ok(())
     }
 
+    /// [`Self::refresh`] of every known inode below directory `ino` (after it moved), parents
+    /// before their children.
+    fn refresh_below(&self, st: &mut State, ino: u64) -> Res<()> {
+        let mut below = st.inodes.descendants(ino);
+        below.sort_by_key(|&ino| {
+            st.inodes
+                .path(ino)
+                .map(|p| p.components().count())
+                .unwrap_or(0)
+        });
+        for ino in below {
+            self.refresh(st, ino)?;
+        }
+        Ok(())
+    }
+
     /// Re-resolves live inode `ino` after its entry moved or was copied up.
     fn refresh(&self, st: &mut State, ino: u64) -> Res<()> {
         let Some(node) = st.inodes.get(ino) else {
@@ -1022,16 +1038,7 @@ impl UnionFs {
             .move_alias(a_ino, parent, name, new_parent, new_name);
         for ino in [a_ino, b_ino] {
             self.refresh(st, ino)?;
-            let mut below = st.inodes.descendants(ino);
-            below.sort_by_key(|&ino| {
-                st.inodes
-                    .path(ino)
-                    .map(|p| p.components().count())
-                    .unwrap_or(0)
-            });
-            for ino in below {
-                self.refresh(st, ino)?;
-            }
+            self.refresh_below(st, ino)?;
         }
         Ok(())
     }
@@ -1117,16 +1124,7 @@ impl UnionFs {
         }
         self.refresh(st, src_ino)?;
         if is_dir {
-            let mut below = st.inodes.descendants(src_ino);
-            below.sort_by_key(|&ino| {
-                st.inodes
-                    .path(ino)
-                    .map(|p| p.components().count())
-                    .unwrap_or(0)
-            });
-            for ino in below {
-                self.refresh(st, ino)?;
-            }
+            self.refresh_below(st, src_ino)?;
         }
         Ok(())
     }
