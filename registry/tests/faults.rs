@@ -30,6 +30,38 @@ fn fixture() -> Fixture {
     Fixture { src, image, big }
 }
 
+/// Pushes the fixture's `app:1` to `lib/pushed:1` on `fake`, with the credentials kept in
+/// `creds` and the test's push options as `tune` adjusts them.
+fn push_app(
+    fake: &FakeRegistry,
+    fx: &Fixture,
+    creds: &std::path::Path,
+    tune: impl FnOnce(&mut rbuild_registry::PushOptions),
+) -> rbuild_registry::Result<rbuild_registry::Pushed> {
+    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
+    let mut opts = push_options(creds);
+    tune(&mut opts);
+    rt().block_on(push(
+        &fx.src.store,
+        "app:1",
+        &dest,
+        &opts,
+        Arc::new(NoProgress),
+    ))
+}
+
+/// The fake holds every layer blob of the fixture, byte for byte, and the pushed manifest.
+fn assert_pushed(fake: &FakeRegistry, fx: &Fixture) {
+    let s = fake.state();
+    for d in fx.image.layer_digests() {
+        assert_eq!(
+            s.blobs.get(d.as_str()).map(|b| b.to_vec()),
+            Some(fx.src.store.read_blob(&d).unwrap())
+        );
+    }
+    assert!(s.manifests.contains_key("lib/pushed:1"));
+}
+
 /// Puts the fixture's blobs and manifest (as `lib/app:1`) into a fake registry.
 fn load(fake: &FakeRegistry, fx: &Fixture) {
     for d in fx
@@ -205,17 +237,7 @@ fn upload_answered_202_without_progress_fails_instead_of_looping() {
     let fx = fixture();
     fake.state().faults.stuck_patches = true;
     let creds = tempfile::tempdir().unwrap();
-    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-    let mut opts = push_options(creds.path());
-    opts.chunk_size = 64 << 10;
-    let err = rt()
-        .block_on(push(
-            &fx.src.store,
-            "app:1",
-            &dest,
-            &opts,
-            Arc::new(NoProgress),
-        ))
+    let err = push_app(&fake, &fx, creds.path(), |o| o.chunk_size = 64 << 10)
         .expect_err("a registry that never advances");
     assert!(err.to_string().contains("kept failing"), "{err}");
     assert!(!fake.state().manifests.contains_key("lib/pushed:1"));
@@ -504,29 +526,13 @@ fn upload_resumes_from_the_registry_offset_after_a_failed_chunk() {
         let fx = fixture();
         fake.state().faults.fail_patches = 1;
         let creds = tempfile::tempdir().unwrap();
-        let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-        let mut opts = push_options(creds.path());
-        if let Some(c) = chunk {
-            opts.chunk_size = c;
-        }
-        opts.jobs = 1;
-        rt().block_on(push(
-            &fx.src.store,
-            "app:1",
-            &dest,
-            &opts,
-            Arc::new(NoProgress),
-        ))
+        push_app(&fake, &fx, creds.path(), |o| {
+            o.chunk_size = chunk.unwrap_or(o.chunk_size);
+            o.jobs = 1;
+        })
         .expect("push resumes");
-        let s = fake.state();
-        assert_eq!(s.faults.fail_patches, 0, "a PATCH failed");
-        for d in fx.image.layer_digests() {
-            assert_eq!(
-                s.blobs.get(d.as_str()).map(|b| b.to_vec()),
-                Some(fx.src.store.read_blob(&d).unwrap())
-            );
-        }
-        assert!(s.manifests.contains_key("lib/pushed:1"));
+        assert_eq!(fake.state().faults.fail_patches, 0, "a PATCH failed");
+        assert_pushed(&fake, &fx);
     }
 }
 
@@ -549,29 +555,14 @@ fn upload_goes_on_when_the_registry_reports_0_0_after_a_failed_chunk() {
             s.faults.failed_patch_keeps = Some(kept);
         }
         let creds = tempfile::tempdir().unwrap();
-        let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-        let mut opts = push_options(creds.path());
-        if let Some(c) = chunk {
-            opts.chunk_size = c;
-        }
-        opts.jobs = 1;
-        rt().block_on(push(
-            &fx.src.store,
-            "app:1",
-            &dest,
-            &opts,
-            Arc::new(NoProgress),
-        ))
+        push_app(&fake, &fx, creds.path(), |o| {
+            o.chunk_size = chunk.unwrap_or(o.chunk_size);
+            o.jobs = 1;
+        })
         .unwrap_or_else(|e| panic!("push (chunk {chunk:?}) after a failed chunk left {kept}: {e}"));
+        assert_pushed(&fake, &fx);
         let s = fake.state();
         assert_eq!(s.faults.fail_patches, 0, "a PATCH failed");
-        for d in fx.image.layer_digests() {
-            assert_eq!(
-                s.blobs.get(d.as_str()).map(|b| b.to_vec()),
-                Some(fx.src.store.read_blob(&d).unwrap())
-            );
-        }
-        assert!(s.manifests.contains_key("lib/pushed:1"));
         let posts = s
             .seen
             .iter()
@@ -593,16 +584,7 @@ fn bad_upload_location_is_an_error() {
     let fx = fixture();
     fake.state().faults.upload_location = Some("http://[::1".into());
     let creds = tempfile::tempdir().unwrap();
-    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-    let err = rt()
-        .block_on(push(
-            &fx.src.store,
-            "app:1",
-            &dest,
-            &push_options(creds.path()),
-            Arc::new(NoProgress),
-        ))
-        .expect_err("bad Location");
+    let err = push_app(&fake, &fx, creds.path(), |_| {}).expect_err("bad Location");
     assert!(err.to_string().contains("Location"), "{err}");
     assert!(
         !fake.state().manifests.contains_key("lib/pushed:1"),
@@ -1265,17 +1247,8 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
     CredentialStore::at(creds.path().join("config.json"))
         .login(&fake.host(), "alice", "pw")
         .unwrap();
-    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-    let mut opts = push_options(creds.path());
-    opts.jobs = 1;
-    rt().block_on(push(
-        &fx.src.store,
-        "app:1",
-        &dest,
-        &opts,
-        Arc::new(NoProgress),
-    ))
-    .expect("push through uploads on another host");
+    push_app(&fake, &fx, creds.path(), |o| o.jobs = 1)
+        .expect("push through uploads on another host");
     let elsewhere = storage.seen();
     assert!(
         elsewhere.iter().any(|s| s.method == "PATCH")
@@ -1328,27 +1301,13 @@ fn an_upload_committed_whose_answer_was_lost_is_not_an_error() {
     let fx = fixture();
     fake.state().faults.lose_finish_answers = 3;
     let creds = tempfile::tempdir().unwrap();
-    let dest = ImageRef::parse(&format!("{}/lib/pushed:1", fake.host())).unwrap();
-    rt().block_on(push(
-        &fx.src.store,
-        "app:1",
-        &dest,
-        &push_options(creds.path()),
-        Arc::new(NoProgress),
-    ))
-    .expect("push whose upload answers were lost");
-    let s = fake.state();
+    push_app(&fake, &fx, creds.path(), |_| {}).expect("push whose upload answers were lost");
     assert_eq!(
-        s.faults.lose_finish_answers, 0,
+        fake.state().faults.lose_finish_answers,
+        0,
         "every finishing answer was lost"
     );
-    for d in fx.image.layer_digests() {
-        assert_eq!(
-            s.blobs.get(d.as_str()).map(|b| b.to_vec()),
-            Some(fx.src.store.read_blob(&d).unwrap())
-        );
-    }
-    assert!(s.manifests.contains_key("lib/pushed:1"));
+    assert_pushed(&fake, &fx);
 }
 
 #[test]
