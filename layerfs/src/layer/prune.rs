@@ -5,14 +5,12 @@
 //! nothing would still make a layer.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::upper_walk::{self, Xattrs};
-use super::whiteout::{
-    is_opaque_value, is_overlay_xattr, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER, OVL_WHITEOUT_TRUSTED,
-    OVL_WHITEOUT_USER,
-};
+use super::whiteout::{is_overlay_xattr, OVL_OPAQUE_TRUSTED, OVL_OPAQUE_USER};
+use crate::mount::fuse::whiteout::is_opaque;
 
 /// Removes the directories of the upper dir `upper` that are empty, carry no overlay marker and
 /// equal the directory the layers below show at the same path (type, mode, owner, mtime to the
@@ -120,14 +118,14 @@ fn lower_dir(rel: &Path, lowers: &[PathBuf]) -> io::Result<Option<PathBuf>> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(e),
             };
-            if !md.is_dir() || is_whiteout(&at, &md)? {
+            if !md.is_dir() {
                 // A file, symlink or whiteout here: the upper directory replaces it.
                 return Ok(None);
             }
             if components.peek().is_none() {
                 return Ok(Some(at));
             }
-            if xattr_opaque(&at)? {
+            if is_opaque(&at) {
                 // Below an opaque directory of this layer, lower layers do not show.
                 let rest: PathBuf = components.collect();
                 return Ok(std::fs::symlink_metadata(at.join(&rest))
@@ -138,23 +136,6 @@ fn lower_dir(rel: &Path, lowers: &[PathBuf]) -> io::Result<Option<PathBuf>> {
         }
     }
     Ok(None)
-}
-
-/// True for a whiteout: a character device 0/0, or a zero-size file with the whiteout xattr.
-fn is_whiteout(path: &Path, md: &std::fs::Metadata) -> io::Result<bool> {
-    if md.file_type().is_char_device() {
-        return Ok(md.rdev() == 0);
-    }
-    Ok(md.is_file()
-        && md.len() == 0
-        && [OVL_WHITEOUT_TRUSTED, OVL_WHITEOUT_USER]
-            .iter()
-            .any(|name| rustix::fs::lgetxattr_query(path, *name).is_ok()))
-}
-
-/// True when directory `path` is opaque (`overlay.opaque=y`).
-fn xattr_opaque(path: &Path) -> io::Result<bool> {
-    Ok(opaque_marker(path)?.is_some_and(|v| is_opaque_value(&v)))
 }
 
 /// The xattrs of directory `path` that a layer would carry (not overlay's own), sorted.
@@ -170,6 +151,7 @@ fn visible_xattrs(path: &Path) -> io::Result<Xattrs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::whiteout::OVL_WHITEOUT_TRUSTED;
     use std::fs;
 
     fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
