@@ -170,11 +170,10 @@ const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(2);
 pub(crate) fn remove_orphaned_auto_remove(root: &Path) {
     for c in state::list(root).unwrap_or_default() {
         let monitor_alive = c.monitor_pid > 0 && state::pid_alive(c.monitor_pid);
-        if c.config.auto_remove
-            && c.status == Status::Running
-            && c.monitor_pid > 0
-            && !monitor_alive
-        {
+        if !c.config.auto_remove || c.status != Status::Running || monitor_alive {
+            continue;
+        }
+        if c.monitor_pid > 0 {
             // Its process dies with the rbuild that waited for it (parent-death signal), a few
             // milliseconds later: a command right after the kill must not find it running.
             let deadline = Instant::now() + ORPHAN_EXIT_WAIT;
@@ -182,8 +181,7 @@ pub(crate) fn remove_orphaned_auto_remove(root: &Path) {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        if c.config.auto_remove && c.status == Status::Running && !c.is_running() && !monitor_alive
-        {
+        if !c.is_running() {
             reap(root, &c);
             // Another command may be removing it at the same moment.
             let _ = std::fs::remove_dir_all(c.dir(root));
