@@ -7,6 +7,7 @@ pub mod image;
 pub mod import;
 pub mod layer;
 pub mod mount;
+pub mod rootless;
 pub mod store;
 
 pub use digest::{Digest, DigestError};

@@ -174,10 +174,24 @@ fn drop_privileges(u: &ResolvedUser) -> Result<()> {
         }
     }
     let gid = Gid::from_raw(u.gid);
-    nix::unistd::setresgid(gid, gid, gid).sys(|| format!("setgid {}", u.gid))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| id_error("setgid", u.gid, e))?;
     let uid = Uid::from_raw(u.uid);
-    nix::unistd::setresuid(uid, uid, uid).sys(|| format!("setuid {}", u.uid))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| id_error("setuid", u.uid, e))?;
     crate::seccomp::install()
+}
+
+/// A failed setuid/setgid to `id`. EINVAL means the id has no mapping in this user namespace:
+/// a rootless sandbox maps only its caller, as root.
+fn id_error(what: &str, id: u32, source: nix::Error) -> crate::RunnerError {
+    let what = if source == nix::Error::EINVAL {
+        format!(
+            "{what} {id}: without root, the sandbox's user namespace holds only root (your own \
+             user), so other user and group ids cannot be used"
+        )
+    } else {
+        format!("{what} {id}")
+    };
+    crate::RunnerError::Sys { what, source }
 }
 
 /// Marks every fd above 2 close-on-exec (the error pipe still works until exec succeeds).

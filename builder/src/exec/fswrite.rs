@@ -277,13 +277,13 @@ impl RootWriter {
             }
             Err(e) => return Err(e.into()),
         }
-        rustix::fs::chownat(
+        skip_rootless_chown(rustix::fs::chownat(
             dir,
             name,
             Some(rustix::fs::Uid::from_raw(a.uid)),
             Some(rustix::fs::Gid::from_raw(a.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        ))?;
         if let Some(t) = a.mtime {
             let ts = timestamps(t);
             rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
@@ -386,12 +386,21 @@ pub fn set_file_attrs(file: &File, a: Attrs) -> io::Result<()> {
     apply_attrs(file, a)
 }
 
+/// A chown's result, with the refusal of a rootless caller skipped: the file then stays the
+/// caller's, which its layer records as root's (see [`rbuild_layerfs::rootless`]).
+fn skip_rootless_chown(result: rustix::io::Result<()>) -> io::Result<()> {
+    match result.map_err(io::Error::from) {
+        Err(e) if rbuild_layerfs::rootless::skippable_chown_error(&e) => Ok(()),
+        other => other,
+    }
+}
+
 fn apply_attrs(fd: &impl AsFd, a: Attrs) -> io::Result<()> {
-    rustix::fs::fchown(
+    skip_rootless_chown(rustix::fs::fchown(
         fd,
         Some(rustix::fs::Uid::from_raw(a.uid)),
         Some(rustix::fs::Gid::from_raw(a.gid)),
-    )?;
+    ))?;
     // chown clears setuid/setgid bits, so the mode is set after it.
     rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode & 0o7777))?;
     if let Some(t) = a.mtime {

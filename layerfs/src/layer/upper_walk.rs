@@ -31,11 +31,12 @@ pub(super) struct EntryStat {
 impl EntryStat {
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     fn from_stat(st: &Stat) -> Self {
+        let (uid, gid) = crate::rootless::image_owner(st.st_uid as u32, st.st_gid as u32);
         EntryStat {
             kind: FileType::from_raw_mode(st.st_mode as _),
             mode: st.st_mode as u32,
-            uid: st.st_uid as u32,
-            gid: st.st_gid as u32,
+            uid,
+            gid,
             mtime: st.st_mtime as i64,
             size: u64::try_from(st.st_size).unwrap_or(0),
             rdev: st.st_rdev as u64,

@@ -245,9 +245,14 @@ impl Drop for UnionMount {
     fn drop(&mut self) {
         if self.mounted {
             self.mounted = false;
-            if let Err(e) =
-                rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH)
-            {
+            let result =
+                match rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH) {
+                    Err(rustix::io::Errno::PERM) if self.session.is_some() => {
+                        fuse::fusermount_unmount(&self.target, true)
+                    }
+                    other => other.map_err(Into::into),
+                };
+            if let Err(e) = result {
                 tracing::warn!(target = %self.target.display(), error = %e, "unmount failed");
             }
         }
@@ -398,11 +403,30 @@ fn mount_fuse(spec: &MountSpec) -> Result<UnionMount> {
     ))
 }
 
-/// Unmounts whatever is mounted at `target` (e.g. a mount left by [`UnionMount::persist`]).
+/// Unmounts whatever is mounted at `target` (e.g. a mount left by [`UnionMount::persist`]);
+/// without privilege, through fusermount3 (only our FUSE mounts can be there then).
 pub fn unmount_target(target: &Path) -> Result<()> {
     use rustix::mount::{unmount, UnmountFlags};
     match unmount(target, UnmountFlags::empty()) {
         Ok(()) => Ok(()),
+        Err(rustix::io::Errno::PERM) if crate::rootless::is_rootless() => {
+            match fuse::fusermount_unmount(target, false) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+                    fuse::fusermount_unmount(target, true).map_err(|cause| {
+                        MountError::Unmount {
+                            target: target.to_path_buf(),
+                            cause,
+                        }
+                    })?;
+                    Err(MountError::Busy(target.to_path_buf()))
+                }
+                Err(cause) => Err(MountError::Unmount {
+                    target: target.to_path_buf(),
+                    cause,
+                }),
+            }
+        }
         Err(rustix::io::Errno::BUSY) => {
             unmount(target, UnmountFlags::DETACH).map_err(|e| MountError::Unmount {
                 target: target.to_path_buf(),

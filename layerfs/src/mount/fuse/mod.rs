@@ -54,7 +54,11 @@ impl FuseMount {
 impl Drop for FuseMount {
     fn drop(&mut self) {
         // Already unmounted by the UnionMount guard in the common case; EINVAL is expected.
-        let _ = rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH);
+        if rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH)
+            == Err(rustix::io::Errno::PERM)
+        {
+            let _ = fusermount_unmount(&self.target, true);
+        }
         if let Some(session) = self.session.take() {
             // The serving threads end when the kernel drops the connection; a lazily detached
             // mount still in use keeps them serving until its last user is gone.
@@ -313,6 +317,31 @@ pub(crate) fn mount_connection(point: &Path) -> Option<u32> {
         .rev()
         .find(|(p, _)| p == point)
         .and_then(|(_, connection)| connection)
+}
+
+/// Unmounts our FUSE mount at `target` through fusermount3, as a non-root user must (umount2
+/// needs CAP_SYS_ADMIN; fusermount3 unmounts FUSE mounts its caller made); `lazy` detaches a
+/// busy mount (`-z`). The error carries fusermount3's own message.
+pub(crate) fn fusermount_unmount(target: &Path, lazy: bool) -> io::Result<()> {
+    let mut command = std::process::Command::new("fusermount3");
+    command
+        .arg(if lazy { "-uz" } else { "-u" })
+        .arg("--")
+        .arg(target);
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running fusermount3: {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let kind = if message.contains("busy") {
+        io::ErrorKind::ResourceBusy
+    } else {
+        io::ErrorKind::Other
+    };
+    Err(io::Error::new(kind, format!("fusermount3: {message}")))
 }
 
 /// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).

@@ -1,0 +1,59 @@
+//! File owners under a rootless (non-root) rbuild.
+//!
+//! Without privilege a process cannot give files to other users, so every file rbuild writes
+//! belongs to its caller. Its sandboxes map the caller to root in a one-id user namespace, so
+//! the caller's own ids stand for the image's root: layers record them as 0, and a chown to
+//! another owner is skipped (the file stays root's). This is podman's `ignore_chown_errors`
+//! mode for a user without subordinate ids.
+
+use std::io;
+use std::sync::OnceLock;
+
+/// The caller's (uid, gid) when it is not root; `None` for root.
+fn rootless_ids() -> Option<(u32, u32)> {
+    static IDS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        let uid = rustix::process::geteuid();
+        (!uid.is_root()).then(|| (uid.as_raw(), rustix::process::getegid().as_raw()))
+    })
+}
+
+/// Whether this process runs without root privilege.
+pub fn is_rootless() -> bool {
+    rootless_ids().is_some()
+}
+
+/// The owner a layer records for a file owned by (`uid`, `gid`) on disk: when rootless, the
+/// caller's own ids are root's; otherwise unchanged.
+pub fn image_owner(uid: u32, gid: u32) -> (u32, u32) {
+    match rootless_ids() {
+        Some((me, my_group)) => (
+            if uid == me { 0 } else { uid },
+            if gid == my_group { 0 } else { gid },
+        ),
+        None => (uid, gid),
+    }
+}
+
+/// Whether a failed chown may be skipped: rootless, where the kernel refuses other owners.
+pub fn skippable_chown_error(err: &io::Error) -> bool {
+    is_rootless() && matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_keeps_owners_and_chown_errors() {
+        // The test suite runs as root: nothing is mapped or skipped.
+        if is_rootless() {
+            return;
+        }
+        assert_eq!(image_owner(1001, 1002), (1001, 1002));
+        assert_eq!(image_owner(0, 0), (0, 0));
+        assert!(!skippable_chown_error(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+    }
+}

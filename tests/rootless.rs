@@ -1,0 +1,225 @@
+//! rbuild without root: the store in $HOME, overlay refused so the FUSE driver mounts through
+//! fusermount3, sandboxes in a one-id user namespace, and images whose files are root's (the
+//! caller's own ids are recorded as 0). Runs the rbuild binary as user `nobody` (65534).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{busybox_rootfs, describe, mounts_below, unmount_below};
+
+const NOBODY: u32 = 65534;
+
+/// A scratch home owned by `nobody`, holding a copy of the rbuild binary; anything still
+/// mounted below it is detached on drop.
+struct RootlessHome {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl RootlessHome {
+    fn new() -> RootlessHome {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-rootless-")
+            .tempdir()
+            .expect("tempdir");
+        // The test binary's target dir may not be reachable for nobody: run a copy.
+        let bin = dir.path().join("rbuild");
+        fs::copy(common::rbuild_bin(), &bin).expect("copy rbuild");
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod rbuild");
+        let home = RootlessHome { dir, bin };
+        chown(home.path(), Some(NOBODY), Some(NOBODY)).expect("chown home");
+        home
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `rbuild ARGS...` as nobody, in `cwd`, with this home and nothing else inherited.
+    fn rbuild(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(&self.bin)
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("HOME", self.path())
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run setpriv")
+    }
+
+    fn ok(&self, cwd: &Path, args: &[&str]) -> Output {
+        let out = self.rbuild(cwd, args);
+        assert!(out.status.success(), "{}", describe(args, &out));
+        out
+    }
+}
+
+impl Drop for RootlessHome {
+    fn drop(&mut self) {
+        unmount_below(self.path());
+    }
+}
+
+/// Writes `path` as nobody would have it (owned by nobody).
+fn write_owned(path: &Path, data: &str) {
+    fs::write(path, data).expect("write");
+    chown(path, Some(NOBODY), Some(NOBODY)).expect("chown");
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_user_without_root_builds_and_runs_images_whose_files_are_roots() {
+    let home = RootlessHome::new();
+    // Without access to /dev/fuse nothing can mount: scripts/install-deps opens it to all
+    // users, as udev does on a standard Debian system.
+    let fuse = fs::metadata("/dev/fuse").expect("/dev/fuse");
+    assert!(
+        fuse.mode() & 0o006 == 0o006,
+        "/dev/fuse is mode {:o}: run scripts/install-deps (it makes it 0666, udev's default)",
+        fuse.mode() & 0o777
+    );
+
+    let rootfs = home.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let status = Command::new("chown")
+        .args(["-R", "-h", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&rootfs)
+        .status()
+        .expect("chown rootfs");
+    assert!(status.success());
+    let ctx = home.path().join("ctx");
+    fs::create_dir(&ctx).expect("mkdir ctx");
+    chown(&ctx, Some(NOBODY), Some(NOBODY)).expect("chown ctx");
+    write_owned(&ctx.join("f"), "from the context\n");
+    write_owned(
+        &ctx.join("Dockerfile"),
+        "FROM base:1\n\
+         COPY f /f\n\
+         COPY --chown=1000:1000 f /owned\n\
+         RUN id -u > /uid && echo made > /made && mkdir /d\n\
+         CMD [\"cat\", \"/uid\"]\n",
+    );
+
+    let rootfs_s = rootfs.to_str().unwrap();
+    home.ok(home.path(), &["import", rootfs_s, "base:1"]);
+    let out = home.ok(&ctx, &["build", "-t", "rl:1", "."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("using the FUSE storage driver") && err.contains("no privilege"),
+        "the fallback notice names the reason:\n{err}"
+    );
+    // The store is the user's, under $HOME.
+    assert!(home.path().join(".local/share/rbuild/index.json").is_file());
+
+    // The sandbox maps nobody to root: RUN ran as uid 0, and the image's files are root's.
+    let out = home.ok(home.path(), &["run", "--rm", "rl:1"]);
+    assert_eq!(stdout(&out).trim(), "0");
+    let out = home.ok(
+        home.path(),
+        &[
+            "run",
+            "--rm",
+            "rl:1",
+            "stat",
+            "-c",
+            "%n %u:%g",
+            "/f",
+            "/owned",
+            "/made",
+            "/d",
+            "/bin/busybox",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "/f 0:0\n/owned 0:0\n/made 0:0\n/d 0:0\n/bin/busybox 0:0\n",
+        "a --chown to another user cannot be kept without root: the file stays root's"
+    );
+
+    // The saved layers record root as every owner, not nobody's ids.
+    let archive = home.path().join("rl.tar");
+    home.ok(
+        home.path(),
+        &["save", "-o", archive.to_str().unwrap(), "rl:1"],
+    );
+    let owners = owners_in_saved_layers(&archive);
+    assert!(!owners.is_empty(), "no layer entries found");
+    assert!(
+        owners.iter().all(|(_, uid, gid)| (*uid, *gid) == (0, 0)),
+        "layer entries not owned by root: {:?}",
+        owners
+            .iter()
+            .filter(|(_, u, g)| (*u, *g) != (0, 0))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+
+    // A detached container, then its removal: the FUSE mounts go through fusermount3.
+    home.ok(
+        home.path(),
+        &["run", "-d", "--name", "bg", "rl:1", "sleep", "30"],
+    );
+    let out = home.ok(home.path(), &["exec", "bg", "id", "-u"]);
+    assert_eq!(stdout(&out).trim(), "0");
+    home.ok(home.path(), &["rm", "-f", "bg"]);
+    home.ok(home.path(), &["rmi", "rl:1"]);
+    let left = mounts_below(home.path());
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+
+    // Another user id has no mapping in a rootless sandbox: the error says so.
+    write_owned(&ctx.join("Dockerfile"), "FROM base:1\nUSER 1000\nRUN id\n");
+    let args = ["build", "-t", "rl:2", "."];
+    let out = home.rbuild(&ctx, &args);
+    assert!(!out.status.success(), "{}", describe(&args, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:3")
+            && err.contains("setuid 1000: without root")
+            && err.contains("other user and group ids cannot be used"),
+        "{err}"
+    );
+}
+
+/// (path, uid, gid) of every entry of every layer in a `save`d archive.
+fn owners_in_saved_layers(archive: &Path) -> Vec<(String, u64, u64)> {
+    let mut outer = tar::Archive::new(fs::File::open(archive).expect("open saved archive"));
+    let mut owners = Vec::new();
+    for entry in outer.entries().expect("read saved archive") {
+        let mut entry = entry.expect("saved entry");
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        if !path.starts_with("blobs/sha256/") {
+            continue;
+        }
+        let mut blob = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut blob).expect("read blob");
+        if !blob.starts_with(&[0x1f, 0x8b]) {
+            continue; // configs and manifests
+        }
+        let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        for e in layer.entries().expect("layer entries") {
+            let e = e.expect("layer entry");
+            let h = e.header();
+            owners.push((
+                e.path().expect("path").to_string_lossy().into_owned(),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+            ));
+        }
+    }
+    owners
+}
