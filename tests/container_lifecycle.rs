@@ -98,7 +98,20 @@ fn detach_exec_stop_rm_leaves_nothing_behind() {
     // the exec'd process was in the container's cgroup: pids.max is the container's
     let out = root.ok(&["exec", "svc", "cat", "/proc/self/cgroup"]);
     assert!(out.contains(&format!("rbuild-{}", &id[..12])), "{out}");
-    assert!(root.ok(&["ps"]).contains("svc"));
+    let ps = root.ok(&["ps"]);
+    assert!(ps.contains("svc"), "{ps}");
+    // Columns line up with their headers, however long a cell ("Less than a second ago").
+    let header = ps.lines().next().unwrap();
+    let row: Vec<char> = ps.lines().nth(1).unwrap().chars().collect();
+    for column in ["IMAGE", "CREATED", "STATUS", "NAMES"] {
+        let at = header.find(column).unwrap(); // the header is ASCII: bytes are chars
+        assert!(
+            at > 0 && row[at - 1] == ' ' && row[at] != ' ',
+            "{column} column misaligned:\n{ps}"
+        );
+    }
+    let status: String = row[header.find("STATUS").unwrap()..].iter().collect();
+    assert!(status.starts_with("Up "), "{ps}");
     assert!(root.ok(&["top", "svc"]).contains("tail -f /dev/null"));
     let stats = root.ok(&["stats", "--no-stream", "svc"]);
     assert!(stats.lines().nth(1).unwrap().contains("svc"), "{stats}");

@@ -57,10 +57,18 @@ pub fn ps(g: &Globals, all: bool, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<14}{:<20}{:<24}{:<16}{:<28}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-    );
+    // Columns as wide as their longest cell, as docker's tabwriter makes them: "Less than a
+    // second ago" ran into the status column of fixed widths.
+    let mut table = vec![[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]
+    .map(String::from)
+    .to_vec()];
     for c in &list {
         let mut cmd = format!("\"{}\"", c.config.args.join(" "));
         if cmd.len() > 22 {
@@ -69,21 +77,21 @@ pub fn ps(g: &Globals, all: bool, quiet: bool) -> anyhow::Result<ExitCode> {
                 &cmd[..cmd.char_indices().nth(19).map(|x| x.0).unwrap_or(19)]
             );
         }
-        println!(
-            "{:<14}{:<20}{:<24}{:<16}{:<28}{}",
-            c.short_id(),
-            c.image,
+        table.push(vec![
+            c.short_id().to_string(),
+            c.image.clone(),
             cmd,
             format!("{} ago", age(&c.created)),
             status_text(
                 c.effective_status(),
                 c.exit_code,
                 c.started_at.as_deref(),
-                c.finished_at.as_deref()
+                c.finished_at.as_deref(),
             ),
-            c.name
-        );
+            c.name.clone(),
+        ]);
     }
+    crate::cmd::image::list::print_table(table);
     Ok(ExitCode::SUCCESS)
 }
 
