@@ -41,7 +41,13 @@ impl RootlessHome {
 
     /// Runs `rbuild ARGS...` as nobody, in `cwd`, with this home and nothing else inherited.
     fn rbuild(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new("setpriv")
+        self.command(cwd, args).output().expect("run setpriv")
+    }
+
+    /// `rbuild ARGS...` as nobody, ready to run (setpriv execs rbuild: its pid is rbuild's).
+    fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new("setpriv");
+        command
             .args([
                 &format!("--reuid={NOBODY}"),
                 &format!("--regid={NOBODY}"),
@@ -54,9 +60,8 @@ impl RootlessHome {
             .env_clear()
             .env("HOME", self.path())
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run setpriv")
+            .stdin(Stdio::null());
+        command
     }
 
     fn ok(&self, cwd: &Path, args: &[&str]) -> Output {
@@ -69,6 +74,30 @@ impl RootlessHome {
 impl Drop for RootlessHome {
     fn drop(&mut self) {
         unmount_below(self.path());
+    }
+}
+
+impl RootlessHome {
+    /// Imports a busybox rootfs (owned by nobody, as the user's own files are) as `base:1`.
+    fn import_base(&self) {
+        let rootfs = self.path().join("rootfs");
+        busybox_rootfs(&rootfs);
+        let status = Command::new("chown")
+            .args(["-R", "-h", &format!("{NOBODY}:{NOBODY}")])
+            .arg(&rootfs)
+            .status()
+            .expect("chown rootfs");
+        assert!(status.success());
+        self.ok(self.path(), &["import", rootfs.to_str().unwrap(), "base:1"]);
+    }
+
+    /// A build context dir `name` owned by nobody, holding `dockerfile`.
+    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let ctx = self.path().join(name);
+        fs::create_dir_all(&ctx).expect("mkdir context");
+        chown(&ctx, Some(NOBODY), Some(NOBODY)).expect("chown context");
+        write_owned(&ctx.join("Dockerfile"), dockerfile);
+        ctx
     }
 }
 
@@ -222,4 +251,40 @@ fn owners_in_saved_layers(archive: &Path) -> Vec<(String, u64, u64)> {
         }
     }
     owners
+}
+
+#[test]
+fn a_killed_rootless_build_leaves_no_mount_that_blocks_the_next_command() {
+    let home = RootlessHome::new();
+    home.import_base();
+    let ctx = home.context("ctx", "FROM base:1\nRUN touch /started && sleep 60\n");
+    let mut build = common::KillOnDrop(
+        home.command(&ctx, &["build", "-t", "k:1", "."])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the build"),
+    );
+    // The RUN step's FUSE mount is served by the rbuild process itself.
+    let mounted = common::poll_until(1000, || !mounts_below(home.path()).is_empty());
+    assert!(mounted, "the build never mounted its rootfs");
+    build.0.kill().expect("kill -9 the build");
+    build.0.wait().expect("reap the build");
+    assert!(
+        !mounts_below(home.path()).is_empty(),
+        "the killed build's FUSE mount should still be there (dead) for the next command"
+    );
+
+    // umount2 is refused to a non-root user: the next command detaches the dead mount through
+    // fusermount3 and builds.
+    write_owned(
+        &ctx.join("Dockerfile"),
+        "FROM base:1\nRUN echo again > /a\n",
+    );
+    home.ok(&ctx, &["build", "-t", "k:1", "."]);
+    let out = home.ok(home.path(), &["run", "--rm", "k:1", "cat", "/a"]);
+    assert_eq!(stdout(&out), "again\n");
+    let left = mounts_below(home.path());
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    home.ok(home.path(), &["system", "check"]);
 }

@@ -344,6 +344,25 @@ pub(crate) fn fusermount_unmount(target: &Path, lazy: bool) -> io::Result<()> {
     Err(io::Error::new(kind, format!("fusermount3: {message}")))
 }
 
+/// Lazily unmounts (detaches) the mount at `path`; returns whether it did. Without privilege
+/// umount2 fails with EPERM, so a rootless caller detaches its own FUSE mount through
+/// `fusermount3 -uz` instead.
+pub(crate) fn lazy_unmount(path: &Path) -> bool {
+    match rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::PERM) if crate::rootless::is_rootless() => {
+            match fusermount_unmount(path, true) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(target = %path.display(), error = %e, "detaching failed");
+                    false
+                }
+            }
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether `path` is a mount point whose FUSE server is gone (every access fails ENOTCONN).
 /// Asks with statfs, which always reaches the server: stat may be answered from the kernel's
 /// attribute cache long after the server died.
@@ -358,7 +377,7 @@ pub fn detach_stale(path: &Path) -> bool {
     if !is_stale(path) {
         return false;
     }
-    let detached = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_ok();
+    let detached = lazy_unmount(path);
     if detached {
         tracing::info!(target = %path.display(), "detached a stale FUSE mount");
     }
@@ -426,7 +445,7 @@ pub fn detach_dead_below(dir: &Path) -> Vec<PathBuf> {
         if let Some(abort) = AbortHandle::of_mount(&point) {
             let _ = abort.abort();
         }
-        if rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH).is_ok() {
+        if lazy_unmount(&point) {
             tracing::info!(target = %point.display(), "detached a FUSE mount of a dead process");
             detached.push(point);
         }

@@ -365,7 +365,7 @@ fn control(
 fn take_down(point: &Path, connection: Option<u32>, abort: Option<&AbortHandle>, grace: Duration) {
     let ours = connection.is_some() && super::mount_connection(point) == connection;
     if ours {
-        let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
+        super::lazy_unmount(point);
     }
     std::thread::sleep(grace);
     if let Some(abort) = abort {
