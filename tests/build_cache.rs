@@ -178,3 +178,44 @@ fn heredoc_steps_hit_the_cache_and_miss_when_their_body_changes() {
         "two\ntwo\ntwo\n"
     );
 }
+
+/// COPY --from is keyed by the source's layers (its content), not by how the source stage was
+/// written: a stage rebuilt to the same layers still gives a hit downstream, and a stage whose
+/// files changed gives a miss.
+#[test]
+fn copy_from_a_stage_rebuilt_to_the_same_layers_hits() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let df = |run: &str| {
+        format!(
+            "FROM busybox AS tool\nCOPY data.txt /out/data.txt\nRUN {run}\n\
+             FROM busybox\nCOPY --from=tool /out /out\n"
+        )
+    };
+    let ctx = Context::new(&df("true"));
+    ctx.write("data.txt", "one\n");
+    let (_, out1) = build_ok(&root, &ctx, &[]);
+    assert_eq!(cached_steps(&out1), 0, "{out1}");
+    // Another RUN that changes nothing: it misses, yet its layer is the same (empty) one.
+    fs::write(ctx.path().join("Dockerfile"), df(":")).expect("rewrite");
+    let (id2, out2) = build_ok(&root, &ctx, &[]);
+    let hits: Vec<&str> = out2
+        .lines()
+        .zip(out2.lines().skip(1))
+        .filter(|(_, next)| *next == "--> CACHED")
+        .map(|(step, _)| step)
+        .collect();
+    assert!(
+        hits.len() == 2 && hits[1].contains("COPY --from=tool /out /out"),
+        "expected the context COPY and the COPY --from to hit:\n{out2}"
+    );
+    assert_eq!(run_sh(&root, &id2, "cat /out/data.txt"), "one\n");
+    // Different files in the stage: the COPY --from misses and copies them.
+    ctx.write("data.txt", "two\n");
+    let (id3, out3) = build_ok(&root, &ctx, &[]);
+    assert!(
+        !out3.contains("COPY --from=tool /out /out\n--> CACHED"),
+        "{out3}"
+    );
+    assert_eq!(run_sh(&root, &id3, "cat /out/data.txt"), "two\n");
+}

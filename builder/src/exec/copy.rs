@@ -185,15 +185,17 @@ impl Builder<'_, '_> {
                     let r = self.results[i].as_ref().ok_or_else(|| {
                         err(format!("stage {name:?} was not built before this COPY"))
                     })?;
-                    key.part("from-stage").part(r.key.0.as_str());
                     r.state.layers.clone()
                 }
-                FromSource::Image(r) => {
-                    let (id, state) = self.base_image(&r, instr.line, &instr.original)?;
-                    key.part("from-image").part(id.as_str());
-                    state.layers
-                }
+                FromSource::Image(r) => self.base_image(&r, instr.line, &instr.original)?.1.layers,
             };
+            // The copied files are the source's layers and nothing else: keyed by their
+            // diff IDs, a stage rebuilt to the same content (or an image with the same layers
+            // under another config) still hits.
+            key.part("from-layers");
+            for layer in &layers {
+                key.part(layer.diff_id.as_str());
+            }
             for p in &paths {
                 key.part(p);
             }
