@@ -288,3 +288,36 @@ fn a_killed_rootless_build_leaves_no_mount_that_blocks_the_next_command() {
     assert!(left.is_empty(), "mounts left behind: {left:?}");
     home.ok(home.path(), &["system", "check"]);
 }
+
+#[test]
+fn resource_limits_without_a_delegated_cgroup_fail_naming_the_reason() {
+    let home = RootlessHome::new();
+    home.import_base();
+    // This host delegates no cgroup to nobody: the limit cannot be enforced, and running
+    // without it would silently ignore it.
+    let args = [
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "base:1",
+        "true",
+    ];
+    let out = home.rbuild(home.path(), &args);
+    assert!(!out.status.success(), "{}", describe(&args, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot enforce --memory, --pids-limit: without root")
+            && err.contains("cgroup delegated to your user"),
+        "{err}"
+    );
+    // Nothing is left: no container, no mount.
+    let out = home.ok(home.path(), &["ps", "-a", "-q"]);
+    assert_eq!(stdout(&out), "");
+    let left = mounts_below(home.path());
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    // Without limits the same run works.
+    home.ok(home.path(), &["run", "--rm", "base:1", "true"]);
+}

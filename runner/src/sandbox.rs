@@ -90,6 +90,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     running.cgroup = match Cgroup::create(&name, &sandbox.limits) {
         Ok(cg) => Some(cg),
         Err(_) if !is_root && sandbox.limits.is_empty() => None,
+        Err(e) if !is_root => return Err(rootless_cgroup_error(&sandbox.limits, e)),
         Err(e) => return Err(e),
     };
     let (child_stdio, parent_stdio) = process::prepare_stdio(&sandbox.stdio)?;
@@ -463,5 +464,23 @@ impl Drop for RawMode {
     fn drop(&mut self) {
         let _ =
             nix::sys::termios::tcsetattr(&self.fd, nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// A cgroup a rootless caller could not create for `limits`: the limits cannot be enforced, and
+/// the error says why (no cgroup of the user's own to create it in) rather than a bare EACCES.
+fn rootless_cgroup_error(limits: &crate::spec::ResourceLimits, cause: RunnerError) -> RunnerError {
+    let cause = match cause {
+        RunnerError::Io { path, source } => format!("creating {}: {source}", path.display()),
+        RunnerError::Unsupported { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    RunnerError::Unsupported {
+        limit: limits.flags(),
+        reason: format!(
+            "without root, resource limits need a cgroup delegated to your user (cgroup v2 with \
+             systemd's user delegation, e.g. run under `systemd-run --user --scope`), and none \
+             is writable here ({cause}); run without the limit or as root"
+        ),
     }
 }

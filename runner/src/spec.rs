@@ -59,6 +59,20 @@ impl ResourceLimits {
     pub fn is_empty(&self) -> bool {
         *self == ResourceLimits::default()
     }
+
+    /// The command-line flags of the limits that are set, e.g. "--memory, --pids-limit".
+    pub fn flags(&self) -> String {
+        let set = [
+            (self.memory.is_some(), "--memory"),
+            (self.cpus.is_some(), "--cpus"),
+            (self.cpu_shares.is_some(), "--cpu-shares"),
+            (self.cpuset_cpus.is_some(), "--cpuset-cpus"),
+            (self.pids.is_some(), "--pids-limit"),
+            (self.blkio_weight.is_some(), "--blkio-weight"),
+        ];
+        let flags: Vec<&str> = set.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+        flags.join(", ")
+    }
 }
 
 /// Where the process's stdin, stdout and stderr go.
@@ -119,4 +133,20 @@ pub struct SandboxSpec {
     pub cgroup_name: Option<String>,
     /// Process I/O.
     pub stdio: Stdio,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_name_the_limits_that_are_set() {
+        assert_eq!(ResourceLimits::default().flags(), "");
+        let limits = ResourceLimits {
+            memory: Some(64 << 20),
+            pids: Some(10),
+            ..ResourceLimits::default()
+        };
+        assert_eq!(limits.flags(), "--memory, --pids-limit");
+    }
 }
