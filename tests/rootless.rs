@@ -3,13 +3,16 @@
 //! caller's own ids are recorded as 0). Runs the rbuild binary as user `nobody` (65534).
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry_server;
 
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{busybox_rootfs, describe, mounts_below, unmount_below};
+use common::{busybox_rootfs, describe, mounts_below, unmount_below, TestRoot};
+use registry_server::TestRegistry;
 
 const NOBODY: u32 = 65534;
 
@@ -320,4 +323,139 @@ fn resource_limits_without_a_delegated_cgroup_fail_naming_the_reason() {
     assert!(left.is_empty(), "mounts left behind: {left:?}");
     // Without limits the same run works.
     home.ok(home.path(), &["run", "--rm", "base:1", "true"]);
+}
+
+/// A tar of a tree no non-root user can make: a directory, a file and a symlink owned by uid
+/// 1000, a setuid file, a setgid file of group 50, a character device, a block device and a fifo.
+fn foreign_tar(path: &Path) {
+    let mut tar = tar::Builder::new(fs::File::create(path).expect("create tar"));
+    let mut add = |name: &str, kind: tar::EntryType, owner: u64, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_uid(owner);
+        h.set_gid(if mode & 0o2000 != 0 { 50 } else { owner });
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("u1000").expect("link name");
+        }
+        if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            h.set_device_major(1).expect("major");
+            h.set_device_minor(3).expect("minor");
+        }
+        tar.append_data(&mut h, name, data).expect("append");
+    };
+    add("src/", tar::EntryType::Directory, 1000, 0o755, b"");
+    add("src/u1000", tar::EntryType::Regular, 1000, 0o644, b"u\n");
+    add("src/suid", tar::EntryType::Regular, 0, 0o4755, b"s\n");
+    add("src/sgid", tar::EntryType::Regular, 1000, 0o2755, b"g\n");
+    add("src/link", tar::EntryType::Symlink, 1000, 0o777, b"");
+    add("src/null", tar::EntryType::Char, 0, 0o666, b"");
+    add("src/blk", tar::EntryType::Block, 0, 0o660, b"");
+    add("src/fifo", tar::EntryType::Fifo, 0, 0o644, b"");
+    tar.finish().expect("finish tar");
+}
+
+#[test]
+fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
+    let registry = TestRegistry::start();
+    let home = RootlessHome::new();
+    home.import_base();
+    let archive = home.path().join("foreign.tar");
+    foreign_tar(&archive);
+    chown(&archive, Some(NOBODY), Some(NOBODY)).expect("chown tar");
+
+    // Root makes and pushes an image of that tree: its layer keeps the owners and devices.
+    let origin = TestRoot::new();
+    let foreign = format!("{}/t/foreign:1", registry.host());
+    let root_args = ["--root", &origin.root_str()];
+    let out = common::rbuild(
+        &[
+            &root_args[..],
+            &["import", archive.to_str().unwrap(), &foreign],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", describe(&["import"], &out));
+    origin.ok(&["push", "-q", &foreign]);
+
+    // Pulled without root: owners cannot be kept (the files are the user's, so root's in the
+    // image) and device nodes cannot be made; they are skipped with a notice, as podman does.
+    let out = home.ok(home.path(), &["pull", &foreign]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notice: device nodes are skipped without root")
+            && (err.contains("src/null") || err.contains("src/blk")),
+        "{err}"
+    );
+    let out = home.ok(home.path(), &["mount", &foreign]);
+    let merged = PathBuf::from(stdout(&out).trim());
+    let listing = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .args(["stat", "-c", "%n %u %a %F"])
+        .args(["u1000", "suid", "sgid", "fifo"].map(|n| merged.join("src").join(n)))
+        .output()
+        .expect("stat the mounted image");
+    let listing = stdout(&listing).replace(&format!("{}/", merged.display()), "");
+    assert_eq!(
+        listing,
+        format!(
+            "src/u1000 {NOBODY} 644 regular file\nsrc/suid {NOBODY} 4755 regular file\n\
+             src/sgid {NOBODY} 2755 regular file\nsrc/fifo {NOBODY} 644 fifo\n"
+        )
+    );
+    home.ok(home.path(), &["umount", &foreign]);
+    assert!(mounts_below(home.path()).is_empty());
+
+    // A multi-stage build on it: COPY --from of the foreign files, ADD of the local tar,
+    // WORKDIR, a RUN that makes, chmods and deletes files.
+    let ctx = home.context(
+        "ctx",
+        &format!(
+            "FROM {foreign} AS src\n\
+             FROM base:1\n\
+             WORKDIR /app\n\
+             COPY --from=src /src ./\n\
+             ADD foreign.tar /x/\n\
+             RUN pwd > /pwd && echo made > made && chmod 4750 made && rm /bin/vi\n"
+        ),
+    );
+    fs::copy(&archive, ctx.join("foreign.tar")).expect("copy tar");
+    chown(ctx.join("foreign.tar"), Some(NOBODY), Some(NOBODY)).expect("chown tar");
+    home.ok(&ctx, &["build", "-t", "ms:1", "."]);
+    let check = |image: &str| {
+        let out = home.ok(
+            home.path(),
+            &[
+                "run",
+                "--rm",
+                image,
+                "sh",
+                "-c",
+                "cat /pwd; stat -c '%n %u:%g %a' u1000 suid sgid link made /x/src/u1000 \
+                 /x/src/suid; ls /x/src/null /x/src/blk /bin/vi 2>&1 | wc -l",
+            ],
+        );
+        assert_eq!(
+            stdout(&out),
+            "/app\nu1000 0:0 644\nsuid 0:0 4755\nsgid 0:0 2755\nlink 0:0 777\nmade 0:0 4750\n\
+             /x/src/u1000 0:0 644\n/x/src/suid 0:0 4755\n3\n",
+            "{image}"
+        );
+    };
+    check("ms:1");
+
+    // Pushed without root, then pulled back into an emptied store.
+    let pushed = format!("{}/t/ms:1", registry.host());
+    home.ok(home.path(), &["tag", "ms:1", &pushed]);
+    home.ok(home.path(), &["push", &pushed]);
+    home.ok(home.path(), &["rmi", "ms:1", &pushed, &foreign]);
+    home.ok(home.path(), &["system", "prune", "-f"]);
+    home.ok(home.path(), &["pull", &pushed]);
+    check(&pushed);
+    assert!(mounts_below(home.path()).is_empty());
 }

@@ -40,6 +40,20 @@ pub fn skippable_chown_error(err: &io::Error) -> bool {
     is_rootless() && matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL))
 }
 
+/// Says once per process, on stderr, that device nodes are left out of what a rootless caller
+/// unpacks (only root may create them; layer blobs keep them); `entry` names the first one.
+pub fn announce_skipped_device(entry: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+    tracing::info!(%entry, "skipped a device node: no privilege to create it");
+    if !ANNOUNCED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "notice: device nodes are skipped without root (only root may create them; \
+             containers get /dev from the sandbox): {entry}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,7 +373,19 @@ impl Applier {
                     EntryType::Block => InodeType::BlockDevice(perm(0o600), dev),
                     _ => InodeType::Fifo(perm(0o600)),
                 };
-                self.make_inode(path, shown, &inode, false)?;
+                match self.make_inode(path, shown, &inode, false) {
+                    Err(LayerError::Confined { source, .. })
+                        if !self.is_root
+                            && kind != EntryType::Fifo
+                            && errno(&source) == Some(libc::EPERM) =>
+                    {
+                        // Only root may make device nodes: skipped, as podman and rootless
+                        // docker do (a container's /dev comes from the sandbox anyway).
+                        crate::rootless::announce_skipped_device(shown);
+                        return Ok(());
+                    }
+                    other => other?,
+                }
                 self.apply_path_meta(path, shown, meta, true)
             }
             other => Err(bad_entry(
