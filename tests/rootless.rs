@@ -459,3 +459,61 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
     check(&pushed);
     assert!(mounts_below(home.path()).is_empty());
 }
+
+#[test]
+fn containers_are_logged_stopped_committed_saved_loaded_and_pruned_without_root() {
+    let home = RootlessHome::new();
+    home.import_base();
+    let h = home.path();
+    home.ok(
+        h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "base:1",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; mkdir /w && echo data > /w/f && chmod 4711 /w/f && \
+             rm /bin/vi && echo out && echo err >&2; while :; do sleep 0.1; done",
+        ],
+    );
+    let logged = common::poll_until(500, || {
+        stdout(&home.ok(h, &["logs", "c1"])).contains("out\nerr\n")
+    });
+    assert!(logged, "{}", stdout(&home.ok(h, &["logs", "c1"])));
+    home.ok(h, &["stop", "c1"]);
+    // The SIGTERM reached the container's shell (its trap exits 0).
+    let out = home.ok(h, &["ps", "-a"]);
+    assert!(stdout(&out).contains("Exited (0)"), "{}", stdout(&out));
+
+    // The container's changes become an image: mode bits kept, files root's, deletion kept.
+    home.ok(h, &["commit", "c1", "com:1"]);
+    let check = |image: &str| {
+        let out = home.ok(
+            h,
+            &[
+                "run",
+                "--rm",
+                image,
+                "sh",
+                "-c",
+                "stat -c '%n %u:%g %a' /w/f; ls /bin/vi 2>&1 | wc -l",
+            ],
+        );
+        assert_eq!(stdout(&out), "/w/f 0:0 4711\n1\n", "{image}");
+    };
+    check("com:1");
+    let archive = h.join("com.tar");
+    home.ok(h, &["save", "-o", archive.to_str().unwrap(), "com:1"]);
+    home.ok(h, &["rm", "c1"]);
+    home.ok(h, &["rmi", "com:1"]);
+    home.ok(h, &["system", "prune", "-f"]);
+    home.ok(h, &["load", "-i", archive.to_str().unwrap()]);
+    check("com:1");
+    home.ok(h, &["system", "check"]);
+    assert_eq!(stdout(&home.ok(h, &["ps", "-a", "-q"])), "");
+    let left = mounts_below(h);
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
