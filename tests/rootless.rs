@@ -476,13 +476,31 @@ fn containers_are_logged_stopped_committed_saved_loaded_and_pruned_without_root(
             "sh",
             "-c",
             "trap 'exit 0' TERM; mkdir /w && echo data > /w/f && chmod 4711 /w/f && \
-             rm /bin/vi && echo out && echo err >&2; while :; do sleep 0.1; done",
+             rm /bin/vi && echo out && echo err >&2; sleep 1000 & wait",
         ],
     );
     let logged = common::poll_until(500, || {
         stdout(&home.ok(h, &["logs", "c1"])).contains("out\nerr\n")
     });
     assert!(logged, "{}", stdout(&home.ok(h, &["logs", "c1"])));
+    // Without a cgroup, top lists the container's process tree and stats says it has no
+    // figures (rather than zeros).
+    let listed = common::poll_until(500, || {
+        let top = stdout(&home.ok(h, &["top", "c1"]));
+        top.contains("sh -c trap") && top.contains("sleep 1000")
+    });
+    assert!(listed, "{}", stdout(&home.ok(h, &["top", "c1"])));
+    let out = home.ok(h, &["stats", "--no-stream", "c1"]);
+    assert!(
+        stdout(&out).contains("c1                  --        -- / --"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container c1 has no cgroup"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     home.ok(h, &["stop", "c1"]);
     // The SIGTERM reached the container's shell (its trap exits 0).
     let out = home.ok(h, &["ps", "-a"]);

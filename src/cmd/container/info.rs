@@ -231,11 +231,38 @@ fn proc_info(pid: i32) -> Option<(i32, i32, u32, u64, String)> {
     Some((pid, ppid, uid, ticks, cmd))
 }
 
+/// `pid` and every process descended from it (from each process's parent in /proc).
+fn process_tree(pid: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| Some((p, proc_info(p)?.1)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
 /// `rbuild top`: the container's processes (host pids), from its cgroup.
 pub fn top(g: &Globals, name: &str) -> anyhow::Result<ExitCode> {
     let root = g.store_root();
     let c = running(&root, name)?;
-    let mut pids = c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default();
+    let mut pids = match &c.cgroup {
+        Some(cg) => cg.pids(),
+        // A rootless container without a delegated cgroup: its process tree.
+        None => process_tree(c.pid),
+    };
     if pids.is_empty() {
         pids.push(c.pid);
     }
@@ -293,6 +320,7 @@ pub fn stats(g: &Globals, no_stream: bool, names: &[String]) -> anyhow::Result<E
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0);
+    let mut warned: Vec<String> = Vec::new();
     loop {
         let list = pick()?;
         let before: Vec<u64> = list
@@ -308,7 +336,27 @@ pub fn stats(g: &Globals, no_stream: bool, names: &[String]) -> anyhow::Result<E
             "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %"
         );
         for (c, b) in list.iter().zip(before) {
-            let s = c.cgroup.as_ref().map(|cg| cg.stats()).unwrap_or_default();
+            let Some(cgroup) = &c.cgroup else {
+                // Rootless without a delegated cgroup: nothing measures it (docker shows "--").
+                println!(
+                    "{:<14}{:<20}{:<10}{:<24}{:<10}--",
+                    c.short_id(),
+                    c.name,
+                    "--",
+                    "-- / --",
+                    "--"
+                );
+                if !warned.contains(&c.id) {
+                    eprintln!(
+                        "note: container {} has no cgroup (started without root and without a \
+                         cgroup delegated to the user), so its usage cannot be measured",
+                        c.name
+                    );
+                    warned.push(c.id.clone());
+                }
+                continue;
+            };
+            let s = cgroup.stats();
             let cpu = s.cpu_ns.saturating_sub(b) as f64 / interval.as_nanos() as f64 * 100.0;
             let limit = s.memory_limit.unwrap_or(mem_total).min(if mem_total > 0 {
                 mem_total
