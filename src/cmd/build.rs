@@ -21,6 +21,10 @@ pub struct BuildArgs {
     /// Build-time variable `KEY=VALUE` (`KEY` alone takes the value from the environment).
     #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`; may be given
+    /// more than once. Never stored in the image or the build cache.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
     /// Build this stage (and the stages it needs) instead of the last one.
     #[arg(long)]
     pub target: Option<String>,
@@ -314,6 +318,11 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     opts.build_args = key_values(&args.build_args, "--build-arg")?;
     opts.labels = key_values(&args.labels, "--label")?;
+    for flag in &args.secrets {
+        let (id, value) =
+            rbuild_builder::exec::run_mount::parse_secret_flag(flag).map_err(anyhow::Error::msg)?;
+        opts.secrets.0.insert(id, value);
+    }
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.pull = args.pull;

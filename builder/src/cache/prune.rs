@@ -19,7 +19,8 @@ pub struct CachePruneReport {
 }
 
 /// Removes build-cache records of the store at `store`: with `all`, every record, every
-/// context stat cache and every build log (the next build runs every step again); otherwise only
+/// context stat cache, every build log and every `RUN --mount=type=cache` directory (the next
+/// build runs every step again, with empty cache mounts); otherwise only
 /// dangling records: those needing a layer that no image, container or mount of the store holds
 /// (intermediate steps, images since removed) or that is gone already. Records of steps whose
 /// layers images still hold cost nothing and stay. A later store prune frees the layers that only
@@ -57,6 +58,19 @@ pub fn prune_build_cache(store: &Store, all: bool) -> Result<CachePruneReport, C
                 report.bytes_freed += remove_file(&entry.path())?;
                 report.files_removed += 1;
             }
+        }
+        // RUN --mount=type=cache directories, as `docker builder prune --all` removes them.
+        for entry in list(&cache_dir.join("run-mounts"))? {
+            for file in walkdir::WalkDir::new(entry.path()).into_iter().flatten() {
+                if !file.file_type().is_dir() {
+                    report.bytes_freed += file.metadata().map_or(0, |m| m.len());
+                    report.files_removed += 1;
+                }
+            }
+            fs::remove_dir_all(entry.path()).map_err(|source| CacheError::Io {
+                path: entry.path(),
+                source,
+            })?;
         }
     }
     Ok(report)

@@ -180,15 +180,7 @@ impl Builder<'_, '_> {
                     }
                 }
             }
-            let layers = match resolve_from(self.df, sc.index, &name) {
-                FromSource::Stage(i) => {
-                    let r = self.results[i].as_ref().ok_or_else(|| {
-                        err(format!("stage {name:?} was not built before this COPY"))
-                    })?;
-                    r.state.layers.clone()
-                }
-                FromSource::Image(r) => self.base_image(&r, instr.line, &instr.original)?.1.layers,
-            };
+            let layers = self.stage_or_image_layers(sc, instr, &name)?;
             // The copied files are the source's layers and nothing else: keyed by their
             // diff IDs, a stage rebuilt to the same content (or an image with the same layers
             // under another config) still hits.
@@ -282,6 +274,27 @@ impl Builder<'_, '_> {
             chmod,
             unpack: spec.unpack,
         })
+    }
+
+    /// The layers of `name` as a `--from` source: an earlier stage (by name or index) or an
+    /// image.
+    pub(crate) fn stage_or_image_layers(
+        &mut self,
+        sc: &StageCtx,
+        instr: &Instruction,
+        name: &str,
+    ) -> Result<Vec<LayerRef>, BuildError> {
+        match resolve_from(self.df, sc.index, name) {
+            FromSource::Stage(i) => {
+                let r = self.results[i].as_ref().ok_or_else(|| BuildError::Step {
+                    line: instr.line,
+                    instruction: instr.original.clone(),
+                    message: format!("stage {name:?} was not built before this step"),
+                })?;
+                Ok(r.state.layers.clone())
+            }
+            FromSource::Image(r) => Ok(self.base_image(&r, instr.line, &instr.original)?.1.layers),
+        }
     }
 
     fn download(

@@ -14,6 +14,8 @@ pub mod plan;
 pub mod precheck;
 pub mod progress;
 mod run;
+pub mod run_mount;
+mod run_mount_setup;
 mod step;
 pub mod users;
 
@@ -151,6 +153,18 @@ pub struct BuildOptions {
     /// The context is a temporary directory (unpacked from stdin): its stat cache is kept in
     /// memory only, since no later build sees the same directory.
     pub temporary_context: bool,
+    /// Secrets for `RUN --mount=type=secret` (`--secret`), by id.
+    pub secrets: Secrets,
+}
+
+/// Build secrets by id; their values never show in debug output, a layer or a cache key.
+#[derive(Clone, Default)]
+pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl BuildOptions {
@@ -173,6 +187,7 @@ impl BuildOptions {
             platform: "linux/amd64".into(),
             driver: Driver::Auto,
             shared_cache: None,
+            secrets: Secrets::default(),
             temporary_context: false,
         }
     }

@@ -132,7 +132,7 @@ pub fn plan(
             ))
         })?,
     };
-    // Dependencies: FROM <stage> and COPY --from=<stage>.
+    // Dependencies: FROM <stage>, COPY --from=<stage> and RUN --mount=...,from=<stage>.
     let mut needed = vec![false; df.stages.len()];
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
@@ -144,12 +144,27 @@ pub fn plan(
             todo.push(b);
         }
         for instr in &df.stages[i].instructions {
-            if let InstructionKind::Copy(c) = &instr.kind {
-                if let Some(from) = &c.from {
-                    let from = lex.process_word(from, &global_args).unwrap_or(from.clone());
-                    if let FromSource::Stage(s) = resolve_from(df, i, &from) {
-                        todo.push(s);
-                    }
+            let froms: Vec<String> = match &instr.kind {
+                InstructionKind::Copy(c) => c.from.iter().cloned().collect(),
+                InstructionKind::Run(r) => r
+                    .mounts
+                    .iter()
+                    .filter_map(|m| {
+                        let m = lex.process_word(m, &global_args).unwrap_or(m.clone());
+                        match super::run_mount::parse(&m, "/") {
+                            Ok(super::run_mount::RunMount::Bind { from, .. }) => from,
+                            _ => None,
+                        }
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for from in froms {
+                let from = lex
+                    .process_word(&from, &global_args)
+                    .unwrap_or(from.clone());
+                if let FromSource::Stage(s) = resolve_from(df, i, &from) {
+                    todo.push(s);
                 }
             }
         }

@@ -70,10 +70,9 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
     let literal = |w: &str| !w.contains('$');
     match &instr.kind {
         InstructionKind::Run(r) => {
-            if !r.mounts.is_empty() {
-                return Err(fail(
-                    "RUN --mount is not supported by rbuild yet: remove the flag".into(),
-                ));
+            // Specs with variables are checked once expanded, when the step is prepared.
+            for m in r.mounts.iter().filter(|m| literal(m)) {
+                super::run_mount::parse(m, "/").map_err(fail)?;
             }
             if let Some(n) = &r.network {
                 run_network(n).map_err(fail)?;

@@ -47,10 +47,13 @@ impl Builder<'_, '_> {
             path: log_path.clone(),
             source,
         })?;
+        // Kept until the command has finished: the mounts' sources.
+        let (mounts, _mount_guards) = self.set_up_run_mounts(&job.mounts, &err)?;
         let sandbox = SandboxSpec {
             rootfs: root.to_path_buf(),
             hostname: "rbuild".into(),
             network: job.network,
+            mounts,
             stdio: Stdio::Log(log_path.clone()),
             ..SandboxSpec::default()
         };

@@ -146,6 +146,24 @@ pub(crate) struct RunJob {
     pub network: super::Network,
     /// A heredoc script to place in the rootfs first: (in-image path, content).
     pub script: Option<(String, String)>,
+    /// `--mount`s, parsed and with their bind sources resolved.
+    pub mounts: Vec<PreparedMount>,
+}
+
+/// A `RUN --mount` ready to set up: the spec, plus where a bind mount's files come from.
+pub(crate) struct PreparedMount {
+    pub mount: super::run_mount::RunMount,
+    pub source: BindSource,
+}
+
+/// Where the files of a bind mount come from.
+pub(crate) enum BindSource {
+    /// Not a bind mount.
+    None,
+    /// Trees of the build context (dockerignore applied), already hashed.
+    Context(Vec<crate::context::SourceTree>),
+    /// A path inside the layers of another stage or image.
+    Layers(Vec<LayerRef>),
 }
 
 fn word_list(cl: &CommandLine, shell: &[String]) -> Vec<String> {
@@ -411,6 +429,22 @@ impl Builder<'_, '_> {
                     super::Network::Host => "net:host",
                     super::Network::None => "net:none",
                 });
+                for m in &job.mounts {
+                    key.part("mount").part(&m.mount.key_text());
+                    match &m.source {
+                        BindSource::None => {}
+                        BindSource::Context(trees) => {
+                            for t in trees {
+                                key.part(&t.rel).part(t.digest.as_str());
+                            }
+                        }
+                        BindSource::Layers(layers) => {
+                            for l in layers {
+                                key.part(l.diff_id.as_str());
+                            }
+                        }
+                    }
+                }
                 Work::Run(Box::new(job))
             }
             InstructionKind::Copy(c) => {
@@ -494,7 +528,7 @@ impl Builder<'_, '_> {
     }
 
     fn prepare_run(
-        &self,
+        &mut self,
         sc: &StageCtx,
         instr: &Instruction,
         r: &RunInstruction,
@@ -526,11 +560,26 @@ impl Builder<'_, '_> {
             None => None,
         }
         .unwrap_or(self.opts.network);
-        if !r.mounts.is_empty() {
-            return Err(Self::step_err(
-                instr,
-                "RUN --mount is not supported by rbuild yet: remove the flag",
-            ));
+        let mut mounts = Vec::new();
+        let env = sc.expansion_env();
+        for spec in &r.mounts {
+            let spec = self.expand(instr, spec, &env)?;
+            let mount = super::run_mount::parse(&spec, &sc.workdir())
+                .map_err(|m| Self::step_err(instr, m))?;
+            let source = match &mount {
+                super::run_mount::RunMount::Bind {
+                    source, from: None, ..
+                } => BindSource::Context(
+                    self.ctx
+                        .select(source)
+                        .map_err(|e| Self::step_err(instr, format!("--mount={spec}: {e}")))?,
+                ),
+                super::run_mount::RunMount::Bind {
+                    from: Some(from), ..
+                } => BindSource::Layers(self.stage_or_image_layers(sc, instr, from)?),
+                _ => BindSource::None,
+            };
+            mounts.push(PreparedMount { mount, source });
         }
         Ok(RunJob {
             argv,
@@ -539,6 +588,7 @@ impl Builder<'_, '_> {
             user: sc.state.config.config.user.clone().unwrap_or_default(),
             network,
             script,
+            mounts,
         })
     }
 }

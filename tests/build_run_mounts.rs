@@ -1,0 +1,142 @@
+//! `RUN --mount`: bind (context, dockerignore applied, and another stage), cache (kept across
+//! builds), tmpfs and secret (never in a layer); none leaves anything in the image, bind
+//! sources count in the cache key, and bad specs fail before anything runs.
+
+mod build_support;
+mod common;
+
+use build_support::{build, build_ok, run_sh, Context};
+use common::{describe, TestRoot};
+use std::fs;
+
+const DOCKERFILE: &str = "\
+FROM busybox AS gen
+RUN mkdir /out && echo generated > /out/g.txt
+FROM busybox
+WORKDIR /work
+RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /from-bind && ls /src > /bind-list
+RUN --mount=type=bind,from=gen,source=/out,target=gen cat /work/gen/g.txt > /from-stage
+RUN --mount=type=cache,target=/cache,id=c1 echo run >> /cache/count && wc -l < /cache/count > /cache-count
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-list
+RUN --mount=type=secret,id=token,required=true stat -c %a /run/secrets/token > /secret-mode && wc -c < /run/secrets/token > /secret-len
+RUN --mount=type=bind,source=src,target=/src,rw echo changed > /src/a.txt && cat /src/a.txt > /rw
+";
+
+/// Hits of a build's output, by step line.
+fn cached(out: &str) -> Vec<String> {
+    out.lines()
+        .zip(out.lines().skip(1))
+        .filter(|(_, next)| *next == "--> CACHED")
+        .map(|(step, _)| step.to_string())
+        .collect()
+}
+
+#[test]
+fn every_mount_type_works_and_leaves_nothing_in_the_image() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(DOCKERFILE);
+    ctx.write("src/a.txt", "context file\n");
+    ctx.write("src/ignored.txt", "must not be seen\n");
+    ctx.write(".dockerignore", "src/ignored.txt\n");
+    ctx.write("other.txt", "1\n");
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("token");
+    fs::write(&secret, "s3cr3t-value").unwrap();
+    let secret_flag = format!("id=token,src={}", secret.display());
+    let (id, _) = build_ok(&root, &ctx, &["--secret", &secret_flag]);
+
+    let seen = run_sh(
+        &root,
+        &id,
+        "cat /from-bind /bind-list /from-stage /cache-count /tmpfs-list /secret-mode \
+         /secret-len /rw; ls -d /src /work/gen /cache /scratch /run 2>&1 | wc -l; ls /work",
+    );
+    assert_eq!(
+        seen, "context file\na.txt\ngenerated\n1\nx\n400\n12\nchanged\n5\n",
+        "mounted contents, then no mount point left (5 errors of ls -d) and an empty /work"
+    );
+    // The rw bind wrote to a copy: the context is untouched.
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("src/a.txt")).unwrap(),
+        "context file\n"
+    );
+    // The secret is nowhere in the store: not in an unpacked layer, a cache record or a log.
+    for entry in walkdir::WalkDir::new(root.path()) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let data = fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !data.windows(12).any(|w| w == b"s3cr3t-value"),
+                "the secret is in {}",
+                entry.path().display()
+            );
+        }
+    }
+
+    // Another build without the cache: the cache mount kept its contents.
+    let (id2, _) = build_ok(&root, &ctx, &["--no-cache", "--secret", &secret_flag]);
+    assert_eq!(run_sh(&root, &id2, "cat /cache-count"), "2\n");
+    // `builder prune --all` empties cache mounts too.
+    root.ok(&["builder", "prune", "--all", "--force"]);
+    let (id2, _) = build_ok(&root, &ctx, &["--secret", &secret_flag]);
+    assert_eq!(run_sh(&root, &id2, "cat /cache-count"), "1\n");
+
+    // A change elsewhere in the context: every step hits. A change of the bound file: the
+    // first bind step misses (and so every step after it).
+    ctx.write("other.txt", "2\n");
+    let (_, out) = build_ok(&root, &ctx, &["--secret", &secret_flag]);
+    assert_eq!(cached(&out).len(), 8, "{out}");
+    ctx.write("src/a.txt", "edited\n");
+    let (id3, out) = build_ok(&root, &ctx, &["--secret", &secret_flag]);
+    let hits = cached(&out);
+    assert!(
+        hits.len() == 2 && hits[1].contains("WORKDIR"),
+        "only the steps before the bind step hit: {hits:?}"
+    );
+    assert_eq!(run_sh(&root, &id3, "cat /from-bind"), "edited\n");
+}
+
+#[test]
+fn a_missing_required_secret_and_bad_specs_fail_with_the_line() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN echo first > /f\nRUN --mount=type=secret,id=nope,required true\n",
+    );
+    let out = build(&root, &ctx, &[]);
+    assert!(!out.status.success(), "{}", describe(&["build"], &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("secret nope is required"),
+        "{err}"
+    );
+    for (line, want) in [
+        (
+            "RUN --mount=type=cache echo",
+            "type=cache needs target=PATH",
+        ),
+        ("RUN --mount=type=ssh echo", "type=ssh is not supported"),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=sometimes echo",
+            "sharing=sometimes",
+        ),
+        (
+            "RUN --mount=type=bind,source=missing,target=/m echo",
+            "missing",
+        ),
+    ] {
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM busybox\nRUN echo first > /f\n{line}\n"),
+        )
+        .unwrap();
+        let out = build(&root, &ctx, &[]);
+        assert!(!out.status.success(), "{line}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Dockerfile:3") && err.contains(want),
+            "{line}: {err}"
+        );
+    }
+}
