@@ -353,7 +353,33 @@ fn foreign_tar(path: &Path) {
     add("src/null", tar::EntryType::Char, 0, 0o666, b"");
     add("src/blk", tar::EntryType::Block, 0, 0o660, b"");
     add("src/fifo", tar::EntryType::Fifo, 0, 0o644, b"");
+    // A file capability (cap_net_raw, as ping has), in a PAX record before its file.
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    add(
+        "src/PaxHeaders/ping",
+        tar::EntryType::XHeader,
+        0,
+        0o644,
+        &pax_record("SCHILY.xattr.security.capability", &cap),
+    );
+    add("src/ping", tar::EntryType::Regular, 0, 0o755, b"p\n");
     tar.finish().expect("finish tar");
+}
+
+/// One PAX extended header record: "LEN KEY=VALUE\n", LEN counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
 }
 
 #[test]
@@ -385,7 +411,9 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("notice: device nodes are skipped without root")
-            && (err.contains("src/null") || err.contains("src/blk")),
+            && (err.contains("src/null") || err.contains("src/blk"))
+            && err.contains("notice: extended attributes only root may set")
+            && err.contains("security.capability of src/ping"),
         "{err}"
     );
     let out = home.ok(home.path(), &["mount", &foreign]);
@@ -397,7 +425,7 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
             "--clear-groups",
         ])
         .args(["stat", "-c", "%n %u %a %F"])
-        .args(["u1000", "suid", "sgid", "fifo"].map(|n| merged.join("src").join(n)))
+        .args(["u1000", "suid", "sgid", "fifo", "ping"].map(|n| merged.join("src").join(n)))
         .output()
         .expect("stat the mounted image");
     let listing = stdout(&listing).replace(&format!("{}/", merged.display()), "");
@@ -405,7 +433,8 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
         listing,
         format!(
             "src/u1000 {NOBODY} 644 regular file\nsrc/suid {NOBODY} 4755 regular file\n\
-             src/sgid {NOBODY} 2755 regular file\nsrc/fifo {NOBODY} 644 fifo\n"
+             src/sgid {NOBODY} 2755 regular file\nsrc/fifo {NOBODY} 644 fifo\n\
+             src/ping {NOBODY} 755 regular file\n"
         )
     );
     home.ok(home.path(), &["umount", &foreign]);

@@ -41,7 +41,8 @@ pub fn skippable_chown_error(err: &io::Error) -> bool {
 }
 
 /// Says once per process, on stderr, that device nodes are left out of what a rootless caller
-/// unpacks (only root may create them; layer blobs keep them); `entry` names the first one.
+/// unpacks (only root may create them; a pulled or loaded layer's blob keeps them); `entry`
+/// names the first one.
 pub fn announce_skipped_device(entry: &str) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static ANNOUNCED: AtomicBool = AtomicBool::new(false);
@@ -50,6 +51,21 @@ pub fn announce_skipped_device(entry: &str) {
         eprintln!(
             "notice: device nodes are skipped without root (only root may create them; \
              containers get /dev from the sandbox): {entry}"
+        );
+    }
+}
+
+/// Says once per process, on stderr, that extended attributes only root may set (file
+/// capabilities, `trusted.*`) are left out of what a rootless caller unpacks (a pulled or loaded
+/// layer's blob keeps them); `name` and `entry` name the first one.
+pub fn announce_skipped_xattr(name: &str, entry: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+    tracing::info!(%name, %entry, "skipped an xattr: no privilege to set it");
+    if !ANNOUNCED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "notice: extended attributes only root may set (file capabilities, trusted.*) are \
+             skipped without root: {name} of {entry}"
         );
     }
 }

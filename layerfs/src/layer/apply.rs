@@ -679,7 +679,15 @@ impl Applier {
         rustix::fs::fchmod(file, Mode::from_raw_mode(meta.mode & 0o7777))
             .map_err(|e| io_err(e.into()))?;
         for (name, value) in &meta.xattrs {
-            xattr::set_fd(file, name, value).map_err(io_err)?;
+            match xattr::set_fd(file, name, value) {
+                // File capabilities (security.*) and trusted.* need privilege: without root
+                // they are skipped, as chowns are (a rootless FUSE mount is nosuid, so a
+                // file capability would not take effect anyway).
+                Err(e) if !self.is_root && e.raw_os_error() == Some(libc::EPERM) => {
+                    crate::rootless::announce_skipped_xattr(&String::from_utf8_lossy(name), shown);
+                }
+                other => other.map_err(io_err)?,
+            }
         }
         if set_time {
             rustix::fs::futimens(file, &times(meta.mtime)).map_err(|e| io_err(e.into()))?;
