@@ -105,9 +105,29 @@ pub(crate) struct CopyJob {
     chown: Option<String>,
     chmod: Option<super::precheck::Chmod>,
     unpack: bool,
+    /// `--exclude` patterns.
+    excludes: Option<crate::dockerignore::IgnoreMatcher>,
 }
 
 use super::precheck::is_url;
+
+/// `tree` without what `--exclude` patterns match, as BuildKit: paths below a directory source
+/// are matched relative to it (a matching directory takes its contents along), a file source
+/// by its name; `None` when the source itself is excluded.
+fn without_excluded(
+    mut tree: SourceTree,
+    excludes: Option<&crate::dockerignore::IgnoreMatcher>,
+) -> Option<SourceTree> {
+    let Some(excludes) = excludes else {
+        return Some(tree);
+    };
+    if !tree.is_dir() {
+        return (!excludes.is_excluded(&tree.name)).then_some(tree);
+    }
+    tree.entries
+        .retain(|e| e.rel.is_empty() || !excludes.is_excluded(&e.rel));
+    Some(tree)
+}
 
 impl Builder<'_, '_> {
     /// Expands sources and destination, selects and hashes the sources, adds the key parts.
@@ -129,12 +149,23 @@ impl Builder<'_, '_> {
                     .into(),
             ));
         }
-        if !spec.excludes.is_empty() {
-            return Err(err(
-                "--exclude is not supported by rbuild yet: use .dockerignore".into(),
-            ));
-        }
         let env = sc.expansion_env();
+        let excludes = if spec.excludes.is_empty() {
+            None
+        } else {
+            let mut patterns = Vec::new();
+            for e in spec.excludes {
+                patterns.push(self.expand(instr, e, &env)?);
+            }
+            key.part("exclude");
+            for p in &patterns {
+                key.part(p);
+            }
+            Some(
+                crate::dockerignore::IgnoreMatcher::from_patterns(&patterns)
+                    .map_err(|e| err(format!("invalid --exclude: {e}")))?,
+            )
+        };
         let dest_raw = self.expand(instr, spec.dest, &env)?;
         let trailing = super::precheck::dest_is_dir(&dest_raw);
         let dest = if dest_raw.starts_with('/') {
@@ -248,8 +279,12 @@ impl Builder<'_, '_> {
                             )));
                         }
                         for tree in self.ctx.select(&p).map_err(|e| err(e.to_string()))? {
+                            // Keyed by the whole tree: a change of an excluded file misses too,
+                            // which costs a copy, never a wrong hit.
                             key.part(&tree.rel).part(tree.digest.as_str());
-                            items.push(Item::Context(tree));
+                            if let Some(tree) = without_excluded(tree, excludes.as_ref()) {
+                                items.push(Item::Context(tree));
+                            }
                         }
                     }
                 }
@@ -273,6 +308,7 @@ impl Builder<'_, '_> {
             chown,
             chmod,
             unpack: spec.unpack,
+            excludes,
         })
     }
 
@@ -440,7 +476,11 @@ impl Builder<'_, '_> {
                             t.name = name.clone();
                         }
                     }
-                    trees.extend(selected);
+                    trees.extend(
+                        selected
+                            .into_iter()
+                            .filter_map(|t| without_excluded(t, job.excludes.as_ref())),
+                    );
                 }
                 // Wildcards that all matched nothing: nothing to copy, as BuildKit.
                 if trees.is_empty() {

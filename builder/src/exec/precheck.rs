@@ -101,11 +101,7 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
                         .into(),
                 ));
             }
-            if !c.excludes.is_empty() {
-                return Err(fail(
-                    "--exclude is not supported by rbuild yet: use .dockerignore".into(),
-                ));
-            }
+            check_excludes(&c.excludes).map_err(fail)?;
             if c.from.is_some()
                 && c.sources
                     .iter()
@@ -144,11 +140,7 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
                     )));
                 }
             }
-            if !a.excludes.is_empty() {
-                return Err(fail(
-                    "--exclude is not supported by rbuild yet: use .dockerignore".into(),
-                ));
-            }
+            check_excludes(&a.excludes).map_err(fail)?;
             check_sources(&a.sources, &a.dest).map_err(fail)?;
         }
         InstructionKind::Stopsignal(s) if literal(s) => stop_signal(s).map_err(fail)?,
@@ -366,6 +358,14 @@ pub fn checksum(value: &str) -> Result<&str, String> {
         ));
     }
     Ok(algo)
+}
+
+/// Checks the `--exclude` patterns without variables (the others once expanded).
+fn check_excludes(excludes: &[String]) -> Result<(), String> {
+    let literal: Vec<&String> = excludes.iter().filter(|e| !e.contains('$')).collect();
+    crate::dockerignore::IgnoreMatcher::from_patterns(&literal)
+        .map(|_| ())
+        .map_err(|e| format!("invalid --exclude: {e}"))
 }
 
 /// The network of `RUN --network=VALUE`.
