@@ -326,7 +326,8 @@ fn resource_limits_without_a_delegated_cgroup_fail_naming_the_reason() {
 }
 
 /// A tar of a tree no non-root user can make: a directory, a file and a symlink owned by uid
-/// 1000, a setuid file, a setgid file of group 50, a character device, a block device and a fifo.
+/// 1000, a setuid file, a setgid file of group 50, a character device, a block device, a fifo,
+/// read-only directories with contents and a file with a capability.
 fn foreign_tar(path: &Path) {
     let mut tar = tar::Builder::new(fs::File::create(path).expect("create tar"));
     let mut add = |name: &str, kind: tar::EntryType, owner: u64, mode: u32, data: &[u8]| {
@@ -353,6 +354,10 @@ fn foreign_tar(path: &Path) {
     add("src/null", tar::EntryType::Char, 0, 0o666, b"");
     add("src/blk", tar::EntryType::Block, 0, 0o660, b"");
     add("src/fifo", tar::EntryType::Fifo, 0, 0o644, b"");
+    // Read-only directories with contents (Fedora's /usr/lib is 0555).
+    add("ro/", tar::EntryType::Directory, 0, 0o555, b"");
+    add("ro/sub/", tar::EntryType::Directory, 0, 0o500, b"");
+    add("ro/sub/f", tar::EntryType::Regular, 0, 0o644, b"f\n");
     // A file capability (cap_net_raw, as ping has), in a PAX record before its file.
     let mut cap = Vec::new();
     for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
@@ -425,7 +430,19 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
             "--clear-groups",
         ])
         .args(["stat", "-c", "%n %u %a %F"])
-        .args(["u1000", "suid", "sgid", "fifo", "ping"].map(|n| merged.join("src").join(n)))
+        .args(
+            [
+                "src/u1000",
+                "src/suid",
+                "src/sgid",
+                "src/fifo",
+                "src/ping",
+                "ro",
+                "ro/sub",
+                "ro/sub/f",
+            ]
+            .map(|n| merged.join(n)),
+        )
         .output()
         .expect("stat the mounted image");
     let listing = stdout(&listing).replace(&format!("{}/", merged.display()), "");
@@ -434,7 +451,8 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
         format!(
             "src/u1000 {NOBODY} 644 regular file\nsrc/suid {NOBODY} 4755 regular file\n\
              src/sgid {NOBODY} 2755 regular file\nsrc/fifo {NOBODY} 644 fifo\n\
-             src/ping {NOBODY} 755 regular file\n"
+             src/ping {NOBODY} 755 regular file\nro {NOBODY} 555 directory\n\
+             ro/sub {NOBODY} 500 directory\nro/sub/f {NOBODY} 644 regular file\n"
         )
     );
     home.ok(home.path(), &["umount", &foreign]);
@@ -449,6 +467,7 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
              FROM base:1\n\
              WORKDIR /app\n\
              COPY --from=src /src ./\n\
+             COPY --from=src /ro /ro\n\
              ADD foreign.tar /x/\n\
              RUN pwd > /pwd && echo made > made && chmod 4750 made && rm /bin/vi\n"
         ),
@@ -466,13 +485,15 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
                 "sh",
                 "-c",
                 "cat /pwd; stat -c '%n %u:%g %a' u1000 suid sgid link made /x/src/u1000 \
-                 /x/src/suid; ls /x/src/null /x/src/blk /bin/vi 2>&1 | wc -l",
+                 /x/src/suid /ro/sub /x/ro /x/ro/sub; cat /ro/sub/f /x/ro/sub/f; \
+                 ls /x/src/null /x/src/blk /bin/vi 2>&1 | wc -l",
             ],
         );
         assert_eq!(
             stdout(&out),
             "/app\nu1000 0:0 644\nsuid 0:0 4755\nsgid 0:0 2755\nlink 0:0 777\nmade 0:0 4750\n\
-             /x/src/u1000 0:0 644\n/x/src/suid 0:0 4755\n3\n",
+             /x/src/u1000 0:0 644\n/x/src/suid 0:0 4755\n/ro/sub 0:0 500\n/x/ro 0:0 555\n\
+             /x/ro/sub 0:0 500\nf\nf\n3\n",
             "{image}"
         );
     };

@@ -32,6 +32,20 @@ pub struct Attrs {
 pub struct RootWriter {
     root: Root,
     host: PathBuf,
+    /// Without root: directories whose mode denies their owner (the caller) writing, kept
+    /// writable while they are filled, with the mode each gets back when the writer is dropped.
+    deferred_modes: std::cell::RefCell<Vec<(OwnedFd, u32)>>,
+}
+
+impl Drop for RootWriter {
+    fn drop(&mut self) {
+        // Deepest first: a directory is made after its parent.
+        for (dir, mode) in self.deferred_modes.take().into_iter().rev() {
+            if let Err(e) = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode & 0o7777)) {
+                tracing::warn!(root = %self.host.display(), error = %e, "restoring a directory mode failed");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RootWriter {
@@ -75,6 +89,7 @@ impl RootWriter {
         Ok(RootWriter {
             root: Root::open(root).map_err(perr)?,
             host: root.to_path_buf(),
+            deferred_modes: Default::default(),
         })
     }
 
@@ -202,12 +217,28 @@ impl RootWriter {
             Mode::empty(),
         )?;
         apply_attrs(&fd, a)?;
+        self.keep_writable(&fd, a.mode)?;
         Ok(fd)
     }
 
     /// Sets owner/mode/mtime of the existing directory fd (used for the top of a copied tree).
     pub fn set_dir_attrs(&self, dir: &OwnedFd, a: Attrs) -> io::Result<()> {
-        apply_attrs(dir, a)
+        apply_attrs(dir, a)?;
+        self.keep_writable(dir, a.mode)
+    }
+
+    /// Without root, a directory given a `mode` that denies its owner writing could not be
+    /// filled (the caller has no CAP_DAC_OVERRIDE): it stays writable until the writer is
+    /// dropped, then gets `mode`.
+    fn keep_writable(&self, dir: &OwnedFd, mode: u32) -> io::Result<()> {
+        if mode & 0o300 == 0o300 || !rbuild_layerfs::rootless::is_rootless() {
+            return Ok(());
+        }
+        rustix::fs::fchmod(dir, Mode::from_raw_mode((mode | 0o300) & 0o7777))?;
+        self.deferred_modes
+            .borrow_mut()
+            .push((dir.try_clone()?, mode));
+        Ok(())
     }
 
     /// Sets the modification time of an open directory (after its contents are written).

@@ -165,6 +165,7 @@ fn apply_into(
         xattr_whiteouts: form == WhiteoutForm::Xattr,
         buffer: vec![0u8; COPY_BUFFER],
         dir_times: Vec::new(),
+        dir_modes: Vec::new(),
         stats_entries: 0,
         whiteouts: 0,
         opaque_dirs: 0,
@@ -267,6 +268,8 @@ struct Applier {
     buffer: Vec<u8>,
     /// Directory mtimes, set last (creating children changes them).
     dir_times: Vec<(PathBuf, i64)>,
+    /// Without root: modes of directories the owner could not write to, set last.
+    dir_modes: Vec<(PathBuf, u32)>,
     stats_entries: u64,
     whiteouts: u64,
     opaque_dirs: u64,
@@ -661,6 +664,13 @@ impl Applier {
                 source,
             })?;
         self.apply_fd_meta(&file, shown, meta, false)?;
+        if !self.is_root && meta.mode & 0o300 != 0o300 {
+            // Without root a read-only directory could not be filled: it stays writable
+            // for its owner until the layer is complete.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode((meta.mode | 0o300) & 0o7777))
+                .map_err(|e| LayerError::io(PathBuf::from(shown), e.into()))?;
+            self.dir_modes.push((path.to_path_buf(), meta.mode));
+        }
         self.dir_times.push((path.to_path_buf(), meta.mtime));
         Ok(())
     }
@@ -732,6 +742,20 @@ impl Applier {
     }
 
     fn finish_dir_times(&mut self) -> Result<()> {
+        // Deepest first (a directory without search permission would hide what is below it);
+        // the last entry of a path wins.
+        let mut done = std::collections::HashSet::new();
+        for (path, mode) in self.dir_modes.drain(..).rev() {
+            if !done.insert(path.clone()) {
+                continue;
+            }
+            let Ok(dir) = self.root.open_subpath(&path, dir_flags()) else {
+                // Replaced by a later entry of the same layer.
+                continue;
+            };
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| LayerError::io(path.clone(), e.into()))?;
+        }
         for (path, mtime) in self.dir_times.drain(..).rev() {
             let Ok(handle) = self.root.resolve_nofollow(&path) else {
                 // Replaced by a later entry of the same layer.
