@@ -304,6 +304,8 @@ fn progress_modes_network_host_and_platform() {
         "build",
         "--progress",
         "auto",
+        "--network",
+        "host",
         "--no-cache",
         "--platform",
         "linux/amd64",

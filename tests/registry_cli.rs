@@ -400,23 +400,10 @@ fn credential_helper_round_trip(config: &dyn Fn(&str) -> String) {
     );
 }
 
-/// A non-loopback IPv4 address of this machine (of an interface that is up). Traffic to it
-/// stays on the machine, like loopback traffic, but rbuild must treat it as a remote host.
-fn non_loopback_ip() -> String {
-    use nix::net::if_::InterfaceFlags;
-    let addrs = nix::ifaddrs::getifaddrs().expect("getifaddrs");
-    addrs
-        .filter(|a| a.flags.contains(InterfaceFlags::IFF_UP))
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
-        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .expect("this test needs a non-loopback IPv4 address on an interface that is up")
-        .to_string()
-}
-
 #[test]
 fn only_loopback_registries_get_plain_http_without_a_flag() {
     // A plain-HTTP registry on a non-loopback address of this machine: HTTPS by default.
-    let registry = TestRegistry::start_on(&non_loopback_ip());
+    let registry = TestRegistry::start_on(&common::non_loopback_ipv4());
     let dc = tempfile::tempdir().unwrap();
     let src = TestRoot::new();
     let name = format!("{}/plain/bb:1", registry.host());
@@ -849,7 +836,7 @@ fn docker_hub_names_are_pulled_from_a_mirror_in_rbuild_config() {
 fn a_self_signed_https_registry_needs_tls_verify_false_or_insecure_registries() {
     // HTTPS only (plain HTTP is refused), with a certificate nobody trusts, on a non-loopback
     // address: --tls-verify=false and insecure-registries must skip the verification, over HTTPS.
-    let registry = TestRegistry::start_tls_on(&non_loopback_ip());
+    let registry = TestRegistry::start_tls_on(&common::non_loopback_ipv4());
     let dc = tempfile::tempdir().unwrap();
     let src = TestRoot::new();
     let name = format!("{}/tls/bb:1", registry.host());

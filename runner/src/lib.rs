@@ -33,6 +33,7 @@ pub mod resolve;
 pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;
+pub mod slirp;
 pub mod spec;
 pub mod syscall;
 pub mod tee;

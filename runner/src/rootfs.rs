@@ -71,7 +71,7 @@ pub fn mount_points(spec: &SandboxSpec) -> Vec<(String, Kind)> {
 
 /// Files bound from the host when the network is shared (created when missing, best effort).
 pub fn host_network_files(spec: &SandboxSpec) -> Vec<(String, Kind)> {
-    if spec.network != Network::Host {
+    if !matches!(spec.network, Network::Host | Network::Private) {
         return Vec::new();
     }
     vec![
@@ -111,6 +111,11 @@ fn remount_readonly(sys: &dyn Syscall, root: &Path, rel: &str, extra: MsFlags) -
 /// Builds the container's filesystem view and pivots into it; the caller is already in its own
 /// mount namespace (and pid namespace, for /proc).
 pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
+    setup_with(sys, spec, None)
+}
+
+/// [`setup`], with `net_dir` holding the resolv.conf and hosts of a private network.
+pub fn setup_with(sys: &dyn Syscall, spec: &SandboxSpec, net_dir: Option<&Path>) -> Result<()> {
     let root = spec.rootfs.as_path();
     sys.mount(
         None,
@@ -136,11 +141,16 @@ pub fn setup(sys: &dyn Syscall, spec: &SandboxSpec) -> Result<()> {
         MOUNT_ATTR_NODEV
     };
     sys.mount_setattr(root, root_attrs, true)?;
-    if spec.network == Network::Host {
+    let network_files = match (spec.network, net_dir) {
+        (Network::Host, _) => Some(Path::new("/etc")),
+        (Network::Private, Some(dir)) => Some(dir),
+        _ => None,
+    };
+    if let Some(source_dir) = network_files {
         // Before /proc and /dev exist in the new root, so an image symlink such as
         // /etc/hosts -> /proc/... resolves to nothing and the bind is skipped.
         for f in ["resolv.conf", "hosts"] {
-            let host = Path::new("/etc").join(f);
+            let host = source_dir.join(f);
             let rel = format!("etc/{f}");
             if !host.exists() {
                 continue;

@@ -38,6 +38,9 @@ pub struct Running {
     created: resolve::Created,
     pty: Option<PtyMaster>,
     tee: Option<TeePipes>,
+    /// slirp4netns of a private network, and the resolv.conf and hosts it binds.
+    slirp: Option<crate::slirp::Slirp>,
+    net_files: Option<crate::slirp::NetworkFiles>,
     done: bool,
 }
 
@@ -65,6 +68,8 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         created: resolve::Created::default(),
         pty: None,
         tee: None,
+        slirp: None,
+        net_files: None,
         done: false,
     };
     for (rel, kind) in rootfs::mount_points(sandbox) {
@@ -103,9 +108,14 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if sandbox.network == Network::None {
+    if matches!(sandbox.network, Network::None | Network::Private) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if sandbox.network == Network::Private {
+        running.net_files = Some(crate::slirp::NetworkFiles::create(&sandbox.hostname)?);
+    }
+    let net_dir = running.net_files.as_ref().map(|f| f.dir().to_path_buf());
+    let private = sandbox.network == Network::Private;
     if !is_root {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
@@ -133,14 +143,15 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
                 go_r.as_raw_fd(),
                 child_stdio.socket_fd(),
             ]);
-            rootfs::setup(&LinuxSyscall, sandbox)?;
-            if sandbox.network == Network::None {
+            rootfs::setup_with(&LinuxSyscall, sandbox, net_dir.as_deref())?;
+            if matches!(sandbox.network, Network::None | Network::Private) {
                 crate::net::loopback_up()?;
             }
             let mut go = [0u8; 1];
-            if cgroup.is_some() && !matches!(nix::unistd::read(&go_r, &mut go), Ok(1)) {
+            if (cgroup.is_some() || private) && !matches!(nix::unistd::read(&go_r, &mut go), Ok(1))
+            {
                 return Err(RunnerError::Setup(
-                    "the parent did not place the process in its cgroup".into(),
+                    "the parent did not place the process in its cgroup or network".into(),
                 ));
             }
             if let ChildStdio::Pty { sock } = &child_stdio {
@@ -165,6 +176,16 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
                 drop(go_w);
                 running.finish();
                 return Err(e);
+            }
+        }
+        if private {
+            match crate::slirp::Slirp::start(pid, !is_root) {
+                Ok(slirp) => running.slirp = Some(slirp),
+                Err(e) => {
+                    drop(go_w);
+                    running.finish();
+                    return Err(e);
+                }
             }
         }
         let _ = nix::unistd::write(&go_w, b"g");
@@ -206,6 +227,8 @@ impl Running {
             created: resolve::Created::default(),
             pty,
             tee,
+            slirp: None,
+            net_files: None,
             done: false,
         }
     }
@@ -234,6 +257,8 @@ impl Running {
                 let _ = cg.destroy();
             }
         }
+        self.slirp.take();
+        self.net_files.take();
         if !self.created.is_empty() {
             resolve::remove_created(&self.rootfs, &self.created);
         }

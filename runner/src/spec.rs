@@ -24,6 +24,10 @@ pub enum Network {
     None,
     /// The host's network namespace; /etc/resolv.conf and /etc/hosts come from the host.
     Host,
+    /// A new network namespace connected to the outside through slirp4netns (user-mode NAT;
+    /// see [`crate::slirp`]): outbound connections and DNS work, the host's loopback services
+    /// do not; /etc/resolv.conf names slirp's DNS forwarder.
+    Private,
 }
 
 /// A host path bind-mounted into the container.

@@ -43,8 +43,10 @@ pub struct BuildArgs {
     /// Progress output: auto, plain or tty.
     #[arg(long, default_value = "auto")]
     pub progress: String,
-    /// Network of RUN steps: host (default) or none.
-    #[arg(long, default_value = "host")]
+    /// Network of RUN steps: default (private: its own namespace behind slirp4netns, which
+    /// reaches out but not the host's loopback services; the host's when slirp4netns is
+    /// missing), private, host or none.
+    #[arg(long, default_value = "default")]
     pub network: String,
     /// Label `KEY=VALUE` added to the image; may be given more than once.
     #[arg(long = "label")]
@@ -327,9 +329,11 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.no_cache = args.no_cache;
     opts.pull = args.pull;
     opts.network = match args.network.as_str() {
-        "host" | "default" => Network::Host,
+        "default" => default_run_network(true),
+        "private" | "bridge" => Network::Private,
+        "host" => Network::Host,
         "none" => Network::None,
-        other => bail!("invalid --network {other:?}: use host or none"),
+        other => bail!("invalid --network {other:?}: use default, private, host or none"),
     };
     opts.compression = match args.compression.as_str() {
         "gzip" => rbuild_layerfs::layer::Compression::Gzip,
@@ -440,4 +444,19 @@ fn build_failure(e: BuildError, quiet: bool) -> anyhow::Error {
         code: e.exit_code(),
         message: e.to_string(),
     })
+}
+
+/// The network of RUN steps when none is asked for: a private one (slirp4netns) when it can be
+/// made, else the host's, with a notice when `notice`.
+pub fn default_run_network(notice: bool) -> Network {
+    if rbuild_runner::slirp::available() {
+        return Network::Private;
+    }
+    if notice {
+        eprintln!(
+            "notice: RUN steps share the host network: a private one needs slirp4netns and \
+             access to /dev/net/tun"
+        );
+    }
+    Network::Host
 }

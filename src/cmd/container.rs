@@ -53,7 +53,8 @@ pub struct RunArgs {
     /// Hostname (default: the short container ID).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Network: none (loopback only, the default) or host.
+    /// Network: none (loopback only, the default), private (own namespace behind
+    /// slirp4netns: reaches out, not the host's loopback services; also "bridge") or host.
     #[arg(long, default_value = "none")]
     pub network: String,
     /// Mount the root filesystem read-only.

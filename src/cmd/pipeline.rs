@@ -148,6 +148,7 @@ fn build_one(
     opts.labels = img.labels.clone();
     opts.target = img.target.clone();
     opts.no_cache = args.no_cache;
+    opts.network = super::build::default_run_network(false);
     opts.driver = driver;
     opts.timestamp = timestamp;
     opts.shared_cache = shared.map(|c| c.clone() as _);

@@ -252,3 +252,16 @@ pub fn storage_driver() -> String {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "auto".into())
 }
+
+/// A non-loopback IPv4 address of this machine (of an interface that is up). Traffic to it
+/// stays on the machine, like loopback traffic, but rbuild must treat it as a remote host.
+pub fn non_loopback_ipv4() -> String {
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().expect("getifaddrs");
+    addrs
+        .filter(|a| a.flags.contains(InterfaceFlags::IFF_UP))
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .expect("this test needs a non-loopback IPv4 address on an interface that is up")
+        .to_string()
+}

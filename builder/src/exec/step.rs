@@ -428,6 +428,7 @@ impl Builder<'_, '_> {
                 key.part(match job.network {
                     super::Network::Host => "net:host",
                     super::Network::None => "net:none",
+                    super::Network::Private => "net:private",
                 });
                 for m in &job.mounts {
                     key.part("mount").part(&m.mount.key_text());

@@ -166,8 +166,9 @@ pub fn run(g: &Globals, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     merge_env(&mut env, &a.env);
     let network = match a.network.as_str() {
-        "none" | "host" => a.network.clone(),
-        other => bail!("unsupported --network {other:?}: use none or host"),
+        "none" | "host" | "private" => a.network.clone(),
+        "bridge" => "private".to_string(),
+        other => bail!("unsupported --network {other:?}: use none, private or host"),
     };
     let mounts = a
         .volume

@@ -222,10 +222,10 @@ fn run_and_wait(
     let sandbox = SandboxSpec {
         rootfs: merged,
         hostname: st.config.hostname.clone(),
-        network: if st.config.network == "host" {
-            Network::Host
-        } else {
-            Network::None
+        network: match st.config.network.as_str() {
+            "host" => Network::Host,
+            "private" => Network::Private,
+            _ => Network::None,
         },
         mounts: st.config.mounts.iter().map(Into::into).collect(),
         readonly_rootfs: st.config.readonly,

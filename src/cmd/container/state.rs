@@ -20,7 +20,7 @@ pub struct ContainerConfig {
     pub user: String,
     /// Hostname.
     pub hostname: String,
-    /// "none" or "host".
+    /// "none", "private" or "host".
     pub network: String,
     /// Bind mounts.
     pub mounts: Vec<MountConfig>,

@@ -1,0 +1,81 @@
+//! The private network of RUN steps (the default when slirp4netns is installed) and of
+//! `rbuild run --network private`: its own namespace behind slirp4netns, which reaches the
+//! host's other addresses (and the outside) but not services bound to the host's loopback.
+
+mod build_support;
+mod common;
+
+use build_support::{build, Context};
+use common::{describe, TestRoot};
+use std::io::Write;
+use std::net::TcpListener;
+
+/// A TCP server on every address of the host that answers each connection with "hello".
+fn hello_server() -> u16 {
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = (&stream).write_all(b"hello\n");
+        }
+    });
+    port
+}
+
+/// A shell line that prints "reached" or "blocked" for a TCP connection to `ip`:`port`.
+fn probe(ip: &str, port: u16) -> String {
+    format!("if nc -w 3 {ip} {port} </dev/null | grep -q hello; then echo {ip}:reached; else echo {ip}:blocked; fi")
+}
+
+#[test]
+fn run_steps_reach_out_but_not_the_hosts_loopback_services() {
+    assert!(
+        rbuild_runner::slirp::available(),
+        "slirp4netns is not installed: run scripts/install-deps"
+    );
+    let port = hello_server();
+    let host_ip = common::non_loopback_ipv4();
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let script = format!(
+        "{}; {}; ip -4 -o addr show tap0 | grep -o 'inet [0-9.]*'; cat /etc/resolv.conf",
+        probe("127.0.0.1", port),
+        probe(&host_ip, port)
+    );
+    let ctx = Context::new(&format!("FROM busybox\nRUN {script}\n"));
+    let out = build(&root, &ctx, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    for want in [
+        "127.0.0.1:blocked".to_string(),
+        format!("{host_ip}:reached"),
+        "inet 10.0.2.100".to_string(),
+        "nameserver 10.0.2.3".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    // --network host: the host's loopback is the step's own.
+    let out = build(&root, &ctx, &["--network", "host"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("127.0.0.1:reached"),
+        "{}",
+        describe(&["build", "--network", "host"], &out)
+    );
+
+    // A container on the private network, then one on none (the default): no way out.
+    let img = root.import_busybox("bb");
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "private",
+        &img,
+        "sh",
+        "-c",
+        &format!("{}; {}", probe("127.0.0.1", port), probe(&host_ip, port)),
+    ]);
+    assert_eq!(out, format!("127.0.0.1:blocked\n{host_ip}:reached\n"));
+    let out = root.ok(&["run", "--rm", &img, "sh", "-c", &probe(&host_ip, port)]);
+    assert_eq!(out, format!("{host_ip}:blocked\n"));
+}
