@@ -585,3 +585,38 @@ fn containers_are_logged_stopped_committed_saved_loaded_and_pruned_without_root(
     let left = mounts_below(h);
     assert!(left.is_empty(), "mounts left behind: {left:?}");
 }
+
+#[test]
+fn a_run_step_may_leave_files_their_owner_cannot_read() {
+    let home = RootlessHome::new();
+    home.import_base();
+    // Root reads a mode 000 file regardless; so does the rootless snapshot.
+    let ctx = home.context(
+        "ctx",
+        "FROM base:1\nRUN echo s > /x && chmod 000 /x && echo t > /y && chmod 4000 /y\n",
+    );
+    home.ok(&ctx, &["build", "-t", "m:1", "."]);
+    let out = home.ok(
+        home.path(),
+        &["run", "--rm", "m:1", "stat", "-c", "%n %a %s", "/x", "/y"],
+    );
+    assert_eq!(stdout(&out), "/x 0 2\n/y 4000 2\n");
+
+    // A directory its owner cannot list cannot be snapshotted without root: the error says so.
+    write_owned(
+        &ctx.join("Dockerfile"),
+        "FROM base:1\nRUN mkdir /d && echo t > /d/y && chmod 000 /d\n",
+    );
+    let args = ["build", "-t", "m:2", "."];
+    let out = home.rbuild(&ctx, &args);
+    assert!(!out.status.success(), "{}", describe(&args, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "upper/d: without root, a directory whose mode (000) denies its owner reading"
+        ),
+        "{err}"
+    );
+    let left = mounts_below(home.path());
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}

@@ -44,6 +44,12 @@ fn prune_below(
             continue;
         }
         let path = upper.join(&child);
+        if crate::rootless::is_rootless() && !owner_can_list(&entry.metadata()?) {
+            // Without root such a directory cannot be read: not pruned (it is left to the
+            // layer writer, whose error names it).
+            empty = false;
+            continue;
+        }
         if has_overlay_marker(&path)? {
             // An opaque directory hides the lower layers below it: everything in it is new.
             empty = false;
@@ -60,6 +66,11 @@ fn prune_below(
         }
     }
     Ok(empty)
+}
+
+/// Whether a directory's owner may list and enter it (mode u+rx).
+fn owner_can_list(md: &std::fs::Metadata) -> bool {
+    md.mode() & 0o500 == 0o500
 }
 
 /// Every xattr of directory `path`.

@@ -78,14 +78,34 @@ pub(super) fn open_dir_at(dir: impl AsFd, name: &CStr) -> Result<OwnedFd, Errno>
 }
 
 /// Opens `name` in `dir` for reading without following a symlink, blocking on a FIFO or
-/// becoming a controlling terminal; the caller checks with `fstat` what it got.
+/// becoming a controlling terminal; the caller checks with `fstat` what it got. Without root, a
+/// file of the caller's whose mode denies reading (e.g. `chmod 000` in a RUN step) is readable
+/// for an instant, as root (CAP_DAC_OVERRIDE) would read it, and then gets its mode back.
 pub(super) fn open_file_at(dir: impl AsFd, name: &CStr) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    let open = || {
+        rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    match open() {
+        Err(Errno::ACCESS) if crate::rootless::is_rootless() => {}
+        other => return other,
+    }
+    let handle = open_path_at(&dir, name)?;
+    let st = rustix::fs::fstat(&handle)?;
+    if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+        return Err(Errno::ACCESS);
+    }
+    // chmod through the O_PATH handle's magic link: it names exactly this inode.
+    let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let mode = st.st_mode as u32 & 0o7777;
+    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode | 0o400))?;
+    let opened = open();
+    rustix::fs::chmod(magic.as_str(), Mode::from_raw_mode(mode))?;
+    opened
 }
 
 /// Opens `name` in `dir` as an `O_PATH` handle (symlinks, FIFOs and devices: never opened for

@@ -413,6 +413,17 @@ impl EntryWriter<'_> {
                      tree is nested deeper than the open-file limit; raise it with `ulimit -n`",
                 )))
             }
+            Err(Errno::ACCESS) if kind == FileType::Directory && crate::rootless::is_rootless() => {
+                return Err(stream(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "without root, a directory whose mode ({:03o}) denies its owner reading \
+                         cannot be put into a layer: give it u+rx (e.g. chmod 700) before the \
+                         step ends",
+                        md.mode & 0o7777
+                    ),
+                )))
+            }
             Err(e) => return Err(stream(e.into())),
         };
         let md = upper_walk::stat_fd(&fd).map_err(stream)?;
