@@ -587,20 +587,29 @@ fn containers_are_logged_stopped_committed_saved_loaded_and_pruned_without_root(
 }
 
 #[test]
-fn a_run_step_may_leave_files_their_owner_cannot_read() {
+fn files_their_owner_may_not_read_are_read_and_snapshotted() {
     let home = RootlessHome::new();
     home.import_base();
-    // Root reads a mode 000 file regardless; so does the rootless snapshot.
+    // Root reads and writes files whatever their mode; so do the container's root (through
+    // the FUSE server, which runs as the user) and the rootless snapshot.
     let ctx = home.context(
         "ctx",
-        "FROM base:1\nRUN echo s > /x && chmod 000 /x && echo t > /y && chmod 4000 /y\n",
+        "FROM base:1\nRUN echo s > /x && chmod 000 /x && cat /x && echo t > /y && chmod 4000 /y \
+         && echo r > /r && chmod 444 /r && cat /r\n",
     );
     home.ok(&ctx, &["build", "-t", "m:1", "."]);
     let out = home.ok(
         home.path(),
-        &["run", "--rm", "m:1", "stat", "-c", "%n %a %s", "/x", "/y"],
+        &[
+            "run",
+            "--rm",
+            "m:1",
+            "sh",
+            "-c",
+            "stat -c '%n %a %s' /x /y /r; echo more >> /x; cat /x /y /r",
+        ],
     );
-    assert_eq!(stdout(&out), "/x 0 2\n/y 4000 2\n");
+    assert_eq!(stdout(&out), "/x 0 2\n/y 4000 2\n/r 444 2\ns\nmore\nt\nr\n");
 
     // A directory its owner cannot list cannot be snapshotted without root: the error says so.
     write_owned(

@@ -40,6 +40,39 @@ pub fn skippable_chown_error(err: &io::Error) -> bool {
     is_rootless() && matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL))
 }
 
+/// Opens `path` with `options`, which ask for the owner permission bits `need` (0o400 to read,
+/// 0o600 to read and write). Without root, a file of the caller's whose mode denies that (mode
+/// 000, as Fedora's /etc/shadow has) gets them for the instant it is opened and then its mode
+/// back, as root opens it through CAP_DAC_OVERRIDE.
+pub fn open_as_owner(
+    options: &std::fs::OpenOptions,
+    path: &std::path::Path,
+    need: u32,
+) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    match options.open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && is_rootless() => {}
+        other => return other,
+    }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    let st = rustix::fs::fstat(&handle)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != rustix::process::geteuid().as_raw() || mode & need == need {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    // chmod through the O_PATH handle's magic link: it names exactly this inode.
+    let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let mode = rustix::fs::Mode::from_raw_mode(mode);
+    rustix::fs::chmod(magic.as_str(), mode | rustix::fs::Mode::from_raw_mode(need))?;
+    let opened = options.open(path);
+    rustix::fs::chmod(magic.as_str(), mode)?;
+    opened
+}
+
 /// Says once per process, on stderr, that device nodes are left out of what a rootless caller
 /// unpacks (only root may create them; a pulled or loaded layer's blob keeps them); `entry`
 /// names the first one.

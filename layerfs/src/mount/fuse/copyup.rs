@@ -49,7 +49,7 @@ pub fn copy_metadata(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> 
 }
 
 fn copy_up_file(src: &Path, meta: &Metadata, dst: &Path) -> io::Result<()> {
-    let input = File::open(src)?;
+    let input = crate::rootless::open_as_owner(OpenOptions::new().read(true), src, 0o400)?;
     let parent = dst.parent().unwrap_or(Path::new("."));
     match OpenOptions::new()
         .read(true)

@@ -512,7 +512,8 @@ impl UnionFs {
         options.custom_flags(
             flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME) & !libc::O_NOATIME,
         );
-        let file = options.open(&path).map_err(errno)?;
+        let need = if writable_layer { 0o600 } else { 0o400 };
+        let file = crate::rootless::open_as_owner(&options, &path, need).map_err(errno)?;
         Ok(self.register_handle(st, ino, layer, file, backing_open))
     }
 
@@ -614,7 +615,10 @@ impl UnionFs {
         let Some(rel) = st.inodes.path(ino) else {
             return Ok(file);
         };
-        let copy = Arc::new(File::open(self.layers.real(node_layer, &rel)).map_err(errno)?);
+        let real = self.layers.real(node_layer, &rel);
+        let copy = crate::rootless::open_as_owner(OpenOptions::new().read(true), &real, 0o400)
+            .map_err(errno)?;
+        let copy = Arc::new(copy);
         if let Some(open) = st.files.get_mut(&fh.0) {
             open.file = copy.clone();
             open.layer = node_layer;
