@@ -459,7 +459,9 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
     assert!(mounts_below(home.path()).is_empty());
 
     // A multi-stage build on it: COPY --from of the foreign files, ADD of the local tar,
-    // WORKDIR, a RUN that makes, chmods and deletes files.
+    // WORKDIR, a RUN that makes, chmods, deletes and moves files, also in read-only
+    // directories (root may; the FUSE server, running as the user, makes them writable for
+    // the instant).
     let ctx = home.context(
         "ctx",
         &format!(
@@ -469,7 +471,9 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
              COPY --from=src /src ./\n\
              COPY --from=src /ro /ro\n\
              ADD foreign.tar /x/\n\
-             RUN pwd > /pwd && echo made > made && chmod 4750 made && rm /bin/vi\n"
+             RUN pwd > /pwd && echo made > made && chmod 4750 made && rm /bin/vi \
+             && touch /ro/new && rm /ro/sub/f && mv /ro/new /ro/sub/moved \
+             && mkdir -m 555 /own && touch /own/in\n"
         ),
     );
     fs::copy(&archive, ctx.join("foreign.tar")).expect("copy tar");
@@ -485,15 +489,16 @@ fn images_with_other_owners_and_device_nodes_are_pulled_built_on_and_pushed() {
                 "sh",
                 "-c",
                 "cat /pwd; stat -c '%n %u:%g %a' u1000 suid sgid link made /x/src/u1000 \
-                 /x/src/suid /ro/sub /x/ro /x/ro/sub; cat /ro/sub/f /x/ro/sub/f; \
+                 /x/src/suid /ro /ro/sub /own /x/ro /x/ro/sub; ls /ro/sub; ls /own; \
+                 cat /x/ro/sub/f; \
                  ls /x/src/null /x/src/blk /bin/vi 2>&1 | wc -l",
             ],
         );
         assert_eq!(
             stdout(&out),
             "/app\nu1000 0:0 644\nsuid 0:0 4755\nsgid 0:0 2755\nlink 0:0 777\nmade 0:0 4750\n\
-             /x/src/u1000 0:0 644\n/x/src/suid 0:0 4755\n/ro/sub 0:0 500\n/x/ro 0:0 555\n\
-             /x/ro/sub 0:0 500\nf\nf\n3\n",
+             /x/src/u1000 0:0 644\n/x/src/suid 0:0 4755\n/ro 0:0 755\n/ro/sub 0:0 500\n\
+             /own 0:0 555\n/x/ro 0:0 555\n/x/ro/sub 0:0 500\nmoved\nin\nf\n3\n",
             "{image}"
         );
     };

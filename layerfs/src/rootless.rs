@@ -73,6 +73,55 @@ pub fn open_as_owner(
     opened
 }
 
+/// Keeps a directory of the caller's writable for its owner (u+wx) while the guard lives, then
+/// gives it its mode back: without root, a directory whose mode denies its owner writing (a
+/// 0555 /usr/lib) cannot otherwise be changed, where root (CAP_DAC_OVERRIDE) can. A no-op for
+/// root, for a directory that is writable already and for anything else.
+#[derive(Debug)]
+pub struct WritableDir {
+    path: std::path::PathBuf,
+    mode: Option<u32>,
+}
+
+impl WritableDir {
+    /// Makes `dir` writable for its owner until the guard is dropped (see [`WritableDir`]).
+    pub fn new(dir: &std::path::Path) -> io::Result<WritableDir> {
+        let mut guard = WritableDir {
+            path: dir.to_path_buf(),
+            mode: None,
+        };
+        let Some((me, _)) = rootless_ids() else {
+            return Ok(guard);
+        };
+        let Ok(st) = rustix::fs::lstat(dir) else {
+            return Ok(guard);
+        };
+        let mode = st.st_mode & 0o7777;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        if !is_dir || st.st_uid != me || mode & 0o300 == 0o300 {
+            return Ok(guard);
+        }
+        rustix::fs::chmod(dir, rustix::fs::Mode::from_raw_mode(mode | 0o300))?;
+        guard.mode = Some(mode);
+        Ok(guard)
+    }
+
+    /// The directory was renamed to `path`: its mode is given back there.
+    pub fn moved_to(&mut self, path: &std::path::Path) {
+        self.path = path.to_path_buf();
+    }
+}
+
+impl Drop for WritableDir {
+    fn drop(&mut self) {
+        if let Some(mode) = self.mode {
+            // Gone (an rmdir) or replaced: nothing to give back.
+            let _ = rustix::fs::chmod(&self.path, rustix::fs::Mode::from_raw_mode(mode));
+        }
+    }
+}
+
 /// Says once per process, on stderr, that device nodes are left out of what a rootless caller
 /// unpacks (only root may create them; a pulled or loaded layer's blob keeps them); `entry`
 /// names the first one.

@@ -27,6 +27,7 @@ use super::whiteout::{
     could_be_xattr_whiteout, has_whiteout_xattr, holds_xattr_whiteouts, is_private_xattr,
     is_whiteout, is_whiteout_at, make_whiteout, opaque_xattr, set_opaque,
 };
+use crate::rootless::WritableDir;
 
 /// How long the kernel may cache entries (also negative ones) and attributes. Every change goes
 /// through this mount, and the kernel updates its cache from our replies, so the cache is only
@@ -374,6 +375,7 @@ impl UnionFs {
         let src = self.layers.real(node.layer, &rel);
         let dst = self.layers.real(upper, &rel);
         let meta = lstat(&src)?;
+        let _writable = WritableDir::new(dst.parent().unwrap_or(&dst)).map_err(errno)?;
         copy_up(&src, &meta, &dst).map_err(errno)?;
         let new_meta = lstat(&dst)?;
         st.inodes.unbind_key((meta.dev(), meta.ino()));
@@ -394,6 +396,7 @@ impl UnionFs {
     fn copy_up_tree(&self, st: &mut State, rel: &Path, dir_layers: &[LayerIndex]) -> Res<()> {
         let upper = self.upper()?;
         let entries = self.layers.list(rel, dir_layers).map_err(errno)?;
+        let _writable = WritableDir::new(&self.layers.real(upper, rel)).map_err(errno)?;
         for entry in entries {
             let child = self
                 .layers
@@ -476,7 +479,7 @@ impl UnionFs {
         st: &mut State,
         parent: u64,
         name: &OsStr,
-    ) -> Res<(PathBuf, bool, Metadata)> {
+    ) -> Res<(PathBuf, bool, Metadata, WritableDir)> {
         let upper = self.upper()?;
         if self.resolve(st, parent, name)?.is_some() {
             return Err(Errno::EEXIST);
@@ -484,9 +487,10 @@ impl UnionFs {
         let dir = self.ensure_upper(st, parent)?;
         let parent_real = self.layers.real(upper, &dir);
         let parent_meta = lstat(&parent_real)?;
+        let writable = WritableDir::new(&parent_real).map_err(errno)?;
         let path = parent_real.join(name);
         let replaced = remove_whiteout(&path)?;
-        Ok((path, replaced, parent_meta))
+        Ok((path, replaced, parent_meta, writable))
     }
 
     /// Opens the real file behind `ino` and registers it for passthrough when possible.
@@ -783,7 +787,7 @@ impl UnionFs {
             return Err(Errno::EPERM);
         }
         let mut st = self.lock();
-        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (path, _, parent_meta, _writable) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => rustix::fs::FileType::RegularFile,
@@ -814,7 +818,8 @@ impl UnionFs {
         umask: u32,
     ) -> Res<FileAttr> {
         let mut st = self.lock();
-        let (path, replaced, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (path, replaced, parent_meta, _writable) =
+            self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, sgid) = self.new_owner(req, &parent_meta);
         fs::create_dir(&path).map_err(errno)?;
         std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(errno)?;
@@ -831,7 +836,7 @@ impl UnionFs {
 
     fn do_symlink(&self, req: &Request, parent: u64, name: &OsStr, target: &Path) -> Res<FileAttr> {
         let mut st = self.lock();
-        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (path, _, parent_meta, _writable) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
         std::os::unix::fs::symlink(target, &path).map_err(errno)?;
         std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(errno)?;
@@ -856,8 +861,10 @@ impl UnionFs {
             return Err(Errno::ENOTEMPTY);
         }
         let path = self.layers.real(upper, &rel);
+        let _writable = WritableDir::new(path.parent().unwrap_or(&path)).map_err(errno)?;
         if resolved.layer == upper {
             if dir {
+                let _inner = WritableDir::new(&path).map_err(errno)?;
                 remove_whiteouts_below(&path)?;
                 fs::remove_dir(&path).map_err(errno)?;
             } else {
@@ -881,7 +888,7 @@ impl UnionFs {
             return Err(Errno::EPERM);
         }
         let src = self.layers.real(upper, &self.ensure_upper(&mut st, ino)?);
-        let (path, _, _) = self.prepare_create(&mut st, new_parent, new_name)?;
+        let (path, _, _, _writable) = self.prepare_create(&mut st, new_parent, new_name)?;
         fs::hard_link(&src, &path).map_err(errno)?;
         let meta = lstat(&path)?;
         let node = st.inodes.get(ino).ok_or(Errno::ENOENT)?;
@@ -1106,6 +1113,14 @@ impl UnionFs {
         }
         let dst_dir = self.ensure_upper(st, new_parent)?;
         let dst_real = self.layers.real(upper, &dst_dir.join(new_name));
+        let src_parent_real = self.layers.real(
+            upper,
+            st.inodes.path(parent).ok_or(Errno::ENOENT)?.as_path(),
+        );
+        let _writable = (
+            WritableDir::new(&src_parent_real).map_err(errno)?,
+            WritableDir::new(&self.layers.real(upper, &dst_dir)).map_err(errno)?,
+        );
         let mut dst_ino = None;
         match dst {
             Some(dst) => {
@@ -1119,7 +1134,10 @@ impl UnionFs {
             }
         }
         let src_real = self.layers.real(upper, &src_rel);
+        // Moving a directory to another parent rewrites its "..".
+        let mut moving = WritableDir::new(&src_real).map_err(errno)?;
         fs::rename(&src_real, &dst_real).map_err(errno)?;
+        moving.moved_to(&dst_real);
         if is_dir && make_opaque {
             set_opaque(&dst_real).map_err(errno)?;
         }
@@ -1150,7 +1168,7 @@ impl UnionFs {
         backing_open: &dyn Fn(&File) -> io::Result<BackingId>,
     ) -> Res<(FileAttr, u64, FopenFlags, Option<Arc<BackingId>>)> {
         let mut st = self.lock();
-        let (path, _, parent_meta) = self.prepare_create(&mut st, parent, name)?;
+        let (path, _, parent_meta, _writable) = self.prepare_create(&mut st, parent, name)?;
         let (uid, gid, _) = self.new_owner(req, &parent_meta);
         let file = OpenOptions::new()
             .read(true)
