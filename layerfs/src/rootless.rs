@@ -51,26 +51,39 @@ pub fn open_as_owner(
 ) -> io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    match options.open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) && is_rootless() => {}
-        other => return other,
+    let denied = |e: &io::Error| e.raw_os_error() == Some(libc::EACCES) && is_rootless();
+    // A few tries: another process (a second mount of the same lower layer) may be opening the
+    // same file this way, and gives it its mode back at any moment.
+    for _ in 0..3 {
+        match options.open(path) {
+            Err(e) if denied(&e) => {}
+            other => return other,
+        }
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(path)?;
+        let st = rustix::fs::fstat(&handle)?;
+        let mode = st.st_mode & 0o7777;
+        if st.st_uid != rustix::process::geteuid().as_raw() {
+            break;
+        }
+        if mode & need == need {
+            // Another opener's instant (never taken for the file's own mode): try again.
+            continue;
+        }
+        // chmod through the O_PATH handle's magic link: it names exactly this inode.
+        let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
+        let mode = rustix::fs::Mode::from_raw_mode(mode);
+        rustix::fs::chmod(magic.as_str(), mode | rustix::fs::Mode::from_raw_mode(need))?;
+        let opened = options.open(path);
+        rustix::fs::chmod(magic.as_str(), mode)?;
+        match opened {
+            Err(e) if denied(&e) => {}
+            other => return other,
+        }
     }
-    let handle = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-        .open(path)?;
-    let st = rustix::fs::fstat(&handle)?;
-    let mode = st.st_mode & 0o7777;
-    if st.st_uid != rustix::process::geteuid().as_raw() || mode & need == need {
-        return Err(io::Error::from_raw_os_error(libc::EACCES));
-    }
-    // chmod through the O_PATH handle's magic link: it names exactly this inode.
-    let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
-    let mode = rustix::fs::Mode::from_raw_mode(mode);
-    rustix::fs::chmod(magic.as_str(), mode | rustix::fs::Mode::from_raw_mode(need))?;
-    let opened = options.open(path);
-    rustix::fs::chmod(magic.as_str(), mode)?;
-    opened
+    Err(io::Error::from_raw_os_error(libc::EACCES))
 }
 
 /// Keeps a directory of the caller's writable for its owner (u+wx) while the guard lives, then
