@@ -354,7 +354,7 @@ fn signals_and_stdin_are_forwarded_when_output_is_kept() {
                 "bb",
                 "sh",
                 "-c",
-                "trap 'echo got-term; exit 42' TERM; touch /out/ready; \
+                "trap 'echo got-term; exit 42' TERM; echo busy; touch /out/ready; \
                  while true; do echo busy; done",
             ],
         )
