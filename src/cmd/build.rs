@@ -40,6 +40,10 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Also export the built filesystem: `DIR`, `type=local,dest=DIR` or
+    /// `type=tar,dest=FILE` (`-`: stdout).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<String>,
     /// Progress output: auto, plain or tty.
     #[arg(long, default_value = "auto")]
     pub progress: String,
@@ -305,6 +309,13 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
+    let output = args
+        .output
+        .as_deref()
+        .map(super::build_output::Output::parse)
+        .transpose()?;
+    // A tar on stdout is all stdout carries (no progress, no image ID), as with docker.
+    let tar_on_stdout = output == Some(super::build_output::Output::Tar(None));
     let mut opts = BuildOptions::new(&context, dockerfile);
     opts.temporary_context = stdin_dir.is_some();
     opts.dockerfile_name = dockerfile_name;
@@ -369,7 +380,7 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut line = LineProgress;
     let mut live = TtyProgress::new();
     let mut silent = exec::Silent;
-    let progress: &mut dyn Progress = match (args.quiet, tty) {
+    let progress: &mut dyn Progress = match (args.quiet || tar_on_stdout, tty) {
         (true, _) => &mut silent,
         (false, true) => &mut live,
         (false, false) => &mut line,
@@ -412,6 +423,12 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    if let Some(output) = &output {
+        output.export(&store, &id, opts.driver)?;
+        if tar_on_stdout {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     // The image is built and tagged: a reader that went away (`rbuild build . | head -1`)
     // does not make that a failure, and never a panic.

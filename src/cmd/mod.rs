@@ -1,6 +1,7 @@
 //! Subcommand definitions and dispatch. Each area owns one module with its own subcommand enum.
 
 pub mod build;
+pub mod build_output;
 pub mod builder_cache;
 pub mod container;
 pub mod fuse_serve;

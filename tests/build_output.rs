@@ -1,0 +1,87 @@
+//! `rbuild build --output` (`-o`): the built filesystem to a directory or a tar archive (file or
+//! stdout), merged across layers (whiteouts applied, none written), modes and symlinks kept.
+
+mod build_support;
+mod common;
+
+use build_support::{build_ok, Context};
+use common::{describe, TestRoot};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+const DOCKERFILE: &str = "\
+FROM busybox AS build
+RUN mkdir /out && echo artifact > /out/a && ln -s a /out/link && chmod 600 /out/a
+FROM scratch AS artifacts
+COPY --from=build /out /
+FROM busybox AS trimmed
+RUN rm /bin/ls && echo new > /etc/new
+";
+
+fn tar_names(data: &[u8]) -> Vec<String> {
+    let mut names: Vec<String> = tar::Archive::new(data)
+        .entries()
+        .expect("tar entries")
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_built_filesystem_goes_to_a_directory_or_a_tar() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(DOCKERFILE);
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("local");
+    let dest = format!("type=local,dest={}", local.display());
+    build_ok(&root, &ctx, &["--target", "artifacts", "--output", &dest]);
+    assert_eq!(fs::read_to_string(local.join("a")).unwrap(), "artifact\n");
+    assert_eq!(
+        fs::metadata(local.join("a")).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(
+        fs::read_link(local.join("link")).unwrap().to_str(),
+        Some("a")
+    );
+
+    // A tar file, and a tar on stdout with nothing else there.
+    let tar_path = out_dir.path().join("fs.tar");
+    let dest = format!("type=tar,dest={}", tar_path.display());
+    build_ok(&root, &ctx, &["--target", "artifacts", "--output", &dest]);
+    assert_eq!(tar_names(&fs::read(&tar_path).unwrap()), ["a", "link"]);
+    let args = ["build", "--target", "artifacts", "-o", "-", &ctx.dir()];
+    let out = root.rbuild(&args);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    assert_eq!(tar_names(&out.stdout), ["a", "link"]);
+
+    // Layers merged: a file removed by a later step is not there, and no whiteout is.
+    let trimmed = out_dir.path().join("trimmed");
+    build_ok(
+        &root,
+        &ctx,
+        &["--target", "trimmed", "-o", trimmed.to_str().unwrap()],
+    );
+    assert!(trimmed.join("bin/sh").exists());
+    assert!(fs::symlink_metadata(trimmed.join("bin/ls")).is_err());
+    assert_eq!(
+        fs::read_to_string(trimmed.join("etc/new")).unwrap(),
+        "new\n"
+    );
+    let whiteouts = walkdir::WalkDir::new(&trimmed)
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with(".wh.")
+                || std::os::unix::fs::FileTypeExt::is_char_device(&e.file_type())
+        })
+        .count();
+    assert_eq!(whiteouts, 0);
+
+    let args = ["build", "-o", "type=oci,dest=x", &ctx.dir()];
+    let out = root.rbuild(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("type=oci is not supported"));
+}
