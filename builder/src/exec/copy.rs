@@ -41,6 +41,7 @@ pub(crate) struct CopySpec<'a> {
     unpack: bool,
     parents: bool,
     excludes: &'a [String],
+    keep_git_dir: bool,
 }
 
 impl<'a> CopySpec<'a> {
@@ -56,6 +57,7 @@ impl<'a> CopySpec<'a> {
             unpack: false,
             parents: c.parents,
             excludes: &c.excludes,
+            keep_git_dir: false,
         }
     }
 
@@ -71,6 +73,7 @@ impl<'a> CopySpec<'a> {
             unpack: a.unpack != Some(false),
             parents: false,
             excludes: &a.excludes,
+            keep_git_dir: a.keep_git_dir,
         }
     }
 }
@@ -83,6 +86,12 @@ pub(crate) enum Item {
     Inline { name: String, content: Vec<u8> },
     /// A URL with a `--checksum`, downloaded only when the step runs.
     Url { url: String, checksum: String },
+    /// A git repository at a resolved commit, fetched only when the step runs.
+    Git {
+        source: super::git_source::GitSource,
+        commit: String,
+        keep_git_dir: bool,
+    },
     /// A downloaded URL, kept in a scratch dir until the copy.
     Download {
         name: String,
@@ -249,6 +258,21 @@ impl Builder<'_, '_> {
                     }
                     CopySource::Path(p) => {
                         let p = self.expand(instr, p, &env)?;
+                        if spec.add && super::precheck::is_git(&p) {
+                            let source = super::git_source::GitSource::parse(&p);
+                            let commit = source.resolve().map_err(err)?;
+                            key.part("git")
+                                .part(&source.url)
+                                .part(&commit)
+                                .part(&source.subdir)
+                                .part(&format!("keep-git-dir={}", spec.keep_git_dir));
+                            items.push(Item::Git {
+                                source,
+                                commit,
+                                keep_git_dir: spec.keep_git_dir,
+                            });
+                            continue;
+                        }
                         if is_url(&p) {
                             if !spec.add {
                                 return Err(err(format!(
@@ -524,6 +548,38 @@ impl Builder<'_, '_> {
                 Item::Download {
                     name, path, mtime, ..
                 } => copier.downloaded_file(name, path, *mtime, &err)?,
+                Item::Git {
+                    source,
+                    commit,
+                    keep_git_dir,
+                } => {
+                    let scratch = self
+                        .store
+                        .scratch_dir("add-git")
+                        .map_err(|e| BuildError::store("creating a scratch dir", e))?;
+                    let checkout = scratch.path().join("checkout");
+                    std::fs::create_dir(&checkout).map_err(|e| err(e.to_string()))?;
+                    source
+                        .fetch(commit, &checkout, *keep_git_dir)
+                        .map_err(&err)?;
+                    // The subdirectory, resolved inside the checkout: its symlinks stay there.
+                    let root = RootWriter::open(&checkout)
+                        .and_then(|r| r.host_path_of(&format!("/{}", source.subdir)))
+                        .map_err(|_| {
+                            err(format!(
+                                "{}: no directory {} in commit {commit}",
+                                source.url, source.subdir
+                            ))
+                        })?;
+                    let tree = BuildContext::open_unhashed(&root)
+                        .and_then(|c| c.select(""))
+                        .map_err(|e| err(e.to_string()))?;
+                    for t in &tree {
+                        copier
+                            .tree(&root, t, false)
+                            .map_err(|e| err(format!("copying {}: {e}", source.url)))?;
+                    }
+                }
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod config;
 mod copy;
 pub mod fswrite;
+mod git_source;
 pub mod image;
 pub mod plan;
 pub mod precheck;

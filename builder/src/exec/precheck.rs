@@ -115,15 +115,6 @@ fn check_instruction(instr: &Instruction) -> Result<(), BuildError> {
             check_sources(&c.sources, &c.dest).map_err(fail)?;
         }
         InstructionKind::Add(a) => {
-            if let Some(git) = a.sources.iter().find_map(|s| match s {
-                CopySource::Path(p) if is_git(p) => Some(p.as_str()),
-                _ => None,
-            }) {
-                return Err(fail(format!(
-                    "ADD of a git repository ({git}) is not supported by rbuild yet: clone it \
-                     in a RUN step or into the context"
-                )));
-            }
             if let Some(m) = a.chmod.as_deref().filter(|m| literal(m)) {
                 chmod_mode(m).map_err(fail)?;
             }
