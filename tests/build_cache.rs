@@ -199,12 +199,7 @@ fn copy_from_a_stage_rebuilt_to_the_same_layers_hits() {
     // Another RUN that changes nothing: it misses, yet its layer is the same (empty) one.
     fs::write(ctx.path().join("Dockerfile"), df(":")).expect("rewrite");
     let (id2, out2) = build_ok(&root, &ctx, &[]);
-    let hits: Vec<&str> = out2
-        .lines()
-        .zip(out2.lines().skip(1))
-        .filter(|(_, next)| *next == "--> CACHED")
-        .map(|(step, _)| step)
-        .collect();
+    let hits = build_support::cache_hits(&out2);
     assert!(
         hits.len() == 2 && hits[1].contains("COPY --from=tool /out /out"),
         "expected the context COPY and the COPY --from to hit:\n{out2}"

@@ -5,7 +5,7 @@
 mod build_support;
 mod common;
 
-use build_support::{build, build_ok, run_sh, Context};
+use build_support::{build, build_ok, cache_hits as cached, run_sh, Context};
 use common::{describe, TestRoot};
 use std::fs;
 
@@ -21,15 +21,6 @@ RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-
 RUN --mount=type=secret,id=token,required=true stat -c %a /run/secrets/token > /secret-mode && wc -c < /run/secrets/token > /secret-len
 RUN --mount=type=bind,source=src,target=/src,rw echo changed > /src/a.txt && cat /src/a.txt > /rw
 ";
-
-/// Hits of a build's output, by step line.
-fn cached(out: &str) -> Vec<String> {
-    out.lines()
-        .zip(out.lines().skip(1))
-        .filter(|(_, next)| *next == "--> CACHED")
-        .map(|(step, _)| step.to_string())
-        .collect()
-}
 
 #[test]
 fn every_mount_type_works_and_leaves_nothing_in_the_image() {
@@ -138,5 +129,91 @@ fn a_missing_required_secret_and_bad_specs_fail_with_the_line() {
             err.contains("Dockerfile:3") && err.contains(want),
             "{line}: {err}"
         );
+    }
+}
+
+/// The state letter of process `pid` ('Z' for a zombie), if it exists.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Pids of the slirp4netns processes whose parent is `parent`.
+fn slirp_children_of(parent: i32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split(' ').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            comm.trim() == "slirp4netns" && ppid == Some(parent)
+        })
+        .collect()
+}
+
+#[test]
+fn a_build_killed_mid_run_leaves_a_usable_store_and_nothing_behind() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN --mount=type=secret,id=tok --mount=type=cache,target=/c,id=k \
+         cat /run/secrets/tok > /dev/null && touch /c/started && sleep 300\n",
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("tok");
+    fs::write(&secret, "k1ll3d-s3cr3t").unwrap();
+    let secret_flag = format!("id=tok,src={}", secret.display());
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root_s, "build", "--progress", "plain"])
+        .args(["--secret", &secret_flag, &dir])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    let pid = child.0.id() as i32;
+    let started = || {
+        fs::read_dir(root.path().join("cache/run-mounts"))
+            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        common::poll_until(6000, started),
+        "the RUN step never started"
+    );
+    let slirps = slirp_children_of(pid);
+    child.0.kill().unwrap(); // SIGKILL, mid-RUN
+    child.0.wait().unwrap();
+
+    // The next command opens the store: the killed build's rootfs mount (and anything below
+    // its work dir) is no obstacle, and nothing of it stays mounted.
+    root.ok(&["images"]);
+    assert_eq!(common::mounts_below(root.path()), Vec::new());
+    // slirp4netns ended with rbuild (its exit pipe closed).
+    for p in slirps {
+        assert!(
+            common::poll_until(3000, || !matches!(process_state(p), Some(s) if s != 'Z')),
+            "slirp4netns {p} outlived the killed build"
+        );
+    }
+    // The secret written for the killed step is gone from the store.
+    for entry in walkdir::WalkDir::new(root.path()) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let data = fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !data.windows(13).any(|w| w == b"k1ll3d-s3cr3t"),
+                "the secret is in {}",
+                entry.path().display()
+            );
+        }
     }
 }

@@ -167,3 +167,12 @@ pub fn get_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
         buf
     })
 }
+
+/// The step lines of a plain build output that were cache hits (followed by `--> CACHED`).
+pub fn cache_hits(out: &str) -> Vec<String> {
+    out.lines()
+        .zip(out.lines().skip(1))
+        .filter(|(_, next)| *next == "--> CACHED")
+        .map(|(step, _)| step.to_string())
+        .collect()
+}
