@@ -441,6 +441,32 @@ pub fn unmount_target(target: &Path) -> Result<()> {
     }
 }
 
+/// Lazily detaches every mount at or below `dir`, innermost first, whatever its type: for the
+/// work dir of a process known to be dead, whose overlay and bind mounts (made in this mount
+/// namespace, so they outlive it) would otherwise keep the dir from being removed (EBUSY).
+/// Without privilege nothing but our FUSE mounts can be there (see
+/// [`fuse::detach_dead_below`]), and the attempts fail harmlessly. Returns the mount points.
+pub fn detach_all_below(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(fuse::unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    let mut detached = Vec::new();
+    for point in points.into_iter().rev() {
+        if rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH).is_ok() {
+            tracing::info!(target = %point.display(), "detached a mount of a dead process");
+            detached.push(point);
+        }
+    }
+    detached
+}
+
 fn validate(spec: &MountSpec) -> Result<()> {
     let bad = |reason: String| MountError::BadSpec {
         target: spec.target.clone(),

@@ -106,8 +106,10 @@ pub(crate) fn clean_dead_sessions(tmp: &Path, own: &Session) -> Result<usize> {
             };
             if let Some(_held) = try_lock(file, &path)? {
                 // Owner is dead: remove its work, then its lock (still holding it). A FUSE
-                // mount its process served is dead too (ENOTCONN) and would block removal.
+                // mount its process served is dead too (ENOTCONN) and would block removal, as
+                // would the overlay and bind mounts it made as root (a build killed mid-RUN).
                 crate::mount::fuse::detach_dead_below(&tmp.join(id));
+                crate::mount::detach_all_below(&tmp.join(id));
                 remove_any(&tmp.join(id))?;
                 remove_any(&path)?;
                 removed += 1;

@@ -454,7 +454,7 @@ pub fn detach_dead_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Decodes the octal escapes (`\040` etc.) of a mountinfo path.
-fn unescape_mountinfo(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
