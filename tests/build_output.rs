@@ -85,3 +85,32 @@ fn the_built_filesystem_goes_to_a_directory_or_a_tar() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("type=oci is not supported"));
 }
+
+#[test]
+fn an_export_into_a_used_directory_writes_nothing_through_its_symlinks() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let outside = tempfile::tempdir().unwrap();
+    // The first export leaves a symlink to a directory outside the destination (as an image
+    // may hold one, e.g. a /var/run -> /run of its own); the second holds a directory there.
+    let ctx = Context::new(&format!(
+        "FROM busybox AS one\nRUN mkdir /o && ln -s {} /o/d\n\
+         FROM scratch AS first\nCOPY --from=one /o /\n\
+         FROM busybox AS two\nRUN mkdir -p /o/d && echo planted > /o/d/f\n\
+         FROM scratch AS second\nCOPY --from=two /o /\n",
+        outside.path().display()
+    ));
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = out_dir.path().join("out");
+    let dest_s = dest.to_str().unwrap();
+    build_ok(&root, &ctx, &["--target", "first", "-o", dest_s]);
+    assert!(dest.join("d").symlink_metadata().unwrap().is_symlink());
+    build_ok(&root, &ctx, &["--target", "second", "-o", dest_s]);
+    assert!(
+        !outside.path().join("f").exists(),
+        "the export wrote through dest/d into {}",
+        outside.path().display()
+    );
+    assert!(dest.join("d").symlink_metadata().unwrap().is_dir());
+    assert_eq!(fs::read_to_string(dest.join("d/f")).unwrap(), "planted\n");
+}

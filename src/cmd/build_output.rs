@@ -119,8 +119,13 @@ fn copy_tree(root: &Path, dest: &Path) -> anyhow::Result<()> {
         let to = dest.join(rel);
         let meta = entry.path().symlink_metadata()?;
         let kind = meta.file_type();
-        if to.symlink_metadata().is_ok() && !(kind.is_dir() && to.is_dir()) {
-            fs::remove_file(&to).or_else(|_| fs::remove_dir_all(&to))?;
+        // Whatever is in the way goes, a symlink too (never followed: a symlink left by an
+        // earlier export would otherwise let this one write outside `dest`). Parents come
+        // first in the walk, so every parent of `to` is a real directory by now.
+        if let Ok(existing) = to.symlink_metadata() {
+            if !(kind.is_dir() && existing.is_dir()) {
+                fs::remove_file(&to).or_else(|_| fs::remove_dir_all(&to))?;
+            }
         }
         if kind.is_dir() {
             fs::create_dir_all(&to)?;
