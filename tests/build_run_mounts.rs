@@ -217,3 +217,47 @@ fn a_build_killed_mid_run_leaves_a_usable_store_and_nothing_behind() {
         }
     }
 }
+
+#[test]
+fn a_secret_with_env_is_an_environment_variable_of_that_step_only() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nENV KEY=image-value\n\
+         RUN --mount=type=secret,id=k,env=KEY sh -c 'echo \"${#KEY}\" > /env-len; \
+         ls /run/secrets 2>/dev/null | wc -l > /files'\n\
+         RUN --mount=type=secret,id=k,env=OTHER,target=/k sh -c 'test \"$OTHER\" = \"$(cat /k)\" \
+         && echo same > /both'\n\
+         RUN echo \"$KEY\" > /after\n",
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("k");
+    fs::write(&secret, "env-s3cr3t-value").unwrap();
+    let flag = format!("id=k,src={}", secret.display());
+    let (id, out) = build_ok(&root, &ctx, &["--secret", &flag]);
+    assert_eq!(
+        run_sh(&root, &id, "cat /env-len /files /both /after; echo $KEY"),
+        "16\n0\nsame\nimage-value\nimage-value\n",
+        "the secret replaced KEY in its step only, with no file unless a target is given"
+    );
+    assert!(!out.contains("env-s3cr3t-value"), "{out}");
+    for entry in walkdir::WalkDir::new(root.path()) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let data = fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !data.windows(16).any(|w| w == b"env-s3cr3t-value"),
+                "the secret is in {}",
+                entry.path().display()
+            );
+        }
+    }
+    // Another value of the secret: every step hits (the value is in no cache key).
+    fs::write(&secret, "another-value").unwrap();
+    let (_, out) = build_ok(&root, &ctx, &["--secret", &flag]);
+    assert_eq!(
+        build_support::cache_hits(&out).len(),
+        4,
+        "ENV and the 3 RUNs hit: {out}"
+    );
+}

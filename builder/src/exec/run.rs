@@ -48,7 +48,7 @@ impl Builder<'_, '_> {
             source,
         })?;
         // Kept until the command has finished: the mounts' sources.
-        let (mounts, _mount_guards) = self.set_up_run_mounts(&job.mounts, &err)?;
+        let (mounts, secret_env, _mount_guards) = self.set_up_run_mounts(&job.mounts, &err)?;
         let sandbox = SandboxSpec {
             rootfs: root.to_path_buf(),
             hostname: "rbuild".into(),
@@ -59,7 +59,7 @@ impl Builder<'_, '_> {
         };
         let process = ProcessSpec {
             args: job.argv.clone(),
-            env: job.env.clone(),
+            env: with_env(&job.env, secret_env),
             cwd: job.cwd.clone(),
             user: job.user.clone(),
         };
@@ -113,6 +113,18 @@ impl Builder<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// `env` with the `NAME=VALUE` entries of `extra` added, each replacing an entry of its name.
+fn with_env(env: &[String], extra: Vec<String>) -> Vec<String> {
+    let name = |e: &str| e.split('=').next().unwrap_or_default().to_string();
+    let mut out: Vec<String> = env
+        .iter()
+        .filter(|e| !extra.iter().any(|x| name(x) == name(e)))
+        .cloned()
+        .collect();
+    out.extend(extra);
+    out
 }
 
 /// Keeps the last lines of a stream.

@@ -9,8 +9,9 @@
 //!   `sharing=shared|private|locked`, `mode`, `uid` and `gid` for its first creation.
 //! - `tmpfs`: an empty directory, dropped after the step.
 //! - `secret`: a file given to the build with `--secret id=ID,src=PATH` (or `env=VAR`), at
-//!   `/run/secrets/ID` unless `target` says otherwise, mode 0400; never in a layer, a cache key
-//!   or the image.
+//!   `/run/secrets/ID` unless `target` says otherwise, mode 0400; with `env=NAME` in the
+//!   command's environment variable NAME instead (and also at `target` if one is given), as
+//!   BuildKit does; never in a layer, a cache key or the image.
 
 use std::path::PathBuf;
 
@@ -46,9 +47,11 @@ pub(crate) enum RunMount {
     },
     /// `type=tmpfs`.
     Tmpfs { target: String },
-    /// `type=secret`.
+    /// `type=secret`: a file at `target` (none when only `env` asks for it) and/or the
+    /// environment variable `env`.
     Secret {
-        target: String,
+        target: Option<String>,
+        env: Option<String>,
         id: String,
         required: bool,
         mode: u32,
@@ -82,13 +85,17 @@ impl RunMount {
             RunMount::Tmpfs { target } => format!("tmpfs target={target}"),
             RunMount::Secret {
                 target,
+                env,
                 id,
                 required,
                 mode,
                 uid,
                 gid,
             } => format!(
-                "secret target={target} id={id} required={required} mode={mode:o} uid={uid} gid={gid}"
+                "secret target={} env={} id={id} required={required} mode={mode:o} uid={uid} \
+                 gid={gid}",
+                target.as_deref().unwrap_or(""),
+                env.as_deref().unwrap_or("")
             ),
         }
     }
@@ -121,6 +128,7 @@ pub(crate) fn parse(spec: &str, workdir: &str) -> Result<RunMount, String> {
     let mut uid = 0;
     let mut gid = 0;
     let mut required = false;
+    let mut env = None;
     for (k, v) in fields {
         let value = || v.clone().ok_or_else(|| bad(format!("{k} needs a value")));
         let flag = |v: &Option<String>| match v.as_deref() {
@@ -169,6 +177,13 @@ pub(crate) fn parse(spec: &str, workdir: &str) -> Result<RunMount, String> {
                 }
             }
             "size" if kind == "tmpfs" => {}
+            "env" if kind == "secret" => {
+                let name = value()?;
+                if name.is_empty() || name.contains('=') || name.contains('\0') {
+                    return Err(bad(format!("env={name}: use a variable name")));
+                }
+                env = Some(name);
+            }
             other => return Err(bad(format!("unknown option {other} for type={kind}"))),
         }
     }
@@ -230,10 +245,16 @@ pub(crate) fn parse(spec: &str, workdir: &str) -> Result<RunMount, String> {
             if id.is_empty() {
                 return Err(bad("type=secret needs id=ID".into()));
             }
+            // BuildKit: the file is at /run/secrets/ID unless a target says otherwise, and
+            // there is no file when only env= asks for the secret.
+            let target = match (target, &env) {
+                (Some(t), _) => Some(absolute(t)),
+                (None, Some(_)) => None,
+                (None, None) => Some(format!("/run/secrets/{id}")),
+            };
             Ok(RunMount::Secret {
-                target: target
-                    .map(absolute)
-                    .unwrap_or_else(|| format!("/run/secrets/{id}")),
+                target,
+                env,
                 id,
                 required,
                 mode: mode.unwrap_or(0o400),
@@ -325,7 +346,8 @@ mod tests {
         assert_eq!(
             parse("type=secret,id=token", "/").unwrap(),
             RunMount::Secret {
-                target: "/run/secrets/token".into(),
+                target: Some("/run/secrets/token".into()),
+                env: None,
                 id: "token".into(),
                 required: false,
                 mode: 0o400,
@@ -345,6 +367,31 @@ mod tests {
                 sharing: Sharing::Locked,
                 mode: 0o700,
                 uid: 5,
+                gid: 0
+            }
+        );
+        // env= alone: no file; with a target: both.
+        assert_eq!(
+            parse("type=secret,id=aws,env=AWS_KEY", "/").unwrap(),
+            RunMount::Secret {
+                target: None,
+                env: Some("AWS_KEY".into()),
+                id: "aws".into(),
+                required: false,
+                mode: 0o400,
+                uid: 0,
+                gid: 0
+            }
+        );
+        assert_eq!(
+            parse("type=secret,id=aws,env=K,target=k", "/w").unwrap(),
+            RunMount::Secret {
+                target: Some("/w/k".into()),
+                env: Some("K".into()),
+                id: "aws".into(),
+                required: false,
+                mode: 0o400,
+                uid: 0,
                 gid: 0
             }
         );
@@ -368,6 +415,9 @@ mod tests {
             ("type=ssh", "type=ssh is not supported"),
             ("type=bind,target=/c,colour=red", "unknown option colour"),
             ("type=secret", "needs id=ID"),
+            ("type=secret,env=X", "needs id=ID"),
+            ("type=secret,id=s,env=", "env=: use a variable name"),
+            ("type=cache,target=/c,env=X", "unknown option env"),
         ] {
             let err = parse(spec, "/").unwrap_err();
             assert!(err.contains(want), "{spec}: {err}");

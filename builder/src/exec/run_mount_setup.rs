@@ -22,15 +22,20 @@ const CACHE_MOUNTS: &str = "cache/run-mounts";
 /// Whatever must outlive the command: scratch dirs, union mounts, cache locks.
 pub(crate) type MountGuards = Vec<Box<dyn std::any::Any>>;
 
+/// What a RUN's mounts give its command: bind mounts, `NAME=VALUE` environment entries (secrets
+/// with `env=`), and the guards to drop once the command has finished.
+pub(crate) type RunMountSetup = (Vec<BindMount>, Vec<String>, MountGuards);
+
 impl Builder<'_, '_> {
-    /// The bind mounts for `mounts`, and the guards to drop once the command has finished.
-    /// `fail` turns a message into the step's error.
+    /// The bind mounts and environment entries for `mounts`, and the guards to drop once the
+    /// command has finished. `fail` turns a message into the step's error.
     pub(crate) fn set_up_run_mounts(
         &mut self,
         mounts: &[PreparedMount],
         fail: &dyn Fn(String) -> BuildError,
-    ) -> Result<(Vec<BindMount>, MountGuards), BuildError> {
+    ) -> Result<RunMountSetup, BuildError> {
         let mut binds = Vec::new();
+        let mut env = Vec::new();
         let mut guards: MountGuards = Vec::new();
         for prepared in mounts {
             let what = prepared.mount.key_text();
@@ -126,6 +131,7 @@ impl Builder<'_, '_> {
                 (
                     RunMount::Secret {
                         target,
+                        env: env_name,
                         id,
                         required,
                         mode,
@@ -141,6 +147,22 @@ impl Builder<'_, '_> {
                                  --secret id={id},src=FILE"
                             )));
                         }
+                        continue;
+                    };
+                    if let Some(name) = env_name {
+                        // Never the value in the message.
+                        let text = std::str::from_utf8(value)
+                            .ok()
+                            .filter(|v| !v.contains('\0'))
+                            .ok_or_else(|| {
+                                fail(format!(
+                                    "secret {id} cannot be the environment variable {name}: its \
+                                     value is not UTF-8 text without NUL bytes"
+                                ))
+                            })?;
+                        env.push(format!("{name}={text}"));
+                    }
+                    let Some(target) = target else {
                         continue;
                     };
                     let scratch = self.scratch("run-secret")?;
@@ -160,7 +182,7 @@ impl Builder<'_, '_> {
             };
             binds.push(bind);
         }
-        Ok((binds, guards))
+        Ok((binds, env, guards))
     }
 
     fn scratch(&self, prefix: &str) -> Result<rbuild_layerfs::store::ScratchDir, BuildError> {
