@@ -634,3 +634,50 @@ fn files_their_owner_may_not_read_are_read_and_snapshotted() {
     let left = mounts_below(home.path());
     assert!(left.is_empty(), "mounts left behind: {left:?}");
 }
+
+#[test]
+fn build_output_exports_read_only_dirs_and_unreadable_files_without_root() {
+    let home = RootlessHome::new();
+    home.import_base();
+    // Two layers below the exported tree: the export reads it through a union mount.
+    let ctx = home.context(
+        "ctx-output",
+        "FROM base:1\nRUN mkdir -p /o/ro/sub && echo f > /o/ro/sub/f && chmod 555 /o/ro/sub /o/ro\n\
+         RUN echo s > /o/shadow && chmod 000 /o/shadow\n",
+    );
+    let dest = home.path().join("out");
+    let tar = home.path().join("out.tar");
+    home.ok(
+        home.path(),
+        &[
+            "build",
+            "-q",
+            "-o",
+            dest.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let mode = |rel: &str| fs::symlink_metadata(dest.join(rel)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        (mode("o/ro"), mode("o/ro/sub"), mode("o/shadow")),
+        (0o555, 0o555, 0)
+    );
+    assert_eq!(fs::read_to_string(dest.join("o/ro/sub/f")).unwrap(), "f\n");
+    assert_eq!(fs::read_to_string(dest.join("o/shadow")).unwrap(), "s\n");
+    let dest_tar = format!("type=tar,dest={}", tar.display());
+    home.ok(
+        home.path(),
+        &["build", "-q", "-o", &dest_tar, ctx.to_str().unwrap()],
+    );
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let mut shadow = None;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("o/shadow") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            shadow = Some((entry.header().mode().unwrap() & 0o7777, text));
+        }
+    }
+    assert_eq!(shadow, Some((0, "s\n".to_string())));
+}

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -55,6 +55,7 @@ impl Output {
     pub fn export(&self, store: &Store, image_id: &str, driver: Driver) -> anyhow::Result<()> {
         let image = store.resolve_image(image_id)?;
         let mut dirs = store.image_layer_dirs(&image)?;
+        let layers = Layers(dirs.clone());
         let scratch = store.scratch_dir("export")?;
         let merged = scratch.path().join("merged");
         fs::create_dir(&merged)?;
@@ -80,28 +81,75 @@ impl Output {
             (None, _) => merged.clone(),
         };
         let result = match self {
-            Output::Local(dest) => copy_tree(&root, dest)
+            Output::Local(dest) => copy_tree(&root, &layers, dest)
                 .with_context(|| format!("--output: writing {}", dest.display())),
             Output::Tar(Some(path)) => fs::File::create(path)
                 .map_err(anyhow::Error::from)
-                .and_then(|f| write_tar(&root, io::BufWriter::new(f)))
+                .and_then(|f| write_tar(&root, &layers, io::BufWriter::new(f)))
                 .with_context(|| format!("--output: writing {}", path.display())),
-            Output::Tar(None) => write_tar(&root, io::stdout().lock()).context("--output: stdout"),
+            Output::Tar(None) => {
+                write_tar(&root, &layers, io::stdout().lock()).context("--output: stdout")
+            }
         };
         drop(mount);
         result
     }
 }
 
+/// The image's layer dirs, lowest first: where a file the merged tree shows comes from.
+struct Layers(Vec<PathBuf>);
+
+impl Layers {
+    /// Opens file `rel` of the merged tree at `root` for reading. Without root, a file whose
+    /// mode denies its owner reading (mode 000, as Fedora's /etc/shadow) cannot be opened
+    /// through the mount: it is opened in the topmost layer that holds it (the one the merged
+    /// tree shows), given the read bit for that instant, as root reads it through
+    /// CAP_DAC_OVERRIDE.
+    fn open(&self, root: &Path, rel: &Path) -> io::Result<fs::File> {
+        match fs::File::open(root.join(rel)) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EACCES)
+                    && rbuild_layerfs::rootless::is_rootless() =>
+            {
+                let Some(layer) = self
+                    .0
+                    .iter()
+                    .rev()
+                    .find(|l| l.join(rel).symlink_metadata().is_ok())
+                else {
+                    return Err(e);
+                };
+                rbuild_layerfs::rootless::open_as_owner(
+                    fs::OpenOptions::new().read(true),
+                    &layer.join(rel),
+                    0o400,
+                )
+            }
+            other => other,
+        }
+    }
+}
+
 /// The tree below `root` as a tar archive (owners, modes, times and symlinks kept).
-fn write_tar(root: &Path, out: impl Write) -> anyhow::Result<()> {
+fn write_tar(root: &Path, layers: &Layers, out: impl Write) -> anyhow::Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Complete);
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry?;
         let rel = entry.path().strip_prefix(root)?;
-        tar.append_path_with_name(entry.path(), rel)?;
+        let appended = if entry.file_type().is_file() {
+            // Its header from the path's metadata, its data from wherever it can be read.
+            let meta = entry.path().symlink_metadata()?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            layers
+                .open(root, rel)
+                .and_then(|mut file| tar.append_data(&mut header, rel, &mut file))
+        } else {
+            tar.append_path_with_name(entry.path(), rel)
+        };
+        appended.with_context(|| rel.display().to_string())?;
     }
     tar.into_inner()?.flush()?;
     Ok(())
@@ -109,15 +157,38 @@ fn write_tar(root: &Path, out: impl Write) -> anyhow::Result<()> {
 
 /// Copies the tree below `root` into `dest`: directories, files, symlinks, fifos and devices,
 /// with modes and times, and owners when run as root.
-fn copy_tree(root: &Path, dest: &Path) -> anyhow::Result<()> {
+fn copy_tree(root: &Path, layers: &Layers, dest: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dest)?;
     let as_root = rustix::process::geteuid().is_root();
     let mut dirs = Vec::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry?;
         let rel = entry.path().strip_prefix(root)?;
+        copy_entry(root, layers, rel, dest, as_root, &mut dirs)
+            .with_context(|| rel.display().to_string())?;
+    }
+    // Directory modes and times last: a read-only directory is filled first (without root
+    // nothing can be written into it), and filling a directory changes its mtime.
+    for (dir, meta) in dirs.iter().rev() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        set_times(dir, meta)?;
+    }
+    Ok(())
+}
+
+/// Copies entry `rel` of `root` to `dest` (see [`copy_tree`]); a directory is left writable
+/// and pushed to `dirs` for its mode and times.
+fn copy_entry(
+    root: &Path,
+    layers: &Layers,
+    rel: &Path,
+    dest: &Path,
+    as_root: bool,
+    dirs: &mut Vec<(PathBuf, fs::Metadata)>,
+) -> anyhow::Result<()> {
+    {
         let to = dest.join(rel);
-        let meta = entry.path().symlink_metadata()?;
+        let meta = root.join(rel).symlink_metadata()?;
         let kind = meta.file_type();
         // Whatever is in the way goes, a symlink too (never followed: a symlink left by an
         // earlier export would otherwise let this one write outside `dest`). Parents come
@@ -129,11 +200,18 @@ fn copy_tree(root: &Path, dest: &Path) -> anyhow::Result<()> {
         }
         if kind.is_dir() {
             fs::create_dir_all(&to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o700))?;
             dirs.push((to.clone(), meta.clone()));
         } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &to)?;
+            std::os::unix::fs::symlink(fs::read_link(root.join(rel))?, &to)?;
         } else if kind.is_file() {
-            fs::copy(entry.path(), &to)?;
+            let mut from = layers.open(root, rel)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&to)?;
+            io::copy(&mut from, &mut file)?;
         } else {
             let mode = rustix::fs::Mode::from_raw_mode(meta.mode());
             let file_type = rustix::fs::FileType::from_raw_mode(meta.mode());
@@ -148,14 +226,10 @@ fn copy_tree(root: &Path, dest: &Path) -> anyhow::Result<()> {
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
-        if !kind.is_symlink() {
+        if !kind.is_symlink() && !kind.is_dir() {
             fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
             set_times(&to, &meta)?;
         }
-    }
-    // Directory times last: filling a directory changes its mtime.
-    for (dir, meta) in dirs.iter().rev() {
-        set_times(dir, meta)?;
     }
     Ok(())
 }
