@@ -79,3 +79,55 @@ fn run_steps_reach_out_but_not_the_hosts_loopback_services() {
     let out = root.ok(&["run", "--rm", &img, "sh", "-c", &probe(&host_ip, port)]);
     assert_eq!(out, format!("{host_ip}:blocked\n"));
 }
+
+/// The private-network dirs (resolv.conf, hosts) of rbuild process `pid` in the temp dir.
+fn net_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("rbuild-net-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn the_network_files_of_a_killed_build_are_removed_by_the_next_private_sandbox() {
+    assert!(
+        rbuild_runner::slirp::available(),
+        "slirp4netns is not installed: run scripts/install-deps"
+    );
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN --mount=type=cache,target=/c,id=k touch /c/started && sleep 300\n",
+    );
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root_s, "build", &dir])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    let pid = child.0.id();
+    let started = || {
+        std::fs::read_dir(root.path().join("cache/run-mounts"))
+            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        common::poll_until(6000, started),
+        "the RUN step never started"
+    );
+    assert_eq!(net_dirs_of(pid).len(), 1, "the step's network files");
+    child.0.kill().unwrap(); // SIGKILL, mid-RUN: nothing removes them now
+    child.0.wait().unwrap();
+
+    let ctx2 = Context::new("FROM busybox\nRUN true\n");
+    let out = build(&root, &ctx2, &[]);
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    assert_eq!(net_dirs_of(pid), Vec::<std::path::PathBuf>::new());
+}
