@@ -261,3 +261,26 @@ fn a_secret_with_env_is_an_environment_variable_of_that_step_only() {
         "ENV and the 3 RUNs hit: {out}"
     );
 }
+
+#[test]
+fn a_mount_that_cannot_be_made_fails_with_its_own_reason() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // A cache directory onto a file of the image: the kernel refuses (ENOTDIR). The sandbox's
+    // failure used to be hidden behind the parent's next step failing on the dead process
+    // ('cgroup.procs: No such process', 'slirp4netns did not set up the private network').
+    let ctx = Context::new(
+        "FROM busybox\nRUN echo keep > /etc/f\nRUN --mount=type=cache,target=/etc/f true\n",
+    );
+    for network in ["private", "none"] {
+        let out = build(&root, &ctx, &["--network", network]);
+        assert!(!out.status.success(), "{}", describe(&["build"], &out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Dockerfile:3")
+                && err.contains("for /etc/f")
+                && err.contains("Not a directory"),
+            "--network {network}: {err}"
+        );
+    }
+}

@@ -250,7 +250,14 @@ pub fn setup_with(sys: &dyn Syscall, spec: &SandboxSpec, net_dir: Option<&Path>)
         } else {
             Kind::File
         };
-        bind(sys, &m.source, root, &m.target, kind)?;
+        // The fd path the mount went through says nothing: name the container's path.
+        bind(sys, &m.source, root, &m.target, kind).map_err(|e| match e {
+            crate::error::RunnerError::Sys { what, source } => crate::error::RunnerError::Sys {
+                what: format!("{what} (for {})", m.target),
+                source,
+            },
+            other => other,
+        })?;
         // Recursively: a read-only volume's submounts are read-only too.
         let attrs = if m.readonly {
             MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY

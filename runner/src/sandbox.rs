@@ -150,9 +150,7 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
             let mut go = [0u8; 1];
             if (cgroup.is_some() || private) && !matches!(nix::unistd::read(&go_r, &mut go), Ok(1))
             {
-                return Err(RunnerError::Setup(
-                    "the parent did not place the process in its cgroup or network".into(),
-                ));
+                return Err(RunnerError::Setup(NOT_PLACED.into()));
             }
             if let ChildStdio::Pty { sock } = &child_stdio {
                 process::attach_pty(sock)?;
@@ -171,22 +169,28 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     let pid = process::read_pid(pid_r);
     if let Some(pid) = pid {
         running.init = pid;
-        if let Some(cg) = &running.cgroup {
-            if let Err(e) = cg.add_process(pid) {
-                drop(go_w);
-                running.finish();
-                return Err(e);
+        let placed = match &running.cgroup {
+            Some(cg) => cg.add_process(pid),
+            None => Ok(()),
+        };
+        let connected = placed.and_then(|()| {
+            if private {
+                running.slirp = Some(crate::slirp::Slirp::start(pid, !is_root)?);
             }
-        }
-        if private {
-            match crate::slirp::Slirp::start(pid, !is_root) {
-                Ok(slirp) => running.slirp = Some(slirp),
-                Err(e) => {
-                    drop(go_w);
-                    running.finish();
-                    return Err(e);
+            Ok(())
+        });
+        if let Err(e) = connected {
+            drop(go_w);
+            running.finish();
+            // The process may have failed its own setup first (a RUN --mount target that
+            // cannot be mounted), and that is why it could not be placed in its cgroup ('No
+            // such process') or network: its own message says what is wrong.
+            return Err(match process::read_failure(err_r) {
+                Some((code, message)) if !message.contains(NOT_PLACED) => {
+                    process::failure_error(code, message)
                 }
-            }
+                _ => e,
+            });
         }
         let _ = nix::unistd::write(&go_w, b"g");
     }
@@ -206,6 +210,9 @@ pub fn spawn(sandbox: &SandboxSpec, process: &ProcessSpec) -> Result<Running> {
     }
     Ok(running)
 }
+
+/// The container process's error when the parent gave up placing it (see [`spawn`]).
+const NOT_PLACED: &str = "the parent did not place the process in its cgroup or network";
 
 fn write_id_maps(uid: u32, gid: u32) -> Result<()> {
     use crate::error::IoContext;
