@@ -114,3 +114,26 @@ fn an_export_into_a_used_directory_writes_nothing_through_its_symlinks() {
     assert!(dest.join("d").symlink_metadata().unwrap().is_dir());
     assert_eq!(fs::read_to_string(dest.join("d/f")).unwrap(), "planted\n");
 }
+
+#[test]
+fn fifos_are_exported_to_a_tar_and_a_directory() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new("FROM busybox\nRUN mkdir /o && mkfifo -m 640 /o/p && echo f > /o/f\n");
+    let out_dir = tempfile::tempdir().unwrap();
+    let tar_path = out_dir.path().join("fs.tar");
+    let dest = format!("type=tar,dest={}", tar_path.display());
+    build_ok(&root, &ctx, &["-o", &dest]);
+    let mut archive = tar::Archive::new(fs::File::open(&tar_path).unwrap());
+    let fifo = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("o/p"))
+        .map(|e| (e.header().entry_type(), e.header().mode().unwrap() & 0o7777));
+    assert_eq!(fifo, Some((tar::EntryType::Fifo, 0o640)));
+    let local = out_dir.path().join("local");
+    build_ok(&root, &ctx, &["-o", local.to_str().unwrap()]);
+    let meta = fs::symlink_metadata(local.join("o/p")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+}

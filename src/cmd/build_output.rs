@@ -138,16 +138,24 @@ fn write_tar(root: &Path, layers: &Layers, out: impl Write) -> anyhow::Result<()
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry?;
         let rel = entry.path().strip_prefix(root)?;
-        let appended = if entry.file_type().is_file() {
-            // Its header from the path's metadata, its data from wherever it can be read.
+        let kind = entry.file_type();
+        let appended = if kind.is_dir() || kind.is_symlink() {
+            tar.append_path_with_name(entry.path(), rel)
+        } else {
+            // Its header from the path's metadata (type, mode, owner, times, device numbers),
+            // its data from wherever it can be read. tar's own append_path_with_name fails on
+            // fifos and devices ('paths in archives must be relative when setting path for').
             let meta = entry.path().symlink_metadata()?;
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-            layers
-                .open(root, rel)
-                .and_then(|mut file| tar.append_data(&mut header, rel, &mut file))
-        } else {
-            tar.append_path_with_name(entry.path(), rel)
+            if kind.is_file() {
+                layers
+                    .open(root, rel)
+                    .and_then(|mut file| tar.append_data(&mut header, rel, &mut file))
+            } else {
+                header.set_size(0);
+                tar.append_data(&mut header, rel, io::empty())
+            }
         };
         appended.with_context(|| rel.display().to_string())?;
     }
