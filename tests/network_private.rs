@@ -131,3 +131,47 @@ fn the_network_files_of_a_killed_build_are_removed_by_the_next_private_sandbox()
     assert!(out.status.success(), "{}", describe(&["build"], &out));
     assert_eq!(net_dirs_of(pid), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn a_dockerfile_gets_the_host_network_only_with_the_network_host_entitlement() {
+    assert!(
+        rbuild_runner::slirp::available(),
+        "slirp4netns is not installed: run scripts/install-deps"
+    );
+    let port = hello_server();
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    // As BuildKit: RUN --network=host in a Dockerfile (which may come from anyone) would reach
+    // the host's loopback services, so it needs `--allow network.host` (or --network host).
+    let ctx = Context::new(&format!(
+        "FROM busybox\nRUN echo first\nRUN --network=host {}\n",
+        probe("127.0.0.1", port)
+    ));
+    let out = build(&root, &ctx, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", describe(&["build"], &out));
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("--allow network.host"),
+        "{err}"
+    );
+    // The step never ran (its command line shows in the STEP header, its output would be a
+    // line of its own).
+    let reached = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "127.0.0.1:reached")
+    };
+    assert!(!reached(&out));
+    for args in [&["--allow", "network.host"][..], &["--network", "host"][..]] {
+        let out = build(&root, &ctx, args);
+        assert!(out.status.success(), "{}", describe(args, &out));
+        assert!(reached(&out), "{}", describe(args, &out));
+    }
+    let out = build(&root, &ctx, &["--allow", "security.insecure"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("security.insecure"),
+        "{}",
+        describe(&["build", "--allow", "security.insecure"], &out)
+    );
+}

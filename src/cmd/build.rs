@@ -52,6 +52,10 @@ pub struct BuildArgs {
     /// missing), private, host or none.
     #[arg(long, default_value = "default")]
     pub network: String,
+    /// Extra privilege for the Dockerfile, as BuildKit's entitlements: `network.host` lets
+    /// `RUN --network=host` use the host's network; may be given more than once.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
     /// Label `KEY=VALUE` added to the image; may be given more than once.
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -346,6 +350,12 @@ pub fn run(g: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
         "none" => Network::None,
         other => bail!("invalid --network {other:?}: use default, private, host or none"),
     };
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "network.host" => opts.allow_network_host = true,
+            other => bail!("--allow {other}: rbuild grants only network.host"),
+        }
+    }
     opts.compression = match args.compression.as_str() {
         "gzip" => rbuild_layerfs::layer::Compression::Gzip,
         "zstd" => rbuild_layerfs::layer::Compression::Zstd,

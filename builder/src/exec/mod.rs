@@ -139,6 +139,9 @@ pub struct BuildOptions {
     pub pull: bool,
     /// Network of RUN steps (host by default, as Docker).
     pub network: Network,
+    /// `--allow network.host`: a Dockerfile's `RUN --network=host` may use the host's network
+    /// (as BuildKit's entitlement; also granted when [`BuildOptions::network`] is the host's).
+    pub allow_network_host: bool,
     /// `--label`s added to the final image.
     pub labels: BTreeMap<String, String>,
     /// Layer compression.
@@ -182,6 +185,7 @@ impl BuildOptions {
             no_cache: false,
             pull: false,
             network: Network::Host,
+            allow_network_host: false,
             labels: BTreeMap::new(),
             compression: Compression::Gzip,
             timestamp: None,

@@ -561,6 +561,18 @@ impl Builder<'_, '_> {
             None => None,
         }
         .unwrap_or(self.opts.network);
+        // As BuildKit: the Dockerfile (which may come from anyone) gets the host's network,
+        // and with it the host's loopback services, only when the one building grants it.
+        if network == super::Network::Host
+            && self.opts.network != super::Network::Host
+            && !self.opts.allow_network_host
+        {
+            return Err(Self::step_err(
+                instr,
+                "RUN --network=host needs the network.host entitlement: pass --allow \
+                 network.host (or --network host) to let this Dockerfile use the host's network",
+            ));
+        }
         let mut mounts = Vec::new();
         let env = sc.expansion_env();
         for spec in &r.mounts {
