@@ -681,3 +681,20 @@ fn build_output_exports_read_only_dirs_and_unreadable_files_without_root() {
     }
     assert_eq!(shadow, Some((0, "s\n".to_string())));
 }
+
+#[test]
+fn builder_prune_all_removes_cache_mounts_with_read_only_dirs_without_root() {
+    let home = RootlessHome::new();
+    home.import_base();
+    // As Go's module cache (`go mod download` leaves its dirs 0555) in a cache mount.
+    let ctx = home.context(
+        "ctx-prune",
+        "FROM base:1\nRUN --mount=type=cache,target=/go/pkg/mod mkdir -p /go/pkg/mod/m@v1/sub \
+         && touch /go/pkg/mod/m@v1/sub/f && chmod 555 /go/pkg/mod/m@v1/sub /go/pkg/mod/m@v1\n",
+    );
+    home.ok(home.path(), &["build", "-q", ctx.to_str().unwrap()]);
+    let mounts = home.path().join(".local/share/rbuild/cache/run-mounts");
+    assert_eq!(fs::read_dir(&mounts).unwrap().count(), 1);
+    home.ok(home.path(), &["builder", "prune", "--all", "--force"]);
+    assert_eq!(fs::read_dir(&mounts).map_or(0, |d| d.count()), 0);
+}

@@ -182,3 +182,30 @@ mod tests {
         )));
     }
 }
+
+/// Removes the directory tree `dir`. Without root, directories of the caller's whose mode
+/// denies their owner writing or listing (a 0555 Go module cache) are given u+rwx first, as
+/// root removes them through CAP_DAC_OVERRIDE.
+pub fn remove_dir_all(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && is_rootless() => {
+            // Parents first (walkdir's order), so that each directory can be listed in turn.
+            for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    if let Ok(meta) = entry.metadata() {
+                        let mode = meta.permissions().mode();
+                        if mode & 0o700 != 0o700 {
+                            let _ = std::fs::set_permissions(
+                                entry.path(),
+                                std::fs::Permissions::from_mode(mode | 0o700),
+                            );
+                        }
+                    }
+                }
+            }
+            std::fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
+}

@@ -67,9 +67,11 @@ pub fn prune_build_cache(store: &Store, all: bool) -> Result<CachePruneReport, C
                     report.files_removed += 1;
                 }
             }
-            fs::remove_dir_all(entry.path()).map_err(|source| CacheError::Io {
-                path: entry.path(),
-                source,
+            rbuild_layerfs::rootless::remove_dir_all(&entry.path()).map_err(|source| {
+                CacheError::Io {
+                    path: entry.path(),
+                    source,
+                }
             })?;
         }
     }
