@@ -165,24 +165,6 @@ pub fn announce_skipped_xattr(name: &str, entry: &str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_keeps_owners_and_chown_errors() {
-        // The test suite runs as root: nothing is mapped or skipped.
-        if is_rootless() {
-            return;
-        }
-        assert_eq!(image_owner(1001, 1002), (1001, 1002));
-        assert_eq!(image_owner(0, 0), (0, 0));
-        assert!(!skippable_chown_error(&io::Error::from_raw_os_error(
-            libc::EPERM
-        )));
-    }
-}
-
 /// Removes the directory tree `dir`. Without root, directories of the caller's whose mode
 /// denies their owner writing or listing (a 0555 Go module cache) are given u+rwx first, as
 /// root removes them through CAP_DAC_OVERRIDE.
@@ -207,5 +189,23 @@ pub fn remove_dir_all(dir: &std::path::Path) -> io::Result<()> {
             std::fs::remove_dir_all(dir)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_keeps_owners_and_chown_errors() {
+        // The test suite runs as root: nothing is mapped or skipped.
+        if is_rootless() {
+            return;
+        }
+        assert_eq!(image_owner(1001, 1002), (1001, 1002));
+        assert_eq!(image_owner(0, 0), (0, 0));
+        assert!(!skippable_chown_error(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
     }
 }
