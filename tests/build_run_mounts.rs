@@ -284,3 +284,38 @@ fn a_mount_that_cannot_be_made_fails_with_its_own_reason() {
         );
     }
 }
+
+#[test]
+fn builder_prune_leaves_a_cache_mount_that_a_running_step_uses() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN --mount=type=cache,target=/c,id=busy touch /c/started && sleep 300\n",
+    );
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root_s, "build", "--network", "none", &dir])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    let started = || {
+        fs::read_dir(root.path().join("cache/run-mounts"))
+            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        common::poll_until(6000, started),
+        "the RUN step never started"
+    );
+    // As BuildKit, which prunes no cache mount in use: the running step keeps its files.
+    root.ok(&["builder", "prune", "--all", "--force"]);
+    assert!(started(), "prune removed the cache mount of a running step");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    root.ok(&["builder", "prune", "--all", "--force"]);
+    assert!(!started(), "a cache mount nobody uses is pruned");
+}

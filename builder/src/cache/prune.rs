@@ -59,8 +59,17 @@ pub fn prune_build_cache(store: &Store, all: bool) -> Result<CachePruneReport, C
                 report.files_removed += 1;
             }
         }
-        // RUN --mount=type=cache directories, as `docker builder prune --all` removes them.
+        // RUN --mount=type=cache directories, as `docker builder prune --all` removes them,
+        // except those a running step uses (it holds their lock; see exec::run_mount_setup):
+        // BuildKit prunes no cache mount in use either.
         for entry in list(&cache_dir.join("run-mounts"))? {
+            let lock = fs::File::open(entry.path().join("lock")).ok();
+            if let Some(lock) = &lock {
+                let op = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+                if rustix::fs::flock(lock, op).is_err() {
+                    continue;
+                }
+            }
             for file in walkdir::WalkDir::new(entry.path()).into_iter().flatten() {
                 if !file.file_type().is_dir() {
                     report.bytes_freed += file.metadata().map_or(0, |m| m.len());
