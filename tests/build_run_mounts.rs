@@ -319,3 +319,78 @@ fn builder_prune_leaves_a_cache_mount_that_a_running_step_uses() {
     root.ok(&["builder", "prune", "--all", "--force"]);
     assert!(!started(), "a cache mount nobody uses is pruned");
 }
+
+/// Whether `needle` is in any regular file below `dir`.
+fn found_below(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            fs::read(e.path())
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn a_secret_is_never_written_to_the_store_even_while_its_step_runs() {
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN --mount=type=secret,id=tok --mount=type=cache,target=/c,id=s \
+         cat /run/secrets/tok > /dev/null && touch /c/started && sleep 300\n",
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("tok");
+    fs::write(&secret, "d1sk-fr33-s3cr3t").unwrap();
+    let secret_flag = format!("id=tok,src={}", secret.display());
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root_s, "build", "--network", "none"])
+        .args(["--secret", &secret_flag, &dir])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    let pid = child.0.id();
+    let started = || {
+        fs::read_dir(root.path().join("cache/run-mounts"))
+            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        common::poll_until(6000, started),
+        "the RUN step never started"
+    );
+    // As BuildKit's (a tmpfs): the secret's file is in memory (/dev/shm), not on the store's
+    // disk, where a kill would leave it until the next command and its blocks after that.
+    assert_eq!(
+        found_below(root.path(), b"d1sk-fr33-s3cr3t"),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let in_shm = || {
+        fs::read_dir("/dev/shm")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("rbuild-secret-{pid}-"))
+            })
+            .count()
+    };
+    assert_eq!(in_shm(), 1);
+    child.0.kill().unwrap(); // SIGKILL: nothing removes it now
+    child.0.wait().unwrap();
+    // The next step with a secret removes what the killed build left.
+    let ctx2 = Context::new("FROM busybox\nRUN --mount=type=secret,id=tok true\n");
+    build_ok(&root, &ctx2, &["--secret", &secret_flag]);
+    assert_eq!(in_shm(), 0);
+}

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rbuild_layerfs::mount::{mount_union, MountSpec};
@@ -165,11 +165,29 @@ impl Builder<'_, '_> {
                     let Some(target) = target else {
                         continue;
                     };
-                    let scratch = self.scratch("run-secret")?;
-                    let file = scratch.path().join("secret");
-                    fs::write(&file, value).map_err(at)?;
+                    // In memory, as BuildKit's tmpfs: never on the store's disk (a killed
+                    // build would leave it there, and its blocks after that).
+                    let file = match SecretDir::create() {
+                        Some(dir) => {
+                            let file = dir.0.join("secret");
+                            guards.push(Box::new(dir));
+                            file
+                        }
+                        None => {
+                            let scratch = self.scratch("run-secret")?;
+                            let file = scratch.path().join("secret");
+                            guards.push(Box::new(scratch));
+                            file
+                        }
+                    };
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&file)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, value))
+                        .map_err(at)?;
                     set_owner_and_mode(&file, *mode, *uid, *gid).map_err(at)?;
-                    guards.push(Box::new(scratch));
                     BindMount {
                         source: file,
                         target: target.clone(),
@@ -268,6 +286,75 @@ impl Builder<'_, '_> {
         }
         guards.push(Box::new(lock));
         Ok(Some(base.join("data")))
+    }
+}
+
+/// Where secret files go when it is a memory filesystem (it is on every systemd system).
+const SECRET_BASE: &str = "/dev/shm";
+
+/// A directory of this process's for a secret file, in [`SECRET_BASE`] (mode 0700, named by
+/// this process's pid); removed on drop, or by the next [`SecretDir::create`] after a kill.
+struct SecretDir(PathBuf);
+
+impl SecretDir {
+    /// A new one; `None` when [`SECRET_BASE`] is not a tmpfs or cannot be written.
+    fn create() -> Option<SecretDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = Path::new(SECRET_BASE);
+        let fs = rustix::fs::statfs(base).ok()?;
+        // TMPFS_MAGIC.
+        if fs.f_type as u64 != 0x0102_1994 {
+            return None;
+        }
+        remove_stale_secret_dirs(base);
+        let me = std::process::id();
+        (0..16u32).find_map(|i| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir = base.join(format!("rbuild-secret-{me}-{:x}", nanos ^ (i << 24)));
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .ok()
+                .map(|()| SecretDir(dir))
+        })
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the secret dirs of dead processes of this user from `base` (a killed rbuild never
+/// drops its [`SecretDir`]); a live (or reused) pid's are left alone.
+fn remove_stale_secret_dirs(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("rbuild-secret-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        let dead = matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        );
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if dead && ours {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
