@@ -175,3 +175,69 @@ fn a_dockerfile_gets_the_host_network_only_with_the_network_host_entitlement() {
         describe(&["build", "--allow", "security.insecure"], &out)
     );
 }
+
+#[test]
+fn slirp4netns_runs_confined() {
+    assert!(
+        rbuild_runner::slirp::available(),
+        "slirp4netns is not installed: run scripts/install-deps"
+    );
+    let root = TestRoot::new();
+    root.import_busybox("busybox");
+    let ctx = Context::new(
+        "FROM busybox\nRUN --mount=type=cache,target=/c,id=k touch /c/started && sleep 300\n",
+    );
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(common::rbuild_bin())
+        .args(["--root", &root_s, "build", &dir])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = common::KillOnDrop(child);
+    let started = || {
+        std::fs::read_dir(root.path().join("cache/run-mounts"))
+            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        common::poll_until(6000, started),
+        "the RUN step never started"
+    );
+    let pid = _child.0.id();
+    let slirp = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split(' ').nth(1))
+                .map(str::to_string);
+            std::fs::read_to_string(p.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                == "slirp4netns"
+                && ppid == Some(pid.to_string())
+        })
+        .expect("the step's slirp4netns");
+    let status = std::fs::read_to_string(slirp.join("status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    // As podman runs it: under seccomp, and (as root) with no capability but
+    // CAP_NET_BIND_SERVICE, in a mount namespace of its own.
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000400", "{status}");
+    assert_ne!(
+        std::fs::read_link(slirp.join("ns/mnt")).unwrap(),
+        std::fs::read_link("/proc/self/ns/mnt").unwrap()
+    );
+}

@@ -173,9 +173,17 @@ impl Slirp {
             "--configure",
             "--mtu=65520",
             "--disable-host-loopback",
+            // As podman runs it: slirp4netns parses the container's packets, so it runs under
+            // a seccomp filter and (as root) in a mount namespace of its own with every
+            // capability dropped but CAP_NET_BIND_SERVICE. Without root it has no capability
+            // to drop, and could not make the namespace ('parent failed').
+            "--enable-seccomp",
             &format!("--ready-fd={}", ready_w.as_raw_fd()),
             &format!("--exit-fd={}", exit_r.as_raw_fd()),
         ]);
+        if !rootless {
+            command.arg("--enable-sandbox");
+        }
         if rootless {
             command.arg(format!("--userns-path=/proc/{pid}/ns/user"));
             command.args(["--netns-type=path", &format!("/proc/{pid}/ns/net")]);
