@@ -698,3 +698,29 @@ fn builder_prune_all_removes_cache_mounts_with_read_only_dirs_without_root() {
     home.ok(home.path(), &["builder", "prune", "--all", "--force"]);
     assert_eq!(fs::read_dir(&mounts).map_or(0, |d| d.count()), 0);
 }
+
+#[test]
+fn run_mount_binds_a_context_with_read_only_dirs_without_root() {
+    let home = RootlessHome::new();
+    home.import_base();
+    let ctx = home.context(
+        "ctx-bind",
+        "FROM base:1\nRUN --mount=type=bind,source=src,target=/s cat /s/ro/f && stat -c %a /s/ro\n",
+    );
+    fs::create_dir_all(ctx.join("src/ro")).unwrap();
+    write_owned(&ctx.join("src/ro/f"), "in a read-only dir\n");
+    for d in ["src", "src/ro"] {
+        chown(ctx.join(d), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::set_permissions(ctx.join("src/ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let out = home.ok(
+        home.path(),
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("in a read-only dir\n555\n"),
+        "{}",
+        describe(&["build"], &out)
+    );
+}

@@ -375,9 +375,11 @@ fn set_owner_and_mode(path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<
 }
 
 /// Writes the entries of context source `tree` (read below `context`) at `dest`: directories,
-/// file copies and symlinks, with their modes, owned by root.
+/// file copies and symlinks, with their modes, owned by root. Directories get their modes last,
+/// once filled: without root a read-only (0555) one could not be filled.
 fn materialize(context: &Path, tree: &SourceTree, dest: &Path) -> io::Result<()> {
     let base = context.join(&tree.rel);
+    let mut dirs = Vec::new();
     for entry in &tree.entries {
         let (from, to) = if entry.rel.is_empty() {
             (base.clone(), dest.to_path_buf())
@@ -385,7 +387,11 @@ fn materialize(context: &Path, tree: &SourceTree, dest: &Path) -> io::Result<()>
             (base.join(&entry.rel), dest.join(&entry.rel))
         };
         match &entry.kind {
-            EntryKind::Dir => fs::create_dir_all(&to)?,
+            EntryKind::Dir => {
+                fs::create_dir_all(&to)?;
+                dirs.push((to, entry.mode));
+                continue;
+            }
             EntryKind::File(_) => {
                 fs::copy(&from, &to)?;
             }
@@ -394,6 +400,9 @@ fn materialize(context: &Path, tree: &SourceTree, dest: &Path) -> io::Result<()>
         if !matches!(entry.kind, EntryKind::Symlink(_)) {
             set_owner_and_mode(&to, entry.mode, 0, 0)?;
         }
+    }
+    for (dir, mode) in dirs.iter().rev() {
+        set_owner_and_mode(dir, *mode, 0, 0)?;
     }
     Ok(())
 }
