@@ -218,6 +218,11 @@ impl Slirp {
         let ready = wait_readable(&ready_r, READY_TIMEOUT);
         let mut byte = [0u8; 1];
         if ready && matches!(nix::unistd::read(&ready_r, &mut byte), Ok(1)) {
+            // Its stderr, kept for the error above, is drained from now on: a full pipe would
+            // block slirp4netns and stall the network.
+            if let Some(mut stderr) = child.stderr.take() {
+                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            }
             return Ok(Slirp {
                 child,
                 _exit: exit_w,
