@@ -43,6 +43,16 @@ fn excluded_paths_are_not_copied() {
         ),
         "app/keep.md\napp/lib/util.sh\napp/main.sh\nfiles/homepage.html\nfromsrc/a.txt\nfromsrc/b.md\nlogs/x/run.cfg\n"
     );
+    // A change of an excluded file changes nothing copied: every step hits, as in BuildKit.
+    ctx.write("app/README.md", "edited readme");
+    ctx.write("logs/x/run.log", "more log");
+    let (id2, out) = build_ok(&root, &ctx, &[]);
+    assert_eq!(out.matches("--> CACHED").count(), 5, "{out}");
+    assert_eq!(id2, id);
+    // A change of a copied one misses (and so do the steps after it).
+    ctx.write("app/main.sh", "main 2");
+    let (_, out) = build_ok(&root, &ctx, &[]);
+    assert_eq!(out.matches("--> CACHED").count(), 1, "{out}");
     // Other patterns are another step.
     std::fs::write(
         ctx.path().join("Dockerfile"),

@@ -120,6 +120,37 @@ pub(crate) struct CopyJob {
 
 use super::precheck::is_url;
 
+/// A digest of what `tree` holds now (after `--exclude`): path, kind and content, mode and
+/// xattrs of every entry, as the context's own tree digest counts them.
+fn entries_digest(tree: &SourceTree) -> String {
+    use crate::context::EntryKind;
+    let mut h = Sha256::new();
+    for e in &tree.entries {
+        h.update(e.rel.as_bytes());
+        h.update([0]);
+        match &e.kind {
+            EntryKind::File(sum) => {
+                h.update(b"f");
+                h.update(sum);
+            }
+            EntryKind::Dir => h.update(b"d"),
+            EntryKind::Symlink(target) => {
+                h.update(b"l");
+                h.update(target.as_os_str().as_encoded_bytes());
+            }
+        }
+        h.update(e.mode.to_le_bytes());
+        for (name, value) in &e.xattrs {
+            h.update(name);
+            h.update([0]);
+            h.update(value);
+            h.update([0]);
+        }
+        h.update([0xff]);
+    }
+    hex::encode(h.finalize())
+}
+
 /// `tree` without what `--exclude` patterns match, as BuildKit: paths below a directory source
 /// are matched relative to it (a matching directory takes its contents along), a file source
 /// by its name; `None` when the source itself is excluded.
@@ -303,11 +334,18 @@ impl Builder<'_, '_> {
                             )));
                         }
                         for tree in self.ctx.select(&p).map_err(|e| err(e.to_string()))? {
-                            // Keyed by the whole tree: a change of an excluded file misses too,
-                            // which costs a copy, never a wrong hit.
-                            key.part(&tree.rel).part(tree.digest.as_str());
-                            if let Some(tree) = without_excluded(tree, excludes.as_ref()) {
+                            key.part(&tree.rel);
+                            if excludes.is_none() {
+                                key.part(tree.digest.as_str());
                                 items.push(Item::Context(tree));
+                            } else if let Some(tree) = without_excluded(tree, excludes.as_ref())
+                            {
+                                // Keyed by what is copied: a change of an excluded file hits,
+                                // as in BuildKit.
+                                key.part(&entries_digest(&tree));
+                                items.push(Item::Context(tree));
+                            } else {
+                                key.part("excluded");
                             }
                         }
                     }
