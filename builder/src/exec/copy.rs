@@ -338,8 +338,7 @@ impl Builder<'_, '_> {
                             if excludes.is_none() {
                                 key.part(tree.digest.as_str());
                                 items.push(Item::Context(tree));
-                            } else if let Some(tree) = without_excluded(tree, excludes.as_ref())
-                            {
+                            } else if let Some(tree) = without_excluded(tree, excludes.as_ref()) {
                                 // Keyed by what is copied: a change of an excluded file hits,
                                 // as in BuildKit.
                                 key.part(&entries_digest(&tree));
