@@ -35,6 +35,7 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod slirp;
 pub mod spec;
+pub mod stale;
 pub mod syscall;
 pub mod tee;
 pub mod user;

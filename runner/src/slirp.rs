@@ -58,7 +58,7 @@ impl NetworkFiles {
             source: e,
         };
         let base = std::env::temp_dir();
-        remove_stale(&base);
+        crate::stale::remove_dirs_of_dead_processes(&base, "rbuild-net-");
         let dir = (0..16)
             .map(|i| base.join(format!("rbuild-net-{}-{}", std::process::id(), nonce(i))))
             .find(|d| fs::DirBuilder::new().mode(0o700).create(d).is_ok())
@@ -104,37 +104,6 @@ impl NetworkFiles {
 impl Drop for NetworkFiles {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Removes the network-file dirs of dead processes of this user from `base`: a killed rbuild
-/// (SIGKILL) never drops its [`NetworkFiles`]. A dir is named by its creator's pid; one whose
-/// pid is alive (or reused) is left alone.
-fn remove_stale(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    let me = rustix::process::geteuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("rbuild-net-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .filter(|p| *p > 0)
-        else {
-            continue;
-        };
-        let dead = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
-        if dead && ours {
-            let _ = fs::remove_dir_all(entry.path());
-        }
     }
 }
 

@@ -306,7 +306,7 @@ impl SecretDir {
         if fs.f_type as u64 != 0x0102_1994 {
             return None;
         }
-        remove_stale_secret_dirs(base);
+        rbuild_runner::stale::remove_dirs_of_dead_processes(base, "rbuild-secret-");
         let me = std::process::id();
         (0..16u32).find_map(|i| {
             let nanos = std::time::SystemTime::now()
@@ -325,36 +325,6 @@ impl SecretDir {
 impl Drop for SecretDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes the secret dirs of dead processes of this user from `base` (a killed rbuild never
-/// drops its [`SecretDir`]); a live (or reused) pid's are left alone.
-fn remove_stale_secret_dirs(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    let me = rustix::process::geteuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("rbuild-secret-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            continue;
-        };
-        let dead = matches!(
-            rustix::process::test_kill_process(pid),
-            Err(rustix::io::Errno::SRCH)
-        );
-        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
-        if dead && ours {
-            let _ = fs::remove_dir_all(entry.path());
-        }
     }
 }
 
