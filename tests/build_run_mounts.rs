@@ -5,7 +5,9 @@
 mod build_support;
 mod common;
 
-use build_support::{build, build_ok, cache_hits as cached, run_sh, Context};
+use build_support::{
+    build, build_ok, build_until_started, cache_hits as cached, run_sh, step_started, Context,
+};
 use common::{describe, TestRoot};
 use std::fs;
 
@@ -168,27 +170,12 @@ fn a_build_killed_mid_run_leaves_a_usable_store_and_nothing_behind() {
     let secret = secrets.path().join("tok");
     fs::write(&secret, "k1ll3d-s3cr3t").unwrap();
     let secret_flag = format!("id=tok,src={}", secret.display());
-    let root_s = root.root_str();
-    let dir = ctx.dir();
-    let child = std::process::Command::new(common::rbuild_bin())
-        .args(["--root", &root_s, "build", "--progress", "plain"])
-        .args(["--secret", &secret_flag, &dir])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = common::KillOnDrop(child);
-    let pid = child.0.id() as i32;
-    let started = || {
-        fs::read_dir(root.path().join("cache/run-mounts"))
-            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
-            .unwrap_or(false)
-    };
-    assert!(
-        common::poll_until(6000, started),
-        "the RUN step never started"
+    let mut child = build_until_started(
+        &root,
+        &ctx,
+        &["--progress", "plain", "--secret", &secret_flag],
     );
+    let pid = child.0.id() as i32;
     let slirps = slirp_children_of(pid);
     child.0.kill().unwrap(); // SIGKILL, mid-RUN
     child.0.wait().unwrap();
@@ -292,32 +279,17 @@ fn builder_prune_leaves_a_cache_mount_that_a_running_step_uses() {
     let ctx = Context::new(
         "FROM busybox\nRUN --mount=type=cache,target=/c,id=busy touch /c/started && sleep 300\n",
     );
-    let root_s = root.root_str();
-    let dir = ctx.dir();
-    let child = std::process::Command::new(common::rbuild_bin())
-        .args(["--root", &root_s, "build", "--network", "none", &dir])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = common::KillOnDrop(child);
-    let started = || {
-        fs::read_dir(root.path().join("cache/run-mounts"))
-            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
-            .unwrap_or(false)
-    };
-    assert!(
-        common::poll_until(6000, started),
-        "the RUN step never started"
-    );
+    let mut child = build_until_started(&root, &ctx, &["--network", "none"]);
     // As BuildKit, which prunes no cache mount in use: the running step keeps its files.
     root.ok(&["builder", "prune", "--all", "--force"]);
-    assert!(started(), "prune removed the cache mount of a running step");
+    assert!(
+        step_started(&root),
+        "prune removed the cache mount of a running step"
+    );
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     root.ok(&["builder", "prune", "--all", "--force"]);
-    assert!(!started(), "a cache mount nobody uses is pruned");
+    assert!(!step_started(&root), "a cache mount nobody uses is pruned");
 }
 
 /// Whether `needle` is in any regular file below `dir`.
@@ -348,27 +320,12 @@ fn a_secret_is_never_written_to_the_store_even_while_its_step_runs() {
     let secret = secrets.path().join("tok");
     fs::write(&secret, "d1sk-fr33-s3cr3t").unwrap();
     let secret_flag = format!("id=tok,src={}", secret.display());
-    let root_s = root.root_str();
-    let dir = ctx.dir();
-    let child = std::process::Command::new(common::rbuild_bin())
-        .args(["--root", &root_s, "build", "--network", "none"])
-        .args(["--secret", &secret_flag, &dir])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = common::KillOnDrop(child);
-    let pid = child.0.id();
-    let started = || {
-        fs::read_dir(root.path().join("cache/run-mounts"))
-            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
-            .unwrap_or(false)
-    };
-    assert!(
-        common::poll_until(6000, started),
-        "the RUN step never started"
+    let mut child = build_until_started(
+        &root,
+        &ctx,
+        &["--network", "none", "--secret", &secret_flag],
     );
+    let pid = child.0.id();
     // As BuildKit's (a tmpfs): the secret's file is in memory (/dev/shm), not on the store's
     // disk, where a kill would leave it until the next command and its blocks after that.
     assert_eq!(

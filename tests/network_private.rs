@@ -5,7 +5,7 @@
 mod build_support;
 mod common;
 
-use build_support::{build, Context};
+use build_support::{build, build_until_started, Context};
 use common::{describe, TestRoot};
 use std::io::Write;
 use std::net::TcpListener;
@@ -102,26 +102,8 @@ fn the_network_files_of_a_killed_build_are_removed_by_the_next_private_sandbox()
     let ctx = Context::new(
         "FROM busybox\nRUN --mount=type=cache,target=/c,id=k touch /c/started && sleep 300\n",
     );
-    let root_s = root.root_str();
-    let dir = ctx.dir();
-    let child = std::process::Command::new(common::rbuild_bin())
-        .args(["--root", &root_s, "build", &dir])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = common::KillOnDrop(child);
+    let mut child = build_until_started(&root, &ctx, &[]);
     let pid = child.0.id();
-    let started = || {
-        std::fs::read_dir(root.path().join("cache/run-mounts"))
-            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
-            .unwrap_or(false)
-    };
-    assert!(
-        common::poll_until(6000, started),
-        "the RUN step never started"
-    );
     assert_eq!(net_dirs_of(pid).len(), 1, "the step's network files");
     child.0.kill().unwrap(); // SIGKILL, mid-RUN: nothing removes them now
     child.0.wait().unwrap();
@@ -187,25 +169,7 @@ fn slirp4netns_runs_confined() {
     let ctx = Context::new(
         "FROM busybox\nRUN --mount=type=cache,target=/c,id=k touch /c/started && sleep 300\n",
     );
-    let root_s = root.root_str();
-    let dir = ctx.dir();
-    let child = std::process::Command::new(common::rbuild_bin())
-        .args(["--root", &root_s, "build", &dir])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _child = common::KillOnDrop(child);
-    let started = || {
-        std::fs::read_dir(root.path().join("cache/run-mounts"))
-            .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
-            .unwrap_or(false)
-    };
-    assert!(
-        common::poll_until(6000, started),
-        "the RUN step never started"
-    );
+    let _child = build_until_started(&root, &ctx, &[]);
     let pid = _child.0.id();
     let slirp = std::fs::read_dir("/proc")
         .unwrap()

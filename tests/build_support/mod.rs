@@ -2,7 +2,7 @@
 //! and running a command inside a built image.
 #![allow(dead_code)]
 
-use crate::common::{describe, TestRoot};
+use crate::common::{describe, KillOnDrop, TestRoot};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -175,4 +175,34 @@ pub fn cache_hits(out: &str) -> Vec<String> {
         .filter(|(_, next)| *next == "--> CACHED")
         .map(|(step, _)| step.to_string())
         .collect()
+}
+
+/// Starts `rbuild --root ROOT build ARGS... CONTEXT` in the background (killed on drop, its
+/// output discarded) and waits until its RUN step has made `started` in one of the store's
+/// cache mounts (the step must `touch /<cache target>/started`); panics when it never does.
+pub fn build_until_started(root: &TestRoot, ctx: &Context, args: &[&str]) -> KillOnDrop {
+    let root_s = root.root_str();
+    let dir = ctx.dir();
+    let child = std::process::Command::new(crate::common::rbuild_bin())
+        .args(["--root", &root_s, "build"])
+        .args(args)
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rbuild build");
+    let child = KillOnDrop(child);
+    assert!(
+        crate::common::poll_until(6000, || step_started(root)),
+        "the RUN step never started"
+    );
+    child
+}
+
+/// Whether one of the store's cache mounts holds `started` (see [`build_until_started`]).
+pub fn step_started(root: &TestRoot) -> bool {
+    std::fs::read_dir(root.path().join("cache/run-mounts"))
+        .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
+        .unwrap_or(false)
 }
