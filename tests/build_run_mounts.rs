@@ -6,7 +6,8 @@ mod build_support;
 mod common;
 
 use build_support::{
-    build, build_ok, build_until_started, cache_hits as cached, run_sh, step_started, Context,
+    build, build_ok, build_until_started, cache_hits as cached, run_sh, slirp_children_of,
+    step_started, Context,
 };
 use common::{describe, TestRoot};
 use std::fs;
@@ -138,24 +139,6 @@ fn a_missing_required_secret_and_bad_specs_fail_with_the_line() {
 fn process_state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..].chars().next()
-}
-
-/// Pids of the slirp4netns processes whose parent is `parent`.
-fn slirp_children_of(parent: i32) -> Vec<i32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 2..].split(' ').nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            comm.trim() == "slirp4netns" && ppid == Some(parent)
-        })
-        .collect()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod build_support;
 mod common;
 
-use build_support::{build, build_until_started, Context};
+use build_support::{build, build_until_started, slirp_children_of, Context};
 use common::{describe, TestRoot};
 use std::io::Write;
 use std::net::TcpListener;
@@ -171,22 +171,9 @@ fn slirp4netns_runs_confined() {
     );
     let _child = build_until_started(&root, &ctx, &[]);
     let pid = _child.0.id();
-    let slirp = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 2..].split(' ').nth(1))
-                .map(str::to_string);
-            std::fs::read_to_string(p.join("comm"))
-                .unwrap_or_default()
-                .trim()
-                == "slirp4netns"
-                && ppid == Some(pid.to_string())
-        })
+    let slirp = slirp_children_of(pid as i32)
+        .first()
+        .map(|p| std::path::PathBuf::from(format!("/proc/{p}")))
         .expect("the step's slirp4netns");
     let status = std::fs::read_to_string(slirp.join("status")).unwrap();
     let field = |name: &str| {

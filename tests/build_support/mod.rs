@@ -206,3 +206,21 @@ pub fn step_started(root: &TestRoot) -> bool {
         .map(|d| d.flatten().any(|e| e.path().join("data/started").exists()))
         .unwrap_or(false)
 }
+
+/// Pids of the slirp4netns processes whose parent is `parent`.
+pub fn slirp_children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split(' ').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            comm.trim() == "slirp4netns" && ppid == Some(parent)
+        })
+        .collect()
+}
